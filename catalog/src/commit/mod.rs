@@ -1,0 +1,365 @@
+//! THE commit path: every change to every table goes through [`Commit`].
+//!
+//! # Protocol and invariants
+//!
+//! 1. **Idempotent.** A commit carries a [`CommitId`], minted once per batch by the
+//!    writer and reused on every retry. It is stored in the snapshot summary under
+//!    [`COMMIT_ID_PROPERTY`], next to the writer's position (Kafka offsets, job run
+//!    ids, …) which the writer puts in [`TableWrite::with_property`]. Before writing
+//!    anything, an attempt looks for its id in the target branch's history: found
+//!    means the commit already landed, and it reports so instead of writing again.
+//! 2. **Compare-and-swap.** An attempt writes manifests, a manifest list and a new
+//!    metadata file, then moves the catalog row from the metadata location it read
+//!    to the new one. If another writer moved it first, nothing changed and the
+//!    attempt is redone on the new state (bounded retries with back-off).
+//! 3. **Atomic across tables.** A commit with several [`TableWrite`]s swaps all
+//!    rows in one database transaction: readers see all of them or none.
+//! 4. **Safe rebase.** An append rebases onto whatever landed meanwhile. An
+//!    overwrite or partition replacement remembers the branch head it was computed
+//!    against (its *base*); if data was added to the replaced range since then, it
+//!    fails with [`CatalogError::Conflict`] instead of silently deleting rows it
+//!    never saw.
+//! 5. **Ambiguous outcomes are reconciled, never blindly retried.** When the
+//!    database may or may not have applied the swap (a lost connection during
+//!    commit), the tables are reloaded and the commit id looked up: found means
+//!    done; absent means the swap did not land and a retry is safe.
+
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use iceberg::spec::{DataFile, MAIN_BRANCH, TableMetadata};
+use iceberg::table::Table;
+use iceberg::TableIdent;
+
+use crate::catalog::{LakeCatalog, display};
+use crate::db::SwapError;
+use crate::error::{CatalogError, Result};
+
+pub use snapshot::live_entries;
+
+/// Summary property holding the commit id of the snapshot.
+pub const COMMIT_ID_PROPERTY: &str = "icefjord.commit-id";
+
+/// Identifies one logical commit across retries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CommitId(String);
+
+impl CommitId {
+    /// A fresh, unique id (UUID v7: time-ordered).
+    pub fn mint() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// An id derived by the writer from its position (deterministic across restarts).
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CommitId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a write changes a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Add the files; keep everything.
+    Append,
+    /// Replace all data of the branch with the files.
+    Overwrite,
+    /// Replace the partitions the files fall into; keep the others.
+    ReplacePartitions,
+}
+
+/// The change one commit makes to one table.
+#[derive(Clone, Debug)]
+pub struct TableWrite {
+    table: TableIdent,
+    mode: WriteMode,
+    files: Vec<DataFile>,
+    branch: String,
+    properties: BTreeMap<String, String>,
+    base: Option<Option<i64>>,
+}
+
+impl TableWrite {
+    pub fn new(table: TableIdent, mode: WriteMode, files: Vec<DataFile>) -> Self {
+        Self {
+            table,
+            mode,
+            files,
+            branch: MAIN_BRANCH.to_string(),
+            properties: BTreeMap::new(),
+            base: None,
+        }
+    }
+
+    pub fn append(table: TableIdent, files: Vec<DataFile>) -> Self {
+        Self::new(table, WriteMode::Append, files)
+    }
+
+    pub fn overwrite(table: TableIdent, files: Vec<DataFile>) -> Self {
+        Self::new(table, WriteMode::Overwrite, files)
+    }
+
+    pub fn replace_partitions(table: TableIdent, files: Vec<DataFile>) -> Self {
+        Self::new(table, WriteMode::ReplacePartitions, files)
+    }
+
+    /// Commit to this branch instead of `main` (created from `main` when missing).
+    pub fn to_branch(mut self, branch: impl Into<String>) -> Self {
+        self.branch = branch.into();
+        self
+    }
+
+    /// A summary property (writer position, watermark, …) stored in the snapshot.
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// The branch head this write was computed from (`None`: the branch was empty).
+    /// Overwrites and partition replacements fail if data landed in their range
+    /// since then. Unset, the head seen by the first attempt is used.
+    pub fn with_base_snapshot(mut self, snapshot_id: Option<i64>) -> Self {
+        self.base = Some(snapshot_id);
+        self
+    }
+
+    pub fn table(&self) -> &TableIdent {
+        &self.table
+    }
+}
+
+/// What a table looks like after a commit.
+#[derive(Clone, Debug)]
+pub struct CommittedTable {
+    pub table: TableIdent,
+    pub branch: String,
+    pub snapshot_id: i64,
+    pub metadata_location: String,
+}
+
+/// The outcome of [`Commit::execute`].
+#[derive(Clone, Debug)]
+pub struct CommitReport {
+    pub commit_id: CommitId,
+    /// True when the commit id was found already applied: nothing was written.
+    pub already_applied: bool,
+    pub attempts: u32,
+    pub tables: Vec<CommittedTable>,
+}
+
+/// One logical commit over one or more tables. Runs when executed.
+pub struct Commit<'a> {
+    catalog: &'a LakeCatalog,
+    id: CommitId,
+    writes: Vec<TableWrite>,
+    max_attempts: u32,
+}
+
+impl LakeCatalog {
+    /// Start a commit with the given id.
+    pub fn commit(&self, id: CommitId) -> Commit<'_> {
+        Commit {
+            catalog: self,
+            id,
+            writes: Vec::new(),
+            max_attempts: 20,
+        }
+    }
+}
+
+impl<'a> Commit<'a> {
+    pub fn with_write(mut self, write: TableWrite) -> Self {
+        self.writes.push(write);
+        self
+    }
+
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Run the protocol described in the module docs.
+    pub async fn execute(mut self) -> Result<CommitReport> {
+        if self.writes.is_empty() {
+            return Err(CatalogError::InvalidCommit {
+                table: "-".into(),
+                message: "a commit needs at least one table write".into(),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for write in &self.writes {
+            if !seen.insert((display(&write.table), write.branch.clone())) {
+                return Err(CatalogError::InvalidCommit {
+                    table: display(&write.table),
+                    message: "a commit may write each table branch once".into(),
+                });
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tables = self.load_tables().await?;
+            if let Some(report) = self.already_applied(&tables, attempt)? {
+                return Ok(report);
+            }
+            let mut swaps = Vec::with_capacity(tables.len());
+            let mut produced = Vec::with_capacity(tables.len());
+            for (write, table) in self.writes.iter_mut().zip(&tables) {
+                let head = head_of(table.metadata(), &write.branch);
+                let base = *write.base.get_or_insert(head);
+                if base != head {
+                    snapshot::check_no_conflict(table, write, base, &self.id).await?;
+                }
+                let (metadata, snapshot_id) =
+                    snapshot::produce(table, write, &self.id).await?;
+                let swap = self.catalog.write_metadata(table, &metadata).await?;
+                produced.push(CommittedTable {
+                    table: write.table.clone(),
+                    branch: write.branch.clone(),
+                    snapshot_id,
+                    metadata_location: swap.new.clone(),
+                });
+                swaps.push(swap);
+            }
+            let outcome = self.catalog.db().swap(&swaps).await;
+            let retry_reason = match outcome {
+                Ok(()) => {
+                    return Ok(CommitReport {
+                        commit_id: self.id,
+                        already_applied: false,
+                        attempts: attempt,
+                        tables: produced,
+                    });
+                }
+                Err(SwapError::Lost { table }) => format!("table {table} changed concurrently"),
+                Err(SwapError::Failed(e)) if e.is_retryable() => e.to_string(),
+                Err(SwapError::Failed(e)) => return Err(e),
+                Err(SwapError::Ambiguous(e)) => {
+                    tracing::warn!(commit_id = %self.id, error = %e, "commit outcome unknown; reconciling by commit id");
+                    let tables = self.load_tables().await?;
+                    if let Some(mut report) = self.already_applied(&tables, attempt)? {
+                        report.already_applied = false;
+                        return Ok(report);
+                    }
+                    e.to_string()
+                }
+            };
+            if attempt >= self.max_attempts {
+                return Err(CatalogError::RetriesExhausted {
+                    table: self
+                        .writes
+                        .iter()
+                        .map(|w| display(&w.table))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    commit_id: self.id.to_string(),
+                    attempts: attempt,
+                });
+            }
+            tracing::debug!(commit_id = %self.id, attempt, reason = %retry_reason, "retrying commit");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    async fn load_tables(&self) -> Result<Vec<Table>> {
+        let mut tables = Vec::with_capacity(self.writes.len());
+        for write in &self.writes {
+            tables.push(self.catalog.load(&write.table).await?);
+        }
+        Ok(tables)
+    }
+
+    /// `Some` when every table already holds this commit id on its branch.
+    fn already_applied(&self, tables: &[Table], attempts: u32) -> Result<Option<CommitReport>> {
+        let mut found = Vec::new();
+        for (write, table) in self.writes.iter().zip(tables) {
+            match find_commit(table.metadata(), &write.branch, &self.id) {
+                Some(snapshot_id) => found.push(CommittedTable {
+                    table: write.table.clone(),
+                    branch: write.branch.clone(),
+                    snapshot_id,
+                    metadata_location: table.metadata_location().unwrap_or_default().to_string(),
+                }),
+                None if found.is_empty() => return Ok(None),
+                None => {
+                    return Err(CatalogError::InvalidCommit {
+                        table: display(&write.table),
+                        message: format!(
+                            "commit {} is present on some tables of the commit but not on this one",
+                            self.id
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Some(CommitReport {
+            commit_id: self.id.clone(),
+            already_applied: true,
+            attempts,
+            tables: found,
+        }))
+    }
+}
+
+/// The snapshot id a branch points at, `None` for an empty or missing branch.
+pub fn head_of(metadata: &TableMetadata, branch: &str) -> Option<i64> {
+    metadata.snapshot_for_ref(branch).map(|s| s.snapshot_id())
+}
+
+/// Walk a branch's ancestry (newest first).
+pub fn ancestry<'m>(
+    metadata: &'m TableMetadata,
+    from: Option<i64>,
+) -> impl Iterator<Item = &'m iceberg::spec::SnapshotRef> + 'm {
+    let mut next = from;
+    std::iter::from_fn(move || {
+        let snapshot = metadata.snapshot_by_id(next?)?;
+        next = snapshot.parent_snapshot_id();
+        Some(snapshot)
+    })
+}
+
+/// The snapshot on `branch` that carries `id`, if any.
+pub fn find_commit(metadata: &TableMetadata, branch: &str, id: &CommitId) -> Option<i64> {
+    ancestry(metadata, head_of(metadata, branch))
+        .find(|s| {
+            s.summary()
+                .additional_properties
+                .get(COMMIT_ID_PROPERTY)
+                .is_some_and(|v| v == id.as_str())
+        })
+        .map(|s| s.snapshot_id())
+}
+
+/// The newest value of a summary property on a branch, walking back past snapshots
+/// that do not carry it (e.g. maintenance rewrites).
+pub fn latest_property(metadata: &TableMetadata, branch: &str, key: &str) -> Option<String> {
+    ancestry(metadata, head_of(metadata, branch))
+        .find_map(|s| s.summary().additional_properties.get(key).cloned())
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 10u64 * 2u64.saturating_pow(attempt.min(7));
+    // Jitter from the clock's low bits keeps concurrent writers from lock-stepping.
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    ) % base.max(1);
+    Duration::from_millis(base + jitter)
+}
+
+

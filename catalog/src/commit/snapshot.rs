@@ -1,0 +1,365 @@
+//! Producing a new snapshot for one [`TableWrite`]: manifests, manifest list,
+//! summary and the new table metadata. Nothing here touches the catalog row; the
+//! caller swaps it in.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::future::try_join_all;
+use iceberg::spec::{
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestEntryRef,
+    ManifestFile, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
+    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct, Summary,
+    TableMetadata,
+};
+use iceberg::table::Table;
+
+use super::{COMMIT_ID_PROPERTY, CommitId, TableWrite, WriteMode, ancestry, head_of};
+use crate::catalog::display;
+use crate::error::{CatalogError, Result};
+
+/// The live data-file entries of a snapshot (all manifests, loaded concurrently).
+pub async fn live_entries(table: &Table, snapshot_id: Option<i64>) -> Result<Vec<ManifestEntryRef>> {
+    let Some(snapshot) = snapshot_id.and_then(|id| table.metadata().snapshot_by_id(id)) else {
+        return Ok(Vec::new());
+    };
+    let manifests = table.manifest_list_reader(snapshot).load().await?;
+    let loaded = try_join_all(
+        manifests
+            .entries()
+            .iter()
+            .filter(|m| m.content == ManifestContentType::Data)
+            .map(|m| m.load_manifest(table.file_io())),
+    )
+    .await?;
+    Ok(loaded
+        .into_iter()
+        .flat_map(|m| m.into_parts().0)
+        .filter(|e| e.is_alive())
+        .collect())
+}
+
+/// The snapshot a write builds on: its branch head, or `main`'s head for a new branch.
+fn parent_of(metadata: &TableMetadata, branch: &str) -> Option<i64> {
+    match metadata.snapshot_for_ref(branch) {
+        Some(snapshot) => Some(snapshot.snapshot_id()),
+        None if branch != MAIN_BRANCH => head_of(metadata, MAIN_BRANCH),
+        None => None,
+    }
+}
+
+/// Fail when data landed in the range a replacing write covers since its base.
+pub(super) async fn check_no_conflict(
+    table: &Table,
+    write: &TableWrite,
+    base: Option<i64>,
+    id: &CommitId,
+) -> Result<()> {
+    if write.mode == WriteMode::Append {
+        return Ok(());
+    }
+    let metadata = table.metadata();
+    let conflict = |reason: String| CatalogError::Conflict {
+        table: display(&write.table),
+        commit_id: id.to_string(),
+        reason,
+    };
+    let mut since_base = Vec::new();
+    let mut reached_base = base.is_none();
+    for snapshot in ancestry(metadata, parent_of(metadata, &write.branch)) {
+        if Some(snapshot.snapshot_id()) == base {
+            reached_base = true;
+            break;
+        }
+        since_base.push(snapshot.clone());
+    }
+    if !reached_base {
+        return Err(conflict(format!(
+            "its base snapshot {} is no longer in the history of branch {}",
+            base.unwrap_or_default(),
+            write.branch
+        )));
+    }
+    let replaced = replaced_partitions(table, write);
+    for snapshot in since_base {
+        let manifests = table.manifest_list_reader(&snapshot).load().await?;
+        for manifest in manifests.entries().iter().filter(|m| {
+            m.added_snapshot_id == snapshot.snapshot_id() && m.has_added_files()
+        }) {
+            let loaded = manifest.load_manifest(table.file_io()).await?;
+            for entry in loaded.entries() {
+                let added_here = entry.status() == iceberg::spec::ManifestStatus::Added
+                    && entry.snapshot_id() == Some(snapshot.snapshot_id());
+                if !added_here {
+                    continue;
+                }
+                let hit = match &replaced {
+                    None => true,
+                    Some(set) => set.contains(&(
+                        manifest.partition_spec_id,
+                        entry.data_file().partition().clone(),
+                    )),
+                };
+                if hit {
+                    return Err(conflict(format!(
+                        "snapshot {} added {} after this write's base snapshot {}",
+                        snapshot.snapshot_id(),
+                        entry.file_path(),
+                        base.map_or("(empty)".into(), |b| b.to_string()),
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The partitions a write replaces: `None` = everything. New files are always
+/// written with the table's default partition spec.
+fn replaced_partitions(table: &Table, write: &TableWrite) -> Option<HashSet<(i32, Struct)>> {
+    let spec = table.metadata().default_partition_spec();
+    (write.mode == WriteMode::ReplacePartitions && !spec.is_unpartitioned()).then(|| {
+        write
+            .files
+            .iter()
+            .map(|f| (spec.spec_id(), f.partition().clone()))
+            .collect()
+    })
+}
+
+/// Build the new snapshot and metadata for `write` on top of `table`.
+/// Returns the new metadata and the new snapshot id.
+pub(super) async fn produce(
+    table: &Table,
+    write: &TableWrite,
+    id: &CommitId,
+) -> Result<(TableMetadata, i64)> {
+    let metadata = table.metadata();
+    let spec = metadata.default_partition_spec().clone();
+    let schema = metadata.current_schema().clone();
+    let invalid = |message: String| CatalogError::InvalidCommit {
+        table: display(&write.table),
+        message,
+    };
+    for file in &write.files {
+        if file.content_type() != DataContentType::Data {
+            return Err(invalid(format!("{} is not a data file", file.file_path())));
+        }
+        if file.partition().fields().len() != spec.fields().len() {
+            return Err(invalid(format!(
+                "{} has {} partition values, the table's partition spec {} has {} fields",
+                file.file_path(),
+                file.partition().fields().len(),
+                spec.spec_id(),
+                spec.fields().len()
+            )));
+        }
+    }
+
+    let parent_id = parent_of(metadata, &write.branch);
+    let parent = parent_id.and_then(|id| metadata.snapshot_by_id(id));
+    let snapshot_id = unique_snapshot_id(metadata);
+    let sequence_number = metadata.next_sequence_number();
+    let commit_uuid = uuid::Uuid::now_v7();
+    let mut manifest_counter = 0u32;
+    let mut new_manifest = |content_hint: &str| -> Result<ManifestWriter> {
+        manifest_counter += 1;
+        let path = format!(
+            "{}/metadata/{commit_uuid}-{content_hint}{manifest_counter}.avro",
+            metadata.location()
+        );
+        let output = table.file_io().new_output(path)?;
+        let builder =
+            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.as_ref().clone());
+        Ok(match metadata.format_version() {
+            FormatVersion::V1 => builder.build_v1(),
+            FormatVersion::V2 => builder.build_v2_data(),
+            FormatVersion::V3 => builder.build_v3_data(),
+        })
+    };
+
+    let mut collector = SnapshotSummaryCollector::default();
+    let mut manifests: Vec<ManifestFile> = Vec::new();
+    let replaced = replaced_partitions(table, write);
+    let mut removed: Vec<DataFile> = Vec::new();
+
+    if let Some(parent) = parent {
+        let parent_manifests = table.manifest_list_reader(parent).load().await?;
+        match write.mode {
+            WriteMode::Append => {
+                manifests.extend(
+                    parent_manifests
+                        .entries()
+                        .iter()
+                        .filter(|m| m.has_added_files() || m.has_existing_files())
+                        .cloned(),
+                );
+            }
+            WriteMode::Overwrite | WriteMode::ReplacePartitions => {
+                let mut deleted = new_manifest("d")?;
+                let mut any_deleted = false;
+                for manifest in parent_manifests.entries() {
+                    if !(manifest.has_added_files() || manifest.has_existing_files()) {
+                        continue;
+                    }
+                    if manifest.content != ManifestContentType::Data {
+                        manifests.push(manifest.clone());
+                        continue;
+                    }
+                    let loaded = manifest.load_manifest(table.file_io()).await?;
+                    let live: Vec<_> = loaded.entries().iter().filter(|e| e.is_alive()).collect();
+                    let is_replaced = |e: &ManifestEntryRef| match &replaced {
+                        None => true,
+                        Some(set) => set.contains(&(
+                            manifest.partition_spec_id,
+                            e.data_file().partition().clone(),
+                        )),
+                    };
+                    if !live.iter().any(|e| is_replaced(e)) {
+                        manifests.push(manifest.clone());
+                        continue;
+                    }
+                    let mut kept = new_manifest("e")?;
+                    let mut any_kept = false;
+                    for entry in live {
+                        let seq = entry.sequence_number().unwrap_or(0);
+                        let file_seq = entry.file_sequence_number.or(Some(seq));
+                        if is_replaced(entry) {
+                            deleted.add_delete_file(entry.data_file().clone(), seq, file_seq)?;
+                            removed.push(entry.data_file().clone());
+                            any_deleted = true;
+                        } else {
+                            let added_by = entry.snapshot_id().unwrap_or(manifest.added_snapshot_id);
+                            kept.add_existing_file(entry.data_file().clone(), added_by, seq, file_seq)?;
+                            any_kept = true;
+                        }
+                    }
+                    if any_kept {
+                        manifests.push(kept.write_manifest_file().await?);
+                    }
+                }
+                if any_deleted {
+                    manifests.push(deleted.write_manifest_file().await?);
+                }
+            }
+        }
+    }
+
+    if !write.files.is_empty() {
+        let mut added = new_manifest("a")?;
+        for file in &write.files {
+            added.add_file(file.clone(), sequence_number)?;
+        }
+        manifests.push(added.write_manifest_file().await?);
+    }
+    for file in &write.files {
+        collector.add_file(file, schema.clone(), spec.clone());
+    }
+    for file in &removed {
+        collector.remove_file(file, schema.clone(), spec.clone());
+    }
+
+    let manifest_list_path = format!(
+        "{}/metadata/snap-{snapshot_id}-1-{commit_uuid}.avro",
+        metadata.location()
+    );
+    let list_out = table.file_io().new_output(&manifest_list_path)?.writer().await?;
+    let mut list_writer = match metadata.format_version() {
+        FormatVersion::V1 => ManifestListWriter::v1(list_out, snapshot_id, parent_id),
+        FormatVersion::V2 => ManifestListWriter::v2(list_out, snapshot_id, parent_id, sequence_number),
+        FormatVersion::V3 => ManifestListWriter::v3(
+            list_out,
+            snapshot_id,
+            parent_id,
+            sequence_number,
+            Some(metadata.next_row_id()),
+        ),
+    };
+    list_writer.add_manifests(manifests.into_iter())?;
+    let next_row_id = list_writer.next_row_id();
+    list_writer.close().await?;
+
+    let operation = match write.mode {
+        WriteMode::Append => Operation::Append,
+        WriteMode::Overwrite | WriteMode::ReplacePartitions => Operation::Overwrite,
+    };
+    let mut properties: HashMap<String, String> = write.properties.clone().into_iter().collect();
+    properties.insert(COMMIT_ID_PROPERTY.to_string(), id.to_string());
+    properties.extend(collector.build());
+    add_totals(&mut properties, parent.map(|p| p.summary()));
+    if write.mode == WriteMode::ReplacePartitions {
+        properties.insert("replace-partitions".into(), "true".into());
+    }
+
+    let builder = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent_id)
+        .with_sequence_number(sequence_number)
+        .with_manifest_list(manifest_list_path)
+        .with_schema_id(metadata.current_schema_id())
+        .with_timestamp_ms(next_timestamp_ms(metadata))
+        .with_summary(Summary {
+            operation,
+            additional_properties: properties,
+        });
+    let snapshot = match next_row_id {
+        Some(next) => {
+            let first = metadata.next_row_id();
+            builder.with_row_range(first, next - first).build()
+        }
+        None => builder.build(),
+    };
+    let new_metadata = metadata
+        .clone()
+        .into_builder(table.metadata_location().map(str::to_string))
+        .add_snapshot(snapshot)?
+        .set_ref(
+            &write.branch,
+            SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)),
+        )?
+        .build()?
+        .metadata;
+    Ok((new_metadata, snapshot_id))
+}
+
+/// Snapshot timestamps must grow along the table's log; a clock that stepped back
+/// must not produce a snapshot older than its parent.
+fn next_timestamp_ms(metadata: &TableMetadata) -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    now.max(metadata.last_updated_ms() + 1)
+}
+
+fn unique_snapshot_id(metadata: &TableMetadata) -> i64 {
+    loop {
+        let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
+        let id = ((hi ^ lo) & (i64::MAX as u64)) as i64;
+        if id != 0 && metadata.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+/// `total-*` summary fields: previous totals + added − removed.
+fn add_totals(properties: &mut HashMap<String, String>, previous: Option<&Summary>) {
+    const TOTALS: [(&str, &str, &str); 3] = [
+        ("total-records", "added-records", "deleted-records"),
+        ("total-data-files", "added-data-files", "deleted-data-files"),
+        ("total-files-size", "added-files-size", "removed-files-size"),
+    ];
+    let get = |map: &HashMap<String, String>, key: &str| -> Option<u64> {
+        map.get(key).and_then(|v| v.parse().ok())
+    };
+    for (total, added, removed) in TOTALS {
+        let before = match previous {
+            None => Some(0),
+            Some(summary) => get(&summary.additional_properties, total),
+        };
+        if let Some(before) = before {
+            let value = before + get(properties, added).unwrap_or(0)
+                - get(properties, removed).unwrap_or(0).min(before + get(properties, added).unwrap_or(0));
+            properties.insert(total.to_string(), value.to_string());
+        }
+    }
+    for (key, value) in [("total-delete-files", "0"), ("total-position-deletes", "0"), ("total-equality-deletes", "0")] {
+        properties.entry(key.to_string()).or_insert_with(|| value.to_string());
+    }
+}

@@ -1,0 +1,360 @@
+//! The catalog database: the Iceberg SQL/JDBC catalog tables (`iceberg_tables`,
+//! `iceberg_namespace_properties`), so PyIceberg's `SqlCatalog` and Spark's JDBC
+//! catalog open the same database. SQLite by default, PostgreSQL behind the same SQL.
+//!
+//! Invariant: a table's `metadata_location` only ever moves by compare-and-swap
+//! ([`CatalogDb::swap`]): an update names the location it read, and changes nothing
+//! unless every named row still holds it. A multi-table swap is one transaction.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::config::CatalogUri;
+use crate::error::{CatalogError, Result};
+
+const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS iceberg_tables (
+        catalog_name VARCHAR(255) NOT NULL,
+        table_namespace VARCHAR(255) NOT NULL,
+        table_name VARCHAR(255) NOT NULL,
+        metadata_location VARCHAR(1000),
+        previous_metadata_location VARCHAR(1000),
+        PRIMARY KEY (catalog_name, table_namespace, table_name))",
+    "CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
+        catalog_name VARCHAR(255) NOT NULL,
+        namespace VARCHAR(255) NOT NULL,
+        property_key VARCHAR(255) NOT NULL,
+        property_value VARCHAR(1000),
+        PRIMARY KEY (catalog_name, namespace, property_key))",
+];
+
+/// One row move of a compare-and-swap.
+#[derive(Clone, Debug)]
+pub(crate) struct Swap {
+    pub namespace: String,
+    pub table: String,
+    pub expected: String,
+    pub new: String,
+}
+
+/// Why a swap did not apply.
+#[derive(Debug)]
+pub(crate) enum SwapError {
+    /// A row no longer held the expected location: nothing was changed.
+    Lost { table: String },
+    /// The database failed before the commit was sent: nothing was changed.
+    Failed(CatalogError),
+    /// The commit was sent but its outcome is unknown (connection lost).
+    Ambiguous(CatalogError),
+}
+
+/// A connection pool on the catalog database.
+#[derive(Clone, Debug)]
+pub(crate) struct CatalogDb {
+    pool: AnyPool,
+    uri: CatalogUri,
+    catalog_name: String,
+}
+
+impl CatalogDb {
+    /// Connect and create the catalog tables when missing.
+    pub async fn connect(uri: &CatalogUri, catalog_name: &str) -> Result<Self> {
+        install_default_drivers();
+        let is_sqlite = matches!(uri, CatalogUri::Sqlite(_));
+        let pool = AnyPoolOptions::new()
+            .max_connections(if is_sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&uri.connect_url())
+            .await
+            .map_err(|e| CatalogError::database(uri, e))?;
+        for statement in SCHEMA {
+            pool.execute(statement)
+                .await
+                .map_err(|e| CatalogError::database(uri, e))?;
+        }
+        Ok(Self {
+            pool,
+            uri: uri.clone(),
+            catalog_name: catalog_name.to_string(),
+        })
+    }
+
+    fn err(&self, e: sqlx::Error) -> CatalogError {
+        CatalogError::database(&self.uri, e)
+    }
+
+    pub async fn list_namespaces(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT table_namespace FROM iceberg_tables WHERE catalog_name = $1
+             UNION
+             SELECT DISTINCT namespace FROM iceberg_namespace_properties WHERE catalog_name = $1
+             ORDER BY 1",
+        )
+        .bind(&self.catalog_name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    pub async fn namespace_properties(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        let rows = sqlx::query(
+            "SELECT property_key, property_value FROM iceberg_namespace_properties
+             WHERE catalog_name = $1 AND namespace = $2",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if rows.is_empty() && self.list_tables(namespace).await?.is_empty() {
+            return Ok(None);
+        }
+        let mut props = BTreeMap::new();
+        for row in rows {
+            let key: String = row.try_get(0).map_err(|e| self.err(e))?;
+            let value: Option<String> = row.try_get(1).map_err(|e| self.err(e))?;
+            if key != "exists" {
+                props.insert(key, value.unwrap_or_default());
+            }
+        }
+        Ok(Some(props))
+    }
+
+    /// Create a namespace; `false` when it existed already.
+    pub async fn create_namespace(
+        &self,
+        namespace: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<bool> {
+        if self.namespace_properties(namespace).await?.is_some() {
+            return Ok(false);
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // PyIceberg marks namespaces with an `exists` property; we do the same.
+        let marker = ("exists".to_string(), "true".to_string());
+        for (key, value) in std::iter::once((&marker.0, &marker.1)).chain(properties.iter()) {
+            let inserted = sqlx::query(
+                "INSERT INTO iceberg_namespace_properties
+                 (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&self.catalog_name)
+            .bind(namespace)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = inserted {
+                if is_unique_violation(&e) {
+                    return Ok(false);
+                }
+                return Err(self.err(e));
+            }
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    pub async fn drop_namespace(&self, namespace: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM iceberg_namespace_properties WHERE catalog_name = $1 AND namespace = $2",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub async fn list_tables(&self, namespace: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT table_name FROM iceberg_tables
+             WHERE catalog_name = $1 AND table_namespace = $2 ORDER BY table_name",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// The current metadata location of a table, `None` when the table is unknown.
+    pub async fn metadata_location(&self, namespace: &str, table: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT metadata_location FROM iceberg_tables
+             WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .bind(table)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        match row {
+            None => Ok(None),
+            Some(row) => Ok(row
+                .try_get::<Option<String>, _>(0)
+                .map_err(|e| self.err(e))?),
+        }
+    }
+
+    /// Register a new table; `false` when the name is taken.
+    pub async fn insert_table(&self, namespace: &str, table: &str, location: &str) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO iceberg_tables
+             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location)
+             VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .bind(table)
+        .bind(location)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Remove a table; `false` when it was not there.
+    pub async fn delete_table(&self, namespace: &str, table: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM iceberg_tables
+             WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .bind(table)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Rename a table; `false` when the source was not there.
+    pub async fn rename_table(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE iceberg_tables SET table_namespace = $1, table_name = $2
+             WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5",
+        )
+        .bind(to.0)
+        .bind(to.1)
+        .bind(&self.catalog_name)
+        .bind(from.0)
+        .bind(from.1)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Move every row of `swaps` from its expected to its new location in one
+    /// transaction, or none of them.
+    pub async fn swap(&self, swaps: &[Swap]) -> Result<(), SwapError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| SwapError::Failed(self.err(e)))?;
+        for swap in swaps {
+            let done = sqlx::query(
+                "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2
+                 WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5
+                   AND metadata_location = $6",
+            )
+            .bind(&swap.new)
+            .bind(&swap.expected)
+            .bind(&self.catalog_name)
+            .bind(&swap.namespace)
+            .bind(&swap.table)
+            .bind(&swap.expected)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| SwapError::Failed(self.err(e)))?;
+            if done.rows_affected() != 1 {
+                // Dropping the transaction rolls it back.
+                return Err(SwapError::Lost {
+                    table: format!("{}.{}", swap.namespace, swap.table),
+                });
+            }
+        }
+        if fault::take_lost_commit_response() {
+            tx.commit().await.map_err(|e| SwapError::Failed(self.err(e)))?;
+            return Err(SwapError::Ambiguous(CatalogError::Database {
+                location: self.uri.to_string(),
+                message: "connection lost while committing (injected fault)".into(),
+                retryable: true,
+            }));
+        }
+        tx.commit()
+            .await
+            .map_err(|e| SwapError::Ambiguous(self.err(e)))
+    }
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                || db.message().contains("UNIQUE constraint failed")
+                || db.code().as_deref() == Some("23505")
+        }
+        _ => false,
+    }
+}
+
+/// Fault injection for tests of the commit protocol: make the next swap land in
+/// the database but report a lost connection, as a dropped commit response would.
+pub mod fault {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static LOST_COMMIT_RESPONSES: AtomicU32 = AtomicU32::new(0);
+
+    /// Arrange for the next `count` catalog commits to land but report failure.
+    /// Also armed by the environment variable `ICEFJORD_FAULT_LOST_COMMIT_RESPONSES`.
+    pub fn inject_lost_commit_responses(count: u32) {
+        LOST_COMMIT_RESPONSES.store(count, Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_lost_commit_response() -> bool {
+        static FROM_ENV: std::sync::Once = std::sync::Once::new();
+        FROM_ENV.call_once(|| {
+            if let Some(n) = std::env::var("ICEFJORD_FAULT_LOST_COMMIT_RESPONSES")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+            {
+                LOST_COMMIT_RESPONSES.fetch_add(n, Ordering::SeqCst);
+            }
+        });
+        LOST_COMMIT_RESPONSES
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}

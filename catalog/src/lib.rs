@@ -1,0 +1,38 @@
+//! The Icefjord catalog: where a lake's tables are, and the one path by which
+//! they change.
+//!
+//! ```no_run
+//! # async fn demo() -> icefjord_catalog::Result<()> {
+//! use icefjord_catalog::{LakeCatalog, LakeConfig, parse_table};
+//!
+//! let lake = LakeCatalog::open(&LakeConfig::local("lake".as_ref())?).await?;
+//! for namespace in lake.namespaces().await? {
+//!     for table in lake.tables(&namespace).await? {
+//!         let table = lake.load(&table).await?;
+//!         println!("{:?}", table.metadata().current_snapshot_id());
+//!     }
+//! }
+//! let raw = lake.load(&parse_table("raw.retail_events")?).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! - [`config`]: warehouse + catalog settings, redacted secrets.
+//! - [`storage`]: one `object_store` client per warehouse, also Iceberg's `FileIO`.
+//! - [`catalog`]: [`LakeCatalog`], an `iceberg::Catalog` on SQLite/PostgreSQL.
+//! - [`commit`]: the commit protocol (idempotent, compare-and-swap, multi-table).
+
+pub mod catalog;
+pub mod commit;
+pub mod config;
+mod db;
+pub mod error;
+pub mod storage;
+
+pub use catalog::{CATALOG_NAME, LakeCatalog, TableSpec, display, parse_table};
+pub use commit::{
+    COMMIT_ID_PROPERTY, Commit, CommitId, CommitReport, CommittedTable, TableWrite, WriteMode,
+};
+pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
+pub use db::fault;
+pub use error::{CatalogError, Result};
+pub use storage::WarehouseStore;

@@ -1,0 +1,51 @@
+//! Errors of the engine crate.
+
+use icefjord_catalog::CatalogError;
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A query failed to plan or run (bad SQL, unknown column, …).
+    #[error("{0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    /// A record batch does not fit the table it is written to.
+    #[error("data does not fit table {table}: {message}")]
+    SchemaMismatch { table: String, message: String },
+    /// An event schema file is invalid.
+    #[error("schema {source_name}: {message}")]
+    InvalidSchema { source_name: String, message: String },
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+}
+
+impl EngineError {
+    /// Whether the same call may succeed when tried again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Catalog(e) => e.is_retryable(),
+            Self::Iceberg(e) => e.retryable(),
+            _ => false,
+        }
+    }
+
+    /// The catalog error behind this one, if any (also when wrapped by DataFusion).
+    pub fn catalog_error(&self) -> Option<&CatalogError> {
+        match self {
+            Self::Catalog(e) => Some(e),
+            Self::Query(e) => match e.find_root() {
+                datafusion::error::DataFusionError::External(inner) => {
+                    inner.downcast_ref::<CatalogError>()
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}

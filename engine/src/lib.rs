@@ -1,0 +1,30 @@
+//! The Icefjord engine: DataFusion over the lake's Iceberg tables, and the writer
+//! that turns Arrow batches into Iceberg data files.
+//!
+//! ```no_run
+//! # async fn demo() -> icefjord_engine::Result<()> {
+//! use icefjord_catalog::{LakeCatalog, LakeConfig};
+//! use icefjord_engine::LakeSession;
+//!
+//! let lake = LakeCatalog::open(&LakeConfig::local("lake".as_ref())?).await?;
+//! let session = LakeSession::new(&lake).await?;
+//! let batches = session.query("SELECT category, count(*) FROM raw.retail_events GROUP BY 1").await?;
+//! # Ok(()) }
+//! ```
+
+pub mod demo;
+pub mod error;
+pub mod generate;
+pub mod scan;
+pub mod schema;
+pub mod session;
+pub mod write;
+
+pub use error::{EngineError, Result};
+pub use scan::IcebergTable;
+pub use session::{AsOf, LakeSession};
+pub use write::{TableWriter, WriteMetrics};
+
+/// Arrow re-exports, so callers use the same versions as the engine.
+pub use arrow::array as arrow_array;
+pub use arrow::datatypes as arrow_schema;

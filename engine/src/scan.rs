@@ -1,0 +1,168 @@
+//! [`IcebergTable`]: a DataFusion `TableProvider` over one snapshot of an Iceberg
+//! table. Planning lists the snapshot's live data files from its manifests; the scan
+//! itself is DataFusion's own Parquet reader (projection, row-group pruning and
+//! filter pushdown included) on the warehouse's object store.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{Statistics, project_schema};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion_datasource::TableSchema;
+use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::table::Table;
+use icefjord_catalog::{CatalogError, WarehouseStore, commit::live_entries};
+
+use crate::error::Result;
+
+/// One snapshot of an Iceberg table, readable by DataFusion.
+#[derive(Debug, Clone)]
+pub struct IcebergTable {
+    table: Table,
+    snapshot_id: Option<i64>,
+    schema: SchemaRef,
+    store: WarehouseStore,
+}
+
+impl IcebergTable {
+    /// The table at `snapshot_id` (`None`: the current snapshot of `main`).
+    pub fn try_new(table: Table, snapshot_id: Option<i64>, store: WarehouseStore) -> Result<Self> {
+        let snapshot_id = snapshot_id.or_else(|| table.metadata().current_snapshot_id());
+        let iceberg_schema = match snapshot_id.and_then(|id| table.metadata().snapshot_by_id(id)) {
+            Some(snapshot) => snapshot.schema(table.metadata())?,
+            None => table.metadata().current_schema().clone(),
+        };
+        let with_ids = schema_to_arrow_schema(&iceberg_schema)?;
+        let schema = Arc::new(Schema::new(
+            with_ids
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+                .collect::<Vec<_>>(),
+        ));
+        Ok(Self {
+            table,
+            snapshot_id,
+            schema,
+            store,
+        })
+    }
+
+    pub fn snapshot_id(&self) -> Option<i64> {
+        self.snapshot_id
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    fn has_delete_files(&self) -> bool {
+        self.snapshot_id
+            .and_then(|id| self.table.metadata().snapshot_by_id(id))
+            .and_then(|s| {
+                s.summary()
+                    .additional_properties
+                    .get("total-delete-files")
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .is_some_and(|n| n > 0)
+    }
+}
+
+fn external(e: impl Into<CatalogError>) -> DataFusionError {
+    DataFusionError::External(Box::new(e.into()))
+}
+
+#[async_trait]
+impl TableProvider for IcebergTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.has_delete_files() {
+            return Err(DataFusionError::NotImplemented(format!(
+                "table {} has delete files (merge-on-read); reading them is not supported yet",
+                icefjord_catalog::display(self.table.identifier())
+            )));
+        }
+        let entries = live_entries(&self.table, self.snapshot_id)
+            .await
+            .map_err(external)?;
+        if entries.is_empty() {
+            let projected = project_schema(&self.schema, projection)?;
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let mut files = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let path = self.store.path_of(entry.file_path()).map_err(external)?;
+            let stats = Statistics {
+                num_rows: Precision::Exact(entry.record_count() as usize),
+                total_byte_size: Precision::Inexact(entry.file_size_in_bytes() as usize),
+                column_statistics: Statistics::unknown_column(&self.schema),
+            };
+            files.push(
+                PartitionedFile::new(path.to_string(), entry.file_size_in_bytes())
+                    .with_statistics(Arc::new(stats)),
+            );
+        }
+        let target = state.config_options().execution.target_partitions.max(1);
+        let groups = balance(files, target);
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(TableSchema::from_file_schema(self.schema.clone()));
+        let url = ObjectStoreUrl::parse(self.store.base_url().as_str())?;
+        let config = FileScanConfigBuilder::new(url, source)
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
+
+/// Spread files over `n` groups, largest first onto the lightest group.
+fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n.min(files.len())).map(|_| (0, Vec::new())).collect();
+    for file in files {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(size, _)| *size) {
+            lightest.0 += file.object_meta.size;
+            lightest.1.push(file);
+        }
+    }
+    groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect()
+}

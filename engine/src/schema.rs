@@ -1,0 +1,196 @@
+//! Event schemas (`data/schemas/*.json`): the typed columns of a table and its
+//! partitioning, turned into an Iceberg schema and partition spec.
+//!
+//! ```json
+//! {"name": "retail_event",
+//!  "fields": [{"name": "event_time", "type": "timestamp", "required": true}, …],
+//!  "partition_by": ["day(event_time)"]}
+//! ```
+//! Types: `string`, `boolean`, `int`, `long`, `float`, `double`, `date`,
+//! `timestamp` (no zone, µs), `timestamptz`, `decimal(P,S)`.
+
+use iceberg::spec::{
+    NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
+};
+use serde::Deserialize;
+
+use crate::error::{EngineError, Result};
+
+/// A parsed event schema.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSchema {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub fields: Vec<FieldSpec>,
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub doc: Option<String>,
+}
+
+/// The shipped schemas, compiled in so the binary needs no data directory.
+pub mod builtin {
+    pub const RETAIL_EVENT: &str = include_str!("../../data/schemas/retail_event.json");
+}
+
+impl EventSchema {
+    /// Parse a schema; `source_name` (usually the file path) appears in errors.
+    pub fn parse(source_name: &str, text: &str) -> Result<Self> {
+        let schema: Self = serde_json::from_str(text).map_err(|e| EngineError::InvalidSchema {
+            source_name: source_name.to_string(),
+            message: format!("line {}, column {}: {e}", e.line(), e.column()),
+        })?;
+        schema.iceberg_schema(&[])?;
+        Ok(schema)
+    }
+
+    /// The Iceberg schema: the event fields (ids 1..) followed by `extra` columns.
+    pub fn iceberg_schema(&self, extra: &[FieldSpec]) -> Result<Schema> {
+        let mut fields = Vec::new();
+        for (i, field) in self.fields.iter().chain(extra).enumerate() {
+            let ty = Type::Primitive(parse_type(&field.data_type).ok_or_else(|| {
+                EngineError::InvalidSchema {
+                    source_name: self.name.clone(),
+                    message: format!("field {:?}: unknown type {:?}", field.name, field.data_type),
+                }
+            })?);
+            let id = i as i32 + 1;
+            let mut nested = if field.required {
+                NestedField::required(id, &field.name, ty)
+            } else {
+                NestedField::optional(id, &field.name, ty)
+            };
+            if let Some(doc) = &field.doc {
+                nested = nested.with_doc(doc);
+            }
+            fields.push(nested.into());
+        }
+        Schema::builder()
+            .with_fields(fields)
+            .build()
+            .map_err(|e| EngineError::InvalidSchema {
+                source_name: self.name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The partition spec named by `partition_by` (`day(col)`, `hour(col)`,
+    /// `month(col)`, `year(col)`, `identity(col)` or `col`, `bucket(N, col)`).
+    pub fn partition_spec(&self, schema: &Schema) -> Result<UnboundPartitionSpec> {
+        let invalid = |message: String| EngineError::InvalidSchema {
+            source_name: self.name.clone(),
+            message,
+        };
+        let mut builder = UnboundPartitionSpec::builder().with_spec_id(0);
+        for (i, entry) in self.partition_by.iter().enumerate() {
+            let (transform, column) = parse_transform(entry)
+                .ok_or_else(|| invalid(format!("partition_by {entry:?} is not a transform")))?;
+            let field = schema
+                .field_by_name(&column)
+                .ok_or_else(|| invalid(format!("partition_by {entry:?} names no field")))?;
+            let name = match transform {
+                Transform::Identity => column.clone(),
+                other => format!("{column}_{}", transform_name(other)),
+            };
+            builder = builder
+                .add_partition_field(field.id, name, transform)
+                .map_err(|e| invalid(e.to_string()))?;
+            let _ = i;
+        }
+        Ok(builder.build())
+    }
+}
+
+fn transform_name(t: Transform) -> String {
+    match t {
+        Transform::Bucket(n) => format!("bucket_{n}"),
+        other => other.to_string(),
+    }
+}
+
+fn parse_transform(entry: &str) -> Option<(Transform, String)> {
+    let entry = entry.trim();
+    let Some((name, rest)) = entry.split_once('(') else {
+        return Some((Transform::Identity, entry.to_string()));
+    };
+    let args = rest.strip_suffix(')')?;
+    let transform = match name.trim() {
+        "identity" => Transform::Identity,
+        "year" | "years" => Transform::Year,
+        "month" | "months" => Transform::Month,
+        "day" | "days" => Transform::Day,
+        "hour" | "hours" => Transform::Hour,
+        "bucket" => {
+            let (n, column) = args.split_once(',')?;
+            return Some((Transform::Bucket(n.trim().parse().ok()?), column.trim().to_string()));
+        }
+        _ => return None,
+    };
+    Some((transform, args.trim().to_string()))
+}
+
+fn parse_type(text: &str) -> Option<PrimitiveType> {
+    let text = text.trim().to_ascii_lowercase();
+    Some(match text.as_str() {
+        "string" => PrimitiveType::String,
+        "boolean" | "bool" => PrimitiveType::Boolean,
+        "int" | "integer" => PrimitiveType::Int,
+        "long" | "bigint" => PrimitiveType::Long,
+        "float" => PrimitiveType::Float,
+        "double" => PrimitiveType::Double,
+        "date" => PrimitiveType::Date,
+        "timestamp" => PrimitiveType::Timestamp,
+        "timestamptz" => PrimitiveType::Timestamptz,
+        "binary" => PrimitiveType::Binary,
+        other => {
+            let inner = other.strip_prefix("decimal(")?.strip_suffix(')')?;
+            let (p, s) = inner.split_once(',')?;
+            PrimitiveType::Decimal {
+                precision: p.trim().parse().ok()?,
+                scale: s.trim().parse().ok()?,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retail_schema_parses_with_day_partitioning() {
+        let schema = EventSchema::parse("retail_event.json", builtin::RETAIL_EVENT).unwrap();
+        let iceberg = schema.iceberg_schema(&[]).unwrap();
+        assert!(iceberg.field_by_name("unit_price").is_some());
+        let spec = schema.partition_spec(&iceberg).unwrap();
+        assert_eq!(spec.fields().len(), 1);
+        assert_eq!(spec.fields()[0].transform, Transform::Day);
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_named() {
+        let err = EventSchema::parse(
+            "bad.json",
+            r#"{"name": "x", "fields": [{"name": "a", "type": "uuidish"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"a\"") && err.contains("uuidish"), "{err}");
+        let err = EventSchema::parse("bad.json", r#"{"name": "x", "fields": [], "colour": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.json") && err.contains("colour"), "{err}");
+    }
+}

@@ -1,0 +1,190 @@
+//! Turning Arrow record batches into Iceberg data files that honour the table's
+//! partition spec. The files are not part of the table until committed through
+//! `icefjord_catalog::Commit`.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, new_null_array};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::SchemaRef;
+use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::table::Table;
+use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{EngineError, Result};
+
+type FileWriterBuilder = DataFileWriterBuilder<
+    ParquetWriterBuilder,
+    DefaultLocationGenerator,
+    DefaultFileNameGenerator,
+>;
+type FileWriter = DataFileWriter<
+    ParquetWriterBuilder,
+    DefaultLocationGenerator,
+    DefaultFileNameGenerator,
+>;
+
+enum Sink {
+    Unpartitioned(FileWriter),
+    Partitioned {
+        splitter: RecordBatchPartitionSplitter,
+        fanout: FanoutWriter<FileWriterBuilder>,
+    },
+}
+
+/// What a [`TableWriter`] wrote.
+#[derive(Clone, Debug, Default)]
+pub struct WriteMetrics {
+    pub rows: u64,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Writes record batches of any compatible schema into data files of one table.
+///
+/// Columns are matched by name; missing nullable columns become nulls; types are
+/// cast safely (a value that does not fit is an error naming the column).
+pub struct TableWriter {
+    table_name: String,
+    schema: SchemaRef,
+    sink: Sink,
+    rows: u64,
+}
+
+impl TableWriter {
+    /// A writer for the table's current schema and default partition spec.
+    pub async fn new(table: &Table) -> Result<Self> {
+        let metadata = table.metadata();
+        let iceberg_schema = metadata.current_schema().clone();
+        let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+            .set_max_row_group_row_count(Some(1 << 20))
+            .build();
+        let builder = DataFileWriterBuilder::new(RollingFileWriterBuilder::new_with_default_file_size(
+            ParquetWriterBuilder::new(props, iceberg_schema.clone()),
+            table.file_io().clone(),
+            DefaultLocationGenerator::new(metadata)?,
+            DefaultFileNameGenerator::new(
+                uuid::Uuid::now_v7().to_string(),
+                None,
+                DataFileFormat::Parquet,
+            ),
+        ));
+        let spec = metadata.default_partition_spec().clone();
+        let sink = if spec.is_unpartitioned() {
+            Sink::Unpartitioned(builder.build(None).await?)
+        } else {
+            Sink::Partitioned {
+                splitter: RecordBatchPartitionSplitter::try_new_with_computed_values(
+                    iceberg_schema,
+                    spec,
+                )?,
+                fanout: FanoutWriter::new(builder),
+            }
+        };
+        Ok(Self {
+            table_name: icefjord_catalog::display(table.identifier()),
+            schema,
+            sink,
+            rows: 0,
+        })
+    }
+
+    /// The Arrow schema of the table (with Iceberg field ids in the field metadata).
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = conform(&self.table_name, &self.schema, &batch)?;
+        self.rows += batch.num_rows() as u64;
+        match &mut self.sink {
+            Sink::Unpartitioned(writer) => writer.write(batch).await?,
+            Sink::Partitioned { splitter, fanout } => {
+                for (key, part) in splitter.split(&batch)? {
+                    fanout.write(key, part).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finish every open file and return the data files with their statistics.
+    pub async fn close(self) -> Result<(Vec<DataFile>, WriteMetrics)> {
+        let files = match self.sink {
+            Sink::Unpartitioned(mut writer) => writer.close().await?,
+            Sink::Partitioned { fanout, .. } => fanout.close().await?,
+        };
+        let metrics = WriteMetrics {
+            rows: self.rows,
+            files: files.len(),
+            bytes: files.iter().map(|f| f.file_size_in_bytes()).sum(),
+        };
+        Ok((files, metrics))
+    }
+}
+
+/// Reshape `batch` to `schema`: columns by name, nulls for missing optional columns,
+/// safe casts.
+pub fn conform(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let mismatch = |message: String| EngineError::SchemaMismatch {
+        table: table.to_string(),
+        message,
+    };
+    let input = batch.schema();
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = match input.index_of(field.name()) {
+            Ok(i) => {
+                let column = batch.column(i);
+                if column.data_type() == field.data_type() {
+                    column.clone()
+                } else {
+                    cast_with_options(column, field.data_type(), &options).map_err(|e| {
+                        mismatch(format!(
+                            "column {}: cannot convert {} to {}: {e}",
+                            field.name(),
+                            column.data_type(),
+                            field.data_type()
+                        ))
+                    })?
+                }
+            }
+            Err(_) if field.is_nullable() => new_null_array(field.data_type(), batch.num_rows()),
+            Err(_) => return Err(mismatch(format!("required column {} is missing", field.name()))),
+        };
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(mismatch(format!(
+                "required column {} has {} null values",
+                field.name(),
+                column.null_count()
+            )));
+        }
+        columns.push(column);
+    }
+    for field in input.fields() {
+        if schema.index_of(field.name()).is_err() {
+            return Err(mismatch(format!("the table has no column {}", field.name())));
+        }
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}

@@ -1,0 +1,17 @@
+//! Icefjord's query front doors: read-only execution of user SQL over a
+//! [`icefjord_engine::LakeSession`] and result formatting.
+//!
+//! ```no_run
+//! # async fn demo(session: icefjord_engine::LakeSession) -> icefjord_sql::Result<()> {
+//! use icefjord_sql::{OutputFormat, query, write_batches};
+//! let (schema, batches) = query::run(&session, "SELECT 1 AS one").await?;
+//! write_batches(OutputFormat::Json, &schema, &batches, &mut std::io::stdout())?;
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod format;
+pub mod query;
+
+pub use error::{Result, SqlError};
+pub use format::{OutputFormat, write_batches};

@@ -1,0 +1,47 @@
+//! Exit codes, stable for scripts, Airflow and CronJobs:
+//! 0 ok · 1 the command failed (bad query, job failure) · 2 usage or configuration
+//! error · 3 an external service was unavailable (retrying may help).
+
+use icefjord_catalog::CatalogError;
+use icefjord_engine::EngineError;
+use icefjord_sql::SqlError;
+
+pub const OK: i32 = 0;
+pub const FAILED: i32 = 1;
+pub const USAGE: i32 = 2;
+pub const UNAVAILABLE: i32 = 3;
+
+/// The exit code for an error that ended a command.
+pub fn code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<CatalogError>() {
+            return catalog(e);
+        }
+        if let Some(e) = cause.downcast_ref::<EngineError>() {
+            return engine(e);
+        }
+        if let Some(SqlError::Engine(e)) = cause.downcast_ref::<SqlError>() {
+            return engine(e);
+        }
+        if cause.downcast_ref::<toml::de::Error>().is_some() {
+            return USAGE;
+        }
+    }
+    FAILED
+}
+
+fn engine(e: &EngineError) -> i32 {
+    match e.catalog_error() {
+        Some(c) => catalog(c),
+        None if e.is_retryable() => UNAVAILABLE,
+        None => FAILED,
+    }
+}
+
+fn catalog(e: &CatalogError) -> i32 {
+    match e {
+        CatalogError::Config { .. } => USAGE,
+        e if e.is_retryable() => UNAVAILABLE,
+        _ => FAILED,
+    }
+}

@@ -1,0 +1,323 @@
+//! The commit path against a real SQLite catalog on a temporary directory.
+
+use std::collections::BTreeMap;
+
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, NestedField,
+    PrimitiveType, Schema, Struct, Transform, Type, UnboundPartitionSpec,
+};
+use iceberg::TableIdent;
+use icefjord_catalog::commit::{ancestry, find_commit, head_of, live_entries};
+use icefjord_catalog::{
+    CatalogError, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite, parse_table,
+};
+
+struct Lake {
+    _dir: tempfile::TempDir,
+    catalog: LakeCatalog,
+}
+
+async fn lake() -> Lake {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = LakeCatalog::open(&LakeConfig::local(dir.path()).unwrap())
+        .await
+        .unwrap();
+    Lake { _dir: dir, catalog }
+}
+
+fn schema() -> Schema {
+    Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "day", Type::Primitive(PrimitiveType::String)).into(),
+            NestedField::optional(2, "n", Type::Primitive(PrimitiveType::Long)).into(),
+        ])
+        .build()
+        .unwrap()
+}
+
+async fn table(lake: &Lake, name: &str, partitioned: bool) -> TableIdent {
+    let ident = parse_table(name).unwrap();
+    let partition_spec = partitioned.then(|| {
+        UnboundPartitionSpec::builder()
+            .add_partition_field(1, "day", Transform::Identity)
+            .unwrap()
+            .build()
+    });
+    lake.catalog
+        .create(
+            &ident,
+            TableSpec {
+                schema: schema(),
+                partition_spec,
+                properties: BTreeMap::new(),
+            },
+        )
+        .await
+        .unwrap();
+    ident
+}
+
+/// A data file entry (the protocol never opens the file itself).
+fn file(name: &str, rows: u64, day: Option<&str>) -> DataFile {
+    let partition = match day {
+        Some(day) => Struct::from_iter([Some(Literal::string(day))]),
+        None => Struct::empty(),
+    };
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(format!("file:///nowhere/{name}.parquet"))
+        .file_format(DataFileFormat::Parquet)
+        .partition(partition)
+        .record_count(rows)
+        .file_size_in_bytes(rows * 10)
+        .partition_spec_id(0)
+        .build()
+        .unwrap()
+}
+
+async fn live_paths(lake: &Lake, ident: &TableIdent, branch: &str) -> Vec<String> {
+    let table = lake.catalog.load(ident).await.unwrap();
+    let head = head_of(table.metadata(), branch);
+    let mut paths: Vec<String> = live_entries(&table, head)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.file_path().rsplit('/').next().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths
+}
+
+async fn append(lake: &Lake, ident: &TableIdent, id: &str, files: Vec<DataFile>) {
+    lake.catalog
+        .commit(CommitId::new(id))
+        .with_write(TableWrite::append(ident.clone(), files))
+        .execute()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn appends_accumulate_and_totals_add_up() {
+    let lake = lake().await;
+    let ident = table(&lake, "raw.events", false).await;
+    append(&lake, &ident, "c1", vec![file("a", 10, None)]).await;
+    append(&lake, &ident, "c2", vec![file("b", 5, None), file("c", 1, None)]).await;
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet", "b.parquet", "c.parquet"]);
+    let table = lake.catalog.load(&ident).await.unwrap();
+    let summary = table.metadata().current_snapshot().unwrap().summary();
+    assert_eq!(summary.additional_properties["total-records"], "16");
+    assert_eq!(summary.additional_properties["total-data-files"], "3");
+    assert_eq!(summary.additional_properties["icefjord.commit-id"], "c2");
+}
+
+#[tokio::test]
+async fn a_retried_commit_id_is_not_applied_twice() {
+    let lake = lake().await;
+    let ident = table(&lake, "raw.events", false).await;
+    append(&lake, &ident, "batch-7", vec![file("a", 10, None)]).await;
+    let again = lake
+        .catalog
+        .commit(CommitId::new("batch-7"))
+        .with_write(TableWrite::append(ident.clone(), vec![file("a2", 10, None)]))
+        .execute()
+        .await
+        .unwrap();
+    assert!(again.already_applied);
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet"]);
+}
+
+#[tokio::test]
+async fn a_lost_commit_response_is_reconciled_by_commit_id() {
+    let lake = lake().await;
+    let ident = table(&lake, "raw.events", false).await;
+    icefjord_catalog::fault::inject_lost_commit_responses(1);
+    let report = lake
+        .catalog
+        .commit(CommitId::new("lost-response"))
+        .with_write(TableWrite::append(ident.clone(), vec![file("a", 3, None)]))
+        .execute()
+        .await
+        .unwrap();
+    assert!(!report.already_applied);
+    let table = lake.catalog.load(&ident).await.unwrap();
+    // Exactly one snapshot: the landed commit was found, not redone.
+    assert_eq!(ancestry(table.metadata(), head_of(table.metadata(), "main")).count(), 1);
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_all_land() {
+    let lake = lake().await;
+    let ident = table(&lake, "raw.events", false).await;
+    let writers = 6;
+    let commits_each = 5;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        // Each writer opens its own catalog (own connection pool), like separate processes.
+        let config = lake.catalog.config().clone();
+        let ident = ident.clone();
+        tasks.push(tokio::spawn(async move {
+            let catalog = LakeCatalog::open(&config).await.unwrap();
+            for c in 0..commits_each {
+                catalog
+                    .commit(CommitId::new(format!("w{w}-c{c}")))
+                    .with_write(TableWrite::append(ident.clone(), vec![file(&format!("w{w}-c{c}"), 1, None)]))
+                    .execute()
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let paths = live_paths(&lake, &ident, "main").await;
+    assert_eq!(paths.len(), writers * commits_each, "{paths:?}");
+    let table = lake.catalog.load(&ident).await.unwrap();
+    let history = ancestry(table.metadata(), head_of(table.metadata(), "main")).count();
+    assert_eq!(history, writers * commits_each);
+    assert_eq!(
+        table.metadata().current_snapshot().unwrap().summary().additional_properties["total-records"],
+        (writers * commits_each).to_string()
+    );
+}
+
+#[tokio::test]
+async fn an_overwrite_conflicts_with_an_append_it_did_not_see() {
+    let lake = lake().await;
+    let ident = table(&lake, "historical.totals", false).await;
+    append(&lake, &ident, "seed", vec![file("old", 4, None)]).await;
+    let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
+    // Another writer appends after the overwrite computed its result from `base`.
+    append(&lake, &ident, "late", vec![file("late", 1, None)]).await;
+    let err = lake
+        .catalog
+        .commit(CommitId::new("rewrite"))
+        .with_write(TableWrite::overwrite(ident.clone(), vec![file("new", 5, None)]).with_base_snapshot(base))
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Conflict { .. }), "{err}");
+    assert!(err.to_string().contains("late.parquet"), "{err}");
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["late.parquet", "old.parquet"]);
+
+    // Recomputed from the current head, the overwrite replaces everything.
+    let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
+    lake.catalog
+        .commit(CommitId::new("rewrite-2"))
+        .with_write(TableWrite::overwrite(ident.clone(), vec![file("new", 5, None)]).with_base_snapshot(base))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["new.parquet"]);
+    let table = lake.catalog.load(&ident).await.unwrap();
+    let summary = &table.metadata().current_snapshot().unwrap().summary().additional_properties;
+    assert_eq!(summary["total-records"], "5");
+    assert_eq!(summary["deleted-data-files"], "2");
+
+    // An append after the overwrite rebases and keeps the overwrite's data.
+    append(&lake, &ident, "after", vec![file("after", 1, None)]).await;
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["after.parquet", "new.parquet"]);
+}
+
+#[tokio::test]
+async fn replace_partitions_keeps_other_partitions_and_checks_only_its_own() {
+    let lake = lake().await;
+    let ident = table(&lake, "historical.daily", true).await;
+    append(
+        &lake,
+        &ident,
+        "load",
+        vec![file("a1", 1, Some("2024-01-01")), file("b1", 1, Some("2024-01-02"))],
+    )
+    .await;
+    let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
+    // Data landing in another partition does not conflict ...
+    append(&lake, &ident, "other-day", vec![file("c1", 1, Some("2024-01-03"))]).await;
+    lake.catalog
+        .commit(CommitId::new("redo-jan-1"))
+        .with_write(
+            TableWrite::replace_partitions(ident.clone(), vec![file("a2", 2, Some("2024-01-01"))])
+                .with_base_snapshot(base),
+        )
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["a2.parquet", "b1.parquet", "c1.parquet"]
+    );
+    // ... data landing in the replaced partition does.
+    let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
+    append(&lake, &ident, "late-jan-2", vec![file("b2", 1, Some("2024-01-02"))]).await;
+    let err = lake
+        .catalog
+        .commit(CommitId::new("redo-jan-2"))
+        .with_write(
+            TableWrite::replace_partitions(ident.clone(), vec![file("b3", 2, Some("2024-01-02"))])
+                .with_base_snapshot(base),
+        )
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Conflict { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn branch_commits_leave_main_alone() {
+    let lake = lake().await;
+    let ident = table(&lake, "raw.events", false).await;
+    append(&lake, &ident, "main-1", vec![file("m", 1, None)]).await;
+    lake.catalog
+        .commit(CommitId::new("audit-1"))
+        .with_write(TableWrite::append(ident.clone(), vec![file("x", 1, None)]).to_branch("audit"))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["m.parquet"]);
+    assert_eq!(live_paths(&lake, &ident, "audit").await, ["m.parquet", "x.parquet"]);
+    let table = lake.catalog.load(&ident).await.unwrap();
+    assert!(find_commit(table.metadata(), "main", &CommitId::new("audit-1")).is_none());
+    assert!(find_commit(table.metadata(), "audit", &CommitId::new("audit-1")).is_some());
+}
+
+#[tokio::test]
+async fn multi_table_commits_land_together() {
+    let lake = lake().await;
+    let a = table(&lake, "historical.a", false).await;
+    let b = table(&lake, "unified.b", false).await;
+    let report = lake
+        .catalog
+        .commit(CommitId::new("run-1"))
+        .with_write(TableWrite::overwrite(a.clone(), vec![file("a", 1, None)]))
+        .with_write(TableWrite::overwrite(b.clone(), vec![file("b", 1, None)]))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.tables.len(), 2);
+    for ident in [&a, &b] {
+        let table = lake.catalog.load(ident).await.unwrap();
+        assert!(find_commit(table.metadata(), "main", &CommitId::new("run-1")).is_some());
+    }
+    // A stale base on one table fails the whole commit: neither table changes.
+    let stale = head_of(lake.catalog.load(&a).await.unwrap().metadata(), "main");
+    append(&lake, &a, "sneak", vec![file("sneak", 1, None)]).await;
+    let err = lake
+        .catalog
+        .commit(CommitId::new("run-2"))
+        .with_write(TableWrite::overwrite(b.clone(), vec![file("b2", 1, None)]))
+        .with_write(TableWrite::overwrite(a.clone(), vec![file("a2", 1, None)]).with_base_snapshot(stale))
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Conflict { .. }), "{err}");
+    assert_eq!(live_paths(&lake, &b, "main").await, ["b.parquet"]);
+}
+
+#[tokio::test]
+async fn missing_tables_are_named() {
+    let lake = lake().await;
+    let err = lake.catalog.load(&parse_table("raw.nothing").unwrap()).await.unwrap_err();
+    assert_eq!(err.to_string(), "table raw.nothing does not exist");
+}

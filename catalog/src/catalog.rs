@@ -84,6 +84,13 @@ impl LakeCatalog {
         &self.inner.db
     }
 
+    /// Test hook: the next `count` commits land in the database but report a lost
+    /// connection, as a dropped commit response would. The commit path must
+    /// reconcile them by commit id (see [`crate::commit`]).
+    pub fn inject_lost_commit_responses(&self, count: u32) {
+        self.inner.db.faults.inject_lost_commit_responses(count);
+    }
+
     /// Every namespace, sorted.
     pub async fn namespaces(&self) -> Result<Vec<String>> {
         self.inner.db.list_namespaces().await

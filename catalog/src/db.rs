@@ -1,16 +1,18 @@
 //! The catalog database: the Iceberg SQL/JDBC catalog tables (`iceberg_tables`,
-//! `iceberg_namespace_properties`), so PyIceberg's `SqlCatalog` and Spark's JDBC
-//! catalog open the same database. SQLite by default, PostgreSQL behind the same SQL.
+//! `iceberg_namespace_properties`, JDBC catalog schema v1 with `iceberg_type`), so
+//! PyIceberg's `SqlCatalog` and Spark's JDBC catalog open the same database. SQLite by default, PostgreSQL behind the same SQL.
 //!
 //! Invariant: a table's `metadata_location` only ever moves by compare-and-swap
 //! ([`CatalogDb::swap`]): an update names the location it read, and changes nothing
 //! unless every named row still holds it. A multi-table swap is one transaction.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
 use crate::config::CatalogUri;
 use crate::error::{CatalogError, Result};
@@ -22,6 +24,7 @@ const SCHEMA: [&str; 2] = [
         table_name VARCHAR(255) NOT NULL,
         metadata_location VARCHAR(1000),
         previous_metadata_location VARCHAR(1000),
+        iceberg_type VARCHAR(5),
         PRIMARY KEY (catalog_name, table_namespace, table_name))",
     "CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
         catalog_name VARCHAR(255) NOT NULL,
@@ -57,6 +60,7 @@ pub(crate) struct CatalogDb {
     pool: AnyPool,
     uri: CatalogUri,
     catalog_name: String,
+    pub faults: Arc<Faults>,
 }
 
 impl CatalogDb {
@@ -64,6 +68,24 @@ impl CatalogDb {
     pub async fn connect(uri: &CatalogUri, catalog_name: &str) -> Result<Self> {
         install_default_drivers();
         let is_sqlite = matches!(uri, CatalogUri::Sqlite(_));
+        // One plain connection first: a corrupt file or a refused login fails here at
+        // once, instead of the pool retrying it until its acquire timeout.
+        let mut probe = AnyConnection::connect(&uri.connect_url())
+            .await
+            .map_err(|e| CatalogError::database(uri, e))?;
+        if is_sqlite {
+            probe
+                .execute("PRAGMA journal_mode = WAL")
+                .await
+                .map_err(|e| CatalogError::database(uri, e))?;
+        }
+        for statement in SCHEMA {
+            probe
+                .execute(statement)
+                .await
+                .map_err(|e| CatalogError::database(uri, e))?;
+        }
+        let _ = probe.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(if is_sqlite { 4 } else { 8 })
             .acquire_timeout(Duration::from_secs(30))
@@ -79,15 +101,11 @@ impl CatalogDb {
             .connect(&uri.connect_url())
             .await
             .map_err(|e| CatalogError::database(uri, e))?;
-        for statement in SCHEMA {
-            pool.execute(statement)
-                .await
-                .map_err(|e| CatalogError::database(uri, e))?;
-        }
         Ok(Self {
             pool,
             uri: uri.clone(),
             catalog_name: catalog_name.to_string(),
+            faults: Arc::new(Faults::from_env()),
         })
     }
 
@@ -187,7 +205,9 @@ impl CatalogDb {
     pub async fn list_tables(&self, namespace: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT table_name FROM iceberg_tables
-             WHERE catalog_name = $1 AND table_namespace = $2 ORDER BY table_name",
+             WHERE catalog_name = $1 AND table_namespace = $2
+               AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)
+             ORDER BY table_name",
         )
         .bind(&self.catalog_name)
         .bind(namespace)
@@ -223,8 +243,9 @@ impl CatalogDb {
     pub async fn insert_table(&self, namespace: &str, table: &str, location: &str) -> Result<bool> {
         let inserted = sqlx::query(
             "INSERT INTO iceberg_tables
-             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location)
-             VALUES ($1, $2, $3, $4, NULL)",
+             (catalog_name, table_namespace, table_name, metadata_location,
+              previous_metadata_location, iceberg_type)
+             VALUES ($1, $2, $3, $4, NULL, 'TABLE')",
         )
         .bind(&self.catalog_name)
         .bind(namespace)
@@ -305,7 +326,7 @@ impl CatalogDb {
                 });
             }
         }
-        if fault::take_lost_commit_response() {
+        if self.faults.take_lost_commit_response() {
             tx.commit().await.map_err(|e| SwapError::Failed(self.err(e)))?;
             return Err(SwapError::Ambiguous(CatalogError::Database {
                 location: self.uri.to_string(),
@@ -330,30 +351,32 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
     }
 }
 
-/// Fault injection for tests of the commit protocol: make the next swap land in
+/// Fault injection for tests of the commit protocol: make the next swaps land in
 /// the database but report a lost connection, as a dropped commit response would.
-pub mod fault {
-    use std::sync::atomic::{AtomicU32, Ordering};
+/// Armed per catalog ([`crate::LakeCatalog::inject_lost_commit_responses`]) or, for
+/// a whole process, by the environment variable `ICEFJORD_FAULT_LOST_COMMIT_RESPONSES`.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    lost_commit_responses: AtomicU32,
+}
 
-    static LOST_COMMIT_RESPONSES: AtomicU32 = AtomicU32::new(0);
-
-    /// Arrange for the next `count` catalog commits to land but report failure.
-    /// Also armed by the environment variable `ICEFJORD_FAULT_LOST_COMMIT_RESPONSES`.
-    pub fn inject_lost_commit_responses(count: u32) {
-        LOST_COMMIT_RESPONSES.store(count, Ordering::SeqCst);
+impl Faults {
+    pub fn from_env() -> Self {
+        let n = std::env::var("ICEFJORD_FAULT_LOST_COMMIT_RESPONSES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0);
+        Self {
+            lost_commit_responses: AtomicU32::new(n),
+        }
     }
 
-    pub(crate) fn take_lost_commit_response() -> bool {
-        static FROM_ENV: std::sync::Once = std::sync::Once::new();
-        FROM_ENV.call_once(|| {
-            if let Some(n) = std::env::var("ICEFJORD_FAULT_LOST_COMMIT_RESPONSES")
-                .ok()
-                .and_then(|v| v.parse::<u32>().ok())
-            {
-                LOST_COMMIT_RESPONSES.fetch_add(n, Ordering::SeqCst);
-            }
-        });
-        LOST_COMMIT_RESPONSES
+    pub fn inject_lost_commit_responses(&self, count: u32) {
+        self.lost_commit_responses.store(count, Ordering::SeqCst);
+    }
+
+    fn take_lost_commit_response(&self) -> bool {
+        self.lost_commit_responses
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
     }

@@ -33,6 +33,5 @@ pub use commit::{
     COMMIT_ID_PROPERTY, Commit, CommitId, CommitReport, CommittedTable, TableWrite, WriteMode,
 };
 pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
-pub use db::fault;
 pub use error::{CatalogError, Result};
 pub use storage::WarehouseStore;

@@ -114,12 +114,15 @@ impl WarehouseStore {
     }
 
     /// The URL DataFusion registers this store under: `file:///` or `s3://bucket/`.
-    pub fn base_url(&self) -> url::Url {
+    pub fn base_url(&self) -> Result<url::Url> {
         let text = match &self.spec {
             StoreSpec::Local => "file:///".to_string(),
             StoreSpec::S3 { bucket, .. } => format!("s3://{bucket}/"),
         };
-        url::Url::parse(&text).expect("static URL shapes parse")
+        url::Url::parse(&text).map_err(|e| CatalogError::Config {
+            field: "warehouse".into(),
+            message: format!("{text}: {e}"),
+        })
     }
 
     /// The object path of an Iceberg location (`file:///abs/x`, `/abs/x`, `s3://bucket/key`).

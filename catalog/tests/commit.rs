@@ -9,21 +9,77 @@ use iceberg::spec::{
 use iceberg::TableIdent;
 use icefjord_catalog::commit::{ancestry, find_commit, head_of, live_entries};
 use icefjord_catalog::{
-    CatalogError, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite, parse_table,
+    CatalogError, CatalogUri, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite,
+    parse_table,
 };
+use icefjord_test_harness::Postgres;
 
 struct Lake {
     _dir: tempfile::TempDir,
+    _postgres: Option<Postgres>,
     catalog: LakeCatalog,
 }
 
-async fn lake() -> Lake {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog = LakeCatalog::open(&LakeConfig::local(dir.path()).unwrap())
-        .await
-        .unwrap();
-    Lake { _dir: dir, catalog }
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
+
+/// A fresh lake: local warehouse, catalog on the given backend (a real server).
+async fn lake(backend: Backend) -> Lake {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LakeConfig::local(dir.path()).unwrap();
+    let postgres = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let server = Postgres::start();
+            config.catalog = CatalogUri::parse(&server.create_database("lake")).unwrap();
+            Some(server)
+        }
+    };
+    let catalog = LakeCatalog::open(&config).await.unwrap();
+    Lake {
+        _dir: dir,
+        _postgres: postgres,
+        catalog,
+    }
+}
+
+/// Every case runs on every catalog backend.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::lake(super::Backend::Sqlite).await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(super::lake(super::Backend::Postgres).await).await
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    appends_accumulate_and_totals_add_up,
+    a_retried_commit_id_is_not_applied_twice,
+    a_lost_commit_response_is_reconciled_by_commit_id,
+    concurrent_appends_all_land,
+    an_overwrite_conflicts_with_an_append_it_did_not_see,
+    replace_partitions_keeps_other_partitions_and_checks_only_its_own,
+    branch_commits_leave_main_alone,
+    multi_table_commits_land_together,
+    missing_tables_are_named,
+    iceberg_rust_transactions_commit_through_the_catalog_trait,
+);
 
 fn schema() -> Schema {
     Schema::builder()
@@ -97,9 +153,7 @@ async fn append(lake: &Lake, ident: &TableIdent, id: &str, files: Vec<DataFile>)
         .unwrap();
 }
 
-#[tokio::test]
-async fn appends_accumulate_and_totals_add_up() {
-    let lake = lake().await;
+async fn appends_accumulate_and_totals_add_up(lake: Lake) {
     let ident = table(&lake, "raw.events", false).await;
     append(&lake, &ident, "c1", vec![file("a", 10, None)]).await;
     append(&lake, &ident, "c2", vec![file("b", 5, None), file("c", 1, None)]).await;
@@ -111,9 +165,7 @@ async fn appends_accumulate_and_totals_add_up() {
     assert_eq!(summary.additional_properties["icefjord.commit-id"], "c2");
 }
 
-#[tokio::test]
-async fn a_retried_commit_id_is_not_applied_twice() {
-    let lake = lake().await;
+async fn a_retried_commit_id_is_not_applied_twice(lake: Lake) {
     let ident = table(&lake, "raw.events", false).await;
     append(&lake, &ident, "batch-7", vec![file("a", 10, None)]).await;
     let again = lake
@@ -127,11 +179,9 @@ async fn a_retried_commit_id_is_not_applied_twice() {
     assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet"]);
 }
 
-#[tokio::test]
-async fn a_lost_commit_response_is_reconciled_by_commit_id() {
-    let lake = lake().await;
+async fn a_lost_commit_response_is_reconciled_by_commit_id(lake: Lake) {
     let ident = table(&lake, "raw.events", false).await;
-    icefjord_catalog::fault::inject_lost_commit_responses(1);
+    lake.catalog.inject_lost_commit_responses(1);
     let report = lake
         .catalog
         .commit(CommitId::new("lost-response"))
@@ -146,9 +196,7 @@ async fn a_lost_commit_response_is_reconciled_by_commit_id() {
     assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_appends_all_land() {
-    let lake = lake().await;
+async fn concurrent_appends_all_land(lake: Lake) {
     let ident = table(&lake, "raw.events", false).await;
     let writers = 6;
     let commits_each = 5;
@@ -183,9 +231,7 @@ async fn concurrent_appends_all_land() {
     );
 }
 
-#[tokio::test]
-async fn an_overwrite_conflicts_with_an_append_it_did_not_see() {
-    let lake = lake().await;
+async fn an_overwrite_conflicts_with_an_append_it_did_not_see(lake: Lake) {
     let ident = table(&lake, "historical.totals", false).await;
     append(&lake, &ident, "seed", vec![file("old", 4, None)]).await;
     let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
@@ -221,9 +267,7 @@ async fn an_overwrite_conflicts_with_an_append_it_did_not_see() {
     assert_eq!(live_paths(&lake, &ident, "main").await, ["after.parquet", "new.parquet"]);
 }
 
-#[tokio::test]
-async fn replace_partitions_keeps_other_partitions_and_checks_only_its_own() {
-    let lake = lake().await;
+async fn replace_partitions_keeps_other_partitions_and_checks_only_its_own(lake: Lake) {
     let ident = table(&lake, "historical.daily", true).await;
     append(
         &lake,
@@ -264,9 +308,7 @@ async fn replace_partitions_keeps_other_partitions_and_checks_only_its_own() {
     assert!(matches!(err, CatalogError::Conflict { .. }), "{err}");
 }
 
-#[tokio::test]
-async fn branch_commits_leave_main_alone() {
-    let lake = lake().await;
+async fn branch_commits_leave_main_alone(lake: Lake) {
     let ident = table(&lake, "raw.events", false).await;
     append(&lake, &ident, "main-1", vec![file("m", 1, None)]).await;
     lake.catalog
@@ -282,9 +324,7 @@ async fn branch_commits_leave_main_alone() {
     assert!(find_commit(table.metadata(), "audit", &CommitId::new("audit-1")).is_some());
 }
 
-#[tokio::test]
-async fn multi_table_commits_land_together() {
-    let lake = lake().await;
+async fn multi_table_commits_land_together(lake: Lake) {
     let a = table(&lake, "historical.a", false).await;
     let b = table(&lake, "unified.b", false).await;
     let report = lake
@@ -315,9 +355,30 @@ async fn multi_table_commits_land_together() {
     assert_eq!(live_paths(&lake, &b, "main").await, ["b.parquet"]);
 }
 
-#[tokio::test]
-async fn missing_tables_are_named() {
-    let lake = lake().await;
+async fn missing_tables_are_named(lake: Lake) {
     let err = lake.catalog.load(&parse_table("raw.nothing").unwrap()).await.unwrap_err();
     assert_eq!(err.to_string(), "table raw.nothing does not exist");
+}
+
+/// iceberg-rust's own `Transaction` (fast append) works on our `Catalog` impl.
+async fn iceberg_rust_transactions_commit_through_the_catalog_trait(lake: Lake) {
+    use iceberg::Catalog;
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+
+    let ident = table(&lake, "raw.events", false).await;
+    append(&lake, &ident, "ours", vec![file("a", 1, None)]).await;
+    let loaded = lake.catalog.load_table(&ident).await.unwrap();
+    let tx = Transaction::new(&loaded);
+    let tx = tx
+        .fast_append()
+        .add_data_files(vec![file("theirs", 2, None)])
+        .apply(tx)
+        .unwrap();
+    tx.commit(&lake.catalog).await.unwrap();
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet", "theirs.parquet"]);
+    assert!(lake.catalog.table_exists(&ident).await.unwrap());
+    assert_eq!(
+        lake.catalog.list_tables(ident.namespace()).await.unwrap(),
+        vec![ident.clone()]
+    );
 }

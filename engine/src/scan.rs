@@ -144,7 +144,7 @@ impl TableProvider for IcebergTable {
         let groups = balance(files, target);
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
         let source = format.file_source(TableSchema::from_file_schema(self.schema.clone()));
-        let url = ObjectStoreUrl::parse(self.store.base_url().as_str())?;
+        let url = ObjectStoreUrl::parse(self.store.base_url().map_err(external)?.as_str())?;
         let config = FileScanConfigBuilder::new(url, source)
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?

@@ -50,7 +50,7 @@ impl LakeSession {
             .with_information_schema(true);
         let runtime = RuntimeEnvBuilder::new().build_arc()?;
         let store = catalog.store();
-        runtime.register_object_store(&store.base_url(), store.client()?);
+        runtime.register_object_store(&store.base_url()?, store.client()?);
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)

@@ -1,0 +1,155 @@
+//! End-to-end tests of the `icefjord` binary on real lakes in temporary directories.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn icefjord(lake: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_icefjord"))
+        .arg("--lake")
+        .arg(lake)
+        .args(args)
+        .env_remove("ICEFJORD_WAREHOUSE")
+        .env_remove("ICEFJORD_CATALOG")
+        .output()
+        .expect("the icefjord binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(lake: &Path, sql: &str) -> serde_json::Value {
+    let out = icefjord(lake, &["sql", "-o", "json", sql]);
+    assert!(out.status.success(), "{sql}: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("--output json prints one JSON document")
+}
+
+/// Exit code, and that the error is one line naming `needle`, without a panic.
+fn assert_clean_error(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn demo_builds_the_lake_and_a_rerun_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let out = icefjord(&lake, &["demo", "--events", "5000", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows = printed.as_array().unwrap();
+    assert!(rows.len() >= 5, "one row per category: {printed}");
+
+    let counts = json(&lake, "SELECT count(*) AS n, count(DISTINCT event_time) AS t FROM raw.retail_events");
+    assert_eq!(counts[0]["n"], 5000);
+    let first_snapshot = json(&lake, "SELECT 1 AS one");
+    assert_eq!(first_snapshot[0]["one"], 1);
+
+    // The printed table equals the definition recomputed over the raw table.
+    let expected = json(
+        &lake,
+        "SELECT category, SUM(CASE WHEN transaction_type = 'SALE' THEN quantity ELSE 0 END) AS sales_units,
+                COUNT(*) AS event_count
+         FROM raw.retail_events GROUP BY category ORDER BY category",
+    );
+    let actual = json(
+        &lake,
+        "SELECT category, sales_units, event_count FROM historical.sales_by_category ORDER BY category",
+    );
+    assert_eq!(expected, actual);
+
+    let tables_before = stdout(&icefjord(&lake, &["tables", "-o", "csv"]));
+    let again = icefjord(&lake, &["demo", "--events", "5000", "-o", "csv"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("0 new events"), "{}", stderr(&again));
+    assert_eq!(stdout(&icefjord(&lake, &["tables", "-o", "csv"])), tables_before);
+    assert_eq!(json(&lake, "SELECT count(*) AS n FROM raw.retail_events")[0]["n"], 5000);
+
+    // Asking for more events appends only the missing ones.
+    let more = icefjord(&lake, &["demo", "--events", "7000", "-o", "csv"]);
+    assert!(more.status.success(), "{}", stderr(&more));
+    let n = json(&lake, "SELECT count(*) AS n, count(DISTINCT (event_time, store_id, product_id)) AS d FROM raw.retail_events");
+    assert_eq!(n[0]["n"], 7000);
+    let total = json(&lake, "SELECT SUM(event_count) AS n FROM historical.sales_by_category");
+    assert_eq!(total[0]["n"], 7000);
+}
+
+#[test]
+fn tables_lists_snapshots_and_row_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    assert!(icefjord(&lake, &["demo", "--events", "1000", "-o", "csv"]).status.success());
+    let out = icefjord(&lake, &["tables", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let raw = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["namespace"] == "raw" && t["table"] == "retail_events")
+        .expect("raw.retail_events is listed");
+    assert_eq!(raw["row_count"], 1000);
+    assert!(raw["snapshot_id"].as_i64().is_some());
+}
+
+#[test]
+fn unknown_tables_and_bad_sql_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    assert_clean_error(&icefjord(&lake, &["sql", "SELECT * FROM raw.nope"]), 1, "raw.nope");
+    assert_clean_error(&icefjord(&lake, &["sql", "SELEC 1"]), 1, "SELEC");
+    assert_clean_error(
+        &icefjord(&lake, &["sql", "CREATE TABLE raw.t AS SELECT 1"]),
+        1,
+        "DDL not supported",
+    );
+}
+
+#[test]
+fn an_unwritable_lake_directory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let lake = blocker.join("lake");
+    let out = icefjord(&lake, &["sql", "SELECT 1"]);
+    assert_clean_error(&out, 2, &blocker.display().to_string());
+}
+
+#[test]
+fn a_corrupt_catalog_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    std::fs::create_dir_all(&lake).unwrap();
+    std::fs::write(lake.join("catalog.db"), vec![0x5a; 8192]).unwrap();
+    let out = icefjord(&lake, &["tables"]);
+    assert_clean_error(&out, 1, "catalog.db");
+    assert!(stderr(&out).contains("not a database"), "{}", stderr(&out));
+}
+
+#[test]
+fn config_show_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("icefjord.toml");
+    std::fs::write(
+        &config,
+        "warehouse = \"s3://lake/prod\"\ncatalog = \"postgres://icefjord:hunter2@db:5432/lake\"\n\
+         [s3]\nendpoint = \"http://127.0.0.1:9000\"\naccess_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = \"s3cr3t\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_icefjord"))
+        .args(["--config", config.to_str().unwrap(), "config"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("s3://lake/prod") && text.contains("db:5432"), "{text}");
+    for secret in ["hunter2", "s3cr3t", "AKIAEXAMPLE"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+}

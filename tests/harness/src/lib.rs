@@ -1,0 +1,13 @@
+//! Real services for tests, started on free loopback ports and stopped on drop.
+//! A service that cannot start makes the test fail with a message saying why;
+//! nothing is skipped.
+//!
+//! ```no_run
+//! let pg = icefjord_test_harness::Postgres::start();
+//! let url = pg.create_database("lake_test");
+//! ```
+
+pub mod postgres;
+pub mod port;
+
+pub use postgres::Postgres;

@@ -52,14 +52,20 @@ pub fn read_file(path: Option<&Path>) -> Result<FileConfig> {
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(FileConfig::default());
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot read config file {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read config file {}", path.display()))
+        }
     };
     toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
             .map(|s| text[..s.start].lines().count().max(1))
             .unwrap_or(0);
-        anyhow::anyhow!("config file {}, line {line}: {}", path.display(), e.message())
+        anyhow::anyhow!(
+            "config file {}, line {line}: {}",
+            path.display(),
+            e.message()
+        )
     })
 }
 
@@ -122,6 +128,7 @@ pub fn resolve(file: FileConfig, env_level: Level, flags: Level) -> Result<LakeC
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -145,8 +152,14 @@ mod tests {
             ..Default::default()
         };
         let config = resolve(FileConfig::default(), Level::default(), flags).unwrap();
-        assert_eq!(config.warehouse.root_url(), "file:///tmp/flag-lake/warehouse");
-        assert_eq!(config.catalog.to_string(), "sqlite:///tmp/flag-lake/catalog.db");
+        assert_eq!(
+            config.warehouse.root_url(),
+            "file:///tmp/flag-lake/warehouse"
+        );
+        assert_eq!(
+            config.catalog.to_string(),
+            "sqlite:///tmp/flag-lake/catalog.db"
+        );
     }
 
     #[test]

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use icefjord_catalog::{LakeCatalog, LakeConfig};
-use icefjord_engine::LakeSession;
 use icefjord_engine::arrow_array::{Int64Array, RecordBatch, StringArray};
 use icefjord_engine::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use icefjord_engine::demo::Demo;
-use icefjord_sql::{OutputFormat, query, write_batches};
+use icefjord_engine::LakeSession;
+use icefjord_sql::{query, write_batches, OutputFormat};
 
 /// Icefjord: Kafka ingest, DataFusion jobs and SQL serving over Apache Iceberg.
 ///
@@ -100,7 +100,11 @@ fn main() {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             std::process::exit(code);
         }
@@ -112,7 +116,10 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -148,7 +155,7 @@ fn lake_config(args: &LakeArgs) -> Result<LakeConfig> {
         warehouse: args.warehouse.clone(),
         catalog: args.catalog.clone(),
     };
-    Ok(config::resolve(file, config::env_level(), flags)?)
+    config::resolve(file, config::env_level(), flags)
 }
 
 async fn open(args: &LakeArgs) -> Result<LakeCatalog> {
@@ -177,7 +184,11 @@ async fn run(cli: Cli) -> Result<()> {
             output,
         } => {
             let lake = open(&cli.lake).await?;
-            let report = Demo::new(&lake).with_events(events).with_seed(seed).run().await?;
+            let report = Demo::new(&lake)
+                .with_events(events)
+                .with_seed(seed)
+                .run()
+                .await?;
             eprintln!(
                 "raw.retail_events: {} new events in {} files ({:.2}s); snapshot {}",
                 report.events_written,
@@ -188,7 +199,11 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!(
                 "historical.sales_by_category: snapshot {}{} ({:.2}s)",
                 report.output_snapshot_id,
-                if report.output_unchanged { " (unchanged)" } else { "" },
+                if report.output_unchanged {
+                    " (unchanged)"
+                } else {
+                    ""
+                },
                 report.transform_time.as_secs_f64()
             );
             let schema = match report.result.first() {
@@ -228,7 +243,12 @@ async fn tables_batch(lake: &LakeCatalog) -> Result<RecordBatch> {
             snapshots.push(snapshot.map(|s| s.snapshot_id()));
             counts.push(
                 snapshot
-                    .and_then(|s| s.summary().additional_properties.get("total-records").cloned())
+                    .and_then(|s| {
+                        s.summary()
+                            .additional_properties
+                            .get("total-records")
+                            .cloned()
+                    })
                     .and_then(|v| v.parse::<i64>().ok()),
             );
         }

@@ -1,5 +1,7 @@
 //! End-to-end tests of the `icefjord` binary on real lakes in temporary directories.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -33,7 +35,11 @@ fn assert_clean_error(out: &Output, code: i32, needle: &str) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert!(err.contains(needle), "expected {needle:?} in {err:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err:?}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -47,7 +53,10 @@ fn demo_builds_the_lake_and_a_rerun_duplicates_nothing() {
     let rows = printed.as_array().unwrap();
     assert!(rows.len() >= 5, "one row per category: {printed}");
 
-    let counts = json(&lake, "SELECT count(*) AS n, count(DISTINCT event_time) AS t FROM raw.retail_events");
+    let counts = json(
+        &lake,
+        "SELECT count(*) AS n, count(DISTINCT event_time) AS t FROM raw.retail_events",
+    );
     assert_eq!(counts[0]["n"], 5000);
     let first_snapshot = json(&lake, "SELECT 1 AS one");
     assert_eq!(first_snapshot[0]["one"], 1);
@@ -68,16 +77,29 @@ fn demo_builds_the_lake_and_a_rerun_duplicates_nothing() {
     let tables_before = stdout(&icefjord(&lake, &["tables", "-o", "csv"]));
     let again = icefjord(&lake, &["demo", "--events", "5000", "-o", "csv"]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(stderr(&again).contains("0 new events"), "{}", stderr(&again));
-    assert_eq!(stdout(&icefjord(&lake, &["tables", "-o", "csv"])), tables_before);
-    assert_eq!(json(&lake, "SELECT count(*) AS n FROM raw.retail_events")[0]["n"], 5000);
+    assert!(
+        stderr(&again).contains("0 new events"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(
+        stdout(&icefjord(&lake, &["tables", "-o", "csv"])),
+        tables_before
+    );
+    assert_eq!(
+        json(&lake, "SELECT count(*) AS n FROM raw.retail_events")[0]["n"],
+        5000
+    );
 
     // Asking for more events appends only the missing ones.
     let more = icefjord(&lake, &["demo", "--events", "7000", "-o", "csv"]);
     assert!(more.status.success(), "{}", stderr(&more));
     let n = json(&lake, "SELECT count(*) AS n, count(DISTINCT (event_time, store_id, product_id)) AS d FROM raw.retail_events");
     assert_eq!(n[0]["n"], 7000);
-    let total = json(&lake, "SELECT SUM(event_count) AS n FROM historical.sales_by_category");
+    let total = json(
+        &lake,
+        "SELECT SUM(event_count) AS n FROM historical.sales_by_category",
+    );
     assert_eq!(total[0]["n"], 7000);
 }
 
@@ -85,7 +107,9 @@ fn demo_builds_the_lake_and_a_rerun_duplicates_nothing() {
 fn tables_lists_snapshots_and_row_counts() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    assert!(icefjord(&lake, &["demo", "--events", "1000", "-o", "csv"]).status.success());
+    assert!(icefjord(&lake, &["demo", "--events", "1000", "-o", "csv"])
+        .status
+        .success());
     let out = icefjord(&lake, &["tables", "-o", "json"]);
     let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let raw = listed
@@ -102,7 +126,11 @@ fn tables_lists_snapshots_and_row_counts() {
 fn unknown_tables_and_bad_sql_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    assert_clean_error(&icefjord(&lake, &["sql", "SELECT * FROM raw.nope"]), 1, "raw.nope");
+    assert_clean_error(
+        &icefjord(&lake, &["sql", "SELECT * FROM raw.nope"]),
+        1,
+        "raw.nope",
+    );
     assert_clean_error(&icefjord(&lake, &["sql", "SELEC 1"]), 1, "SELEC");
     assert_clean_error(
         &icefjord(&lake, &["sql", "CREATE TABLE raw.t AS SELECT 1"]),
@@ -148,8 +176,55 @@ fn config_show_redacts_secrets() {
         .unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(text.contains("s3://lake/prod") && text.contains("db:5432"), "{text}");
+    assert!(
+        text.contains("s3://lake/prod") && text.contains("db:5432"),
+        "{text}"
+    );
     for secret in ["hunter2", "s3cr3t", "AKIAEXAMPLE"] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
+}
+
+#[test]
+fn the_demo_runs_on_a_postgresql_catalog() {
+    let pg = icefjord_test_harness::Postgres::start();
+    let url = pg.create_database("cli_lake");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_icefjord"))
+            .arg("--warehouse")
+            .arg(dir.path().join("warehouse"))
+            .arg("--catalog")
+            .arg(&url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["demo", "--events", "3000", "-o", "csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&[
+        "sql",
+        "-o",
+        "json",
+        "SELECT count(*) AS n FROM raw.retail_events",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()[0]["n"],
+        3000
+    );
+    // Errors show the catalog without its password.
+    drop(pg);
+    let out = run(&["tables"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "unavailable service: {}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("icefjord-test"),
+        "password leaked: {}",
+        stderr(&out)
+    );
 }

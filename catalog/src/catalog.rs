@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use iceberg::io::FileIO;
-use iceberg::spec::{FormatVersion, Schema, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec};
+use iceberg::spec::{
+    FormatVersion, Schema, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec,
+};
 use iceberg::table::Table;
 use iceberg::{
     Catalog, MetadataLocation, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
@@ -131,7 +133,12 @@ impl LakeCatalog {
     /// Whether a table exists.
     pub async fn exists(&self, ident: &TableIdent) -> Result<bool> {
         let (namespace, name) = split(ident);
-        Ok(self.inner.db.metadata_location(&namespace, name).await?.is_some())
+        Ok(self
+            .inner
+            .db
+            .metadata_location(&namespace, name)
+            .await?
+            .is_some())
     }
 
     pub(crate) async fn table_at(&self, ident: &TableIdent, location: &str) -> Result<Table> {
@@ -182,7 +189,9 @@ impl LakeCatalog {
             .build()?
             .metadata;
         let metadata_location = MetadataLocation::new_with_metadata(&location, &metadata);
-        metadata.write_to(&self.inner.file_io, &metadata_location).await?;
+        metadata
+            .write_to(&self.inner.file_io, &metadata_location)
+            .await?;
         let metadata_location = metadata_location.to_string();
         if !self
             .inner
@@ -334,7 +343,10 @@ impl Catalog for LakeCatalog {
     ) -> iceberg::Result<()> {
         Err(iceberg::Error::new(
             iceberg::ErrorKind::FeatureUnsupported,
-            format!("updating properties of namespace {} is not supported", namespace.join(".")),
+            format!(
+                "updating properties of namespace {} is not supported",
+                namespace.join(".")
+            ),
         ))
     }
 

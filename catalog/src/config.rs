@@ -52,7 +52,10 @@ impl Warehouse {
             field: "warehouse".into(),
             message,
         };
-        if let Some(rest) = value.strip_prefix("s3://").or_else(|| value.strip_prefix("s3a://")) {
+        if let Some(rest) = value
+            .strip_prefix("s3://")
+            .or_else(|| value.strip_prefix("s3a://"))
+        {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(invalid(format!("{value:?} names no bucket")));
@@ -214,6 +217,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -242,7 +246,9 @@ mod tests {
 
     #[test]
     fn catalog_uri_rejects_unknown_schemes() {
-        let err = CatalogUri::parse("mysql://u:pw@h/db").unwrap_err().to_string();
+        let err = CatalogUri::parse("mysql://u:pw@h/db")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("expected sqlite"), "{err}");
         assert!(!err.contains("pw@"), "{err}");
     }

@@ -7,11 +7,11 @@
 //! unless every named row still holds it. A multi-table swap is one transaction.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
 use crate::config::CatalogUri;
@@ -276,11 +276,7 @@ impl CatalogDb {
     }
 
     /// Rename a table; `false` when the source was not there.
-    pub async fn rename_table(
-        &self,
-        from: (&str, &str),
-        to: (&str, &str),
-    ) -> Result<bool> {
+    pub async fn rename_table(&self, from: (&str, &str), to: (&str, &str)) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE iceberg_tables SET table_namespace = $1, table_name = $2
              WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5",
@@ -327,7 +323,9 @@ impl CatalogDb {
             }
         }
         if self.faults.take_lost_commit_response() {
-            tx.commit().await.map_err(|e| SwapError::Failed(self.err(e)))?;
+            tx.commit()
+                .await
+                .map_err(|e| SwapError::Failed(self.err(e)))?;
             return Err(SwapError::Ambiguous(CatalogError::Database {
                 location: self.uri.to_string(),
                 message: "connection lost while committing (injected fault)".into(),

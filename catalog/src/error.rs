@@ -46,7 +46,9 @@ pub enum CatalogError {
         reason: String,
     },
     /// Compare-and-swap kept losing against concurrent writers.
-    #[error("commit {commit_id} to table {table} lost the compare-and-swap {attempts} times; giving up")]
+    #[error(
+        "commit {commit_id} to table {table} lost the compare-and-swap {attempts} times; giving up"
+    )]
     RetriesExhausted {
         table: String,
         commit_id: String,

@@ -28,9 +28,9 @@ mod db;
 pub mod error;
 pub mod storage;
 
-pub use catalog::{CATALOG_NAME, LakeCatalog, TableSpec, display, parse_table};
+pub use catalog::{display, parse_table, LakeCatalog, TableSpec, CATALOG_NAME};
 pub use commit::{
-    COMMIT_ID_PROPERTY, Commit, CommitId, CommitReport, CommittedTable, TableWrite, WriteMode,
+    Commit, CommitId, CommitReport, CommittedTable, TableWrite, WriteMode, COMMIT_ID_PROPERTY,
 };
 pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
 pub use error::{CatalogError, Result};

@@ -329,6 +329,7 @@ impl FileWrite for ObjectWriter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -359,7 +360,10 @@ mod tests {
         let warehouse = Warehouse::parse("s3://lake/prod").unwrap();
         let store = WarehouseStore::new(&warehouse, &S3Options::default()).unwrap();
         assert_eq!(
-            store.path_of("s3://lake/prod/a/b.parquet").unwrap().as_ref(),
+            store
+                .path_of("s3://lake/prod/a/b.parquet")
+                .unwrap()
+                .as_ref(),
             "prod/a/b.parquet"
         );
         assert!(store.path_of("s3://other/a").is_err());

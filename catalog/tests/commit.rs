@@ -1,5 +1,7 @@
 //! The commit path against a real SQLite catalog on a temporary directory.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use iceberg::spec::{
@@ -9,8 +11,7 @@ use iceberg::spec::{
 use iceberg::TableIdent;
 use icefjord_catalog::commit::{ancestry, find_commit, head_of, live_entries};
 use icefjord_catalog::{
-    CatalogError, CatalogUri, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite,
-    parse_table,
+    parse_table, CatalogError, CatalogUri, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite,
 };
 use icefjord_test_harness::Postgres;
 
@@ -156,8 +157,17 @@ async fn append(lake: &Lake, ident: &TableIdent, id: &str, files: Vec<DataFile>)
 async fn appends_accumulate_and_totals_add_up(lake: Lake) {
     let ident = table(&lake, "raw.events", false).await;
     append(&lake, &ident, "c1", vec![file("a", 10, None)]).await;
-    append(&lake, &ident, "c2", vec![file("b", 5, None), file("c", 1, None)]).await;
-    assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet", "b.parquet", "c.parquet"]);
+    append(
+        &lake,
+        &ident,
+        "c2",
+        vec![file("b", 5, None), file("c", 1, None)],
+    )
+    .await;
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["a.parquet", "b.parquet", "c.parquet"]
+    );
     let table = lake.catalog.load(&ident).await.unwrap();
     let summary = table.metadata().current_snapshot().unwrap().summary();
     assert_eq!(summary.additional_properties["total-records"], "16");
@@ -171,7 +181,10 @@ async fn a_retried_commit_id_is_not_applied_twice(lake: Lake) {
     let again = lake
         .catalog
         .commit(CommitId::new("batch-7"))
-        .with_write(TableWrite::append(ident.clone(), vec![file("a2", 10, None)]))
+        .with_write(TableWrite::append(
+            ident.clone(),
+            vec![file("a2", 10, None)],
+        ))
         .execute()
         .await
         .unwrap();
@@ -192,7 +205,10 @@ async fn a_lost_commit_response_is_reconciled_by_commit_id(lake: Lake) {
     assert!(!report.already_applied);
     let table = lake.catalog.load(&ident).await.unwrap();
     // Exactly one snapshot: the landed commit was found, not redone.
-    assert_eq!(ancestry(table.metadata(), head_of(table.metadata(), "main")).count(), 1);
+    assert_eq!(
+        ancestry(table.metadata(), head_of(table.metadata(), "main")).count(),
+        1
+    );
     assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet"]);
 }
 
@@ -210,7 +226,10 @@ async fn concurrent_appends_all_land(lake: Lake) {
             for c in 0..commits_each {
                 catalog
                     .commit(CommitId::new(format!("w{w}-c{c}")))
-                    .with_write(TableWrite::append(ident.clone(), vec![file(&format!("w{w}-c{c}"), 1, None)]))
+                    .with_write(TableWrite::append(
+                        ident.clone(),
+                        vec![file(&format!("w{w}-c{c}"), 1, None)],
+                    ))
                     .execute()
                     .await
                     .unwrap();
@@ -226,7 +245,12 @@ async fn concurrent_appends_all_land(lake: Lake) {
     let history = ancestry(table.metadata(), head_of(table.metadata(), "main")).count();
     assert_eq!(history, writers * commits_each);
     assert_eq!(
-        table.metadata().current_snapshot().unwrap().summary().additional_properties["total-records"],
+        table
+            .metadata()
+            .current_snapshot()
+            .unwrap()
+            .summary()
+            .additional_properties["total-records"],
         (writers * commits_each).to_string()
     );
 }
@@ -240,31 +264,48 @@ async fn an_overwrite_conflicts_with_an_append_it_did_not_see(lake: Lake) {
     let err = lake
         .catalog
         .commit(CommitId::new("rewrite"))
-        .with_write(TableWrite::overwrite(ident.clone(), vec![file("new", 5, None)]).with_base_snapshot(base))
+        .with_write(
+            TableWrite::overwrite(ident.clone(), vec![file("new", 5, None)])
+                .with_base_snapshot(base),
+        )
         .execute()
         .await
         .unwrap_err();
     assert!(matches!(err, CatalogError::Conflict { .. }), "{err}");
     assert!(err.to_string().contains("late.parquet"), "{err}");
-    assert_eq!(live_paths(&lake, &ident, "main").await, ["late.parquet", "old.parquet"]);
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["late.parquet", "old.parquet"]
+    );
 
     // Recomputed from the current head, the overwrite replaces everything.
     let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
     lake.catalog
         .commit(CommitId::new("rewrite-2"))
-        .with_write(TableWrite::overwrite(ident.clone(), vec![file("new", 5, None)]).with_base_snapshot(base))
+        .with_write(
+            TableWrite::overwrite(ident.clone(), vec![file("new", 5, None)])
+                .with_base_snapshot(base),
+        )
         .execute()
         .await
         .unwrap();
     assert_eq!(live_paths(&lake, &ident, "main").await, ["new.parquet"]);
     let table = lake.catalog.load(&ident).await.unwrap();
-    let summary = &table.metadata().current_snapshot().unwrap().summary().additional_properties;
+    let summary = &table
+        .metadata()
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
     assert_eq!(summary["total-records"], "5");
     assert_eq!(summary["deleted-data-files"], "2");
 
     // An append after the overwrite rebases and keeps the overwrite's data.
     append(&lake, &ident, "after", vec![file("after", 1, None)]).await;
-    assert_eq!(live_paths(&lake, &ident, "main").await, ["after.parquet", "new.parquet"]);
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["after.parquet", "new.parquet"]
+    );
 }
 
 async fn replace_partitions_keeps_other_partitions_and_checks_only_its_own(lake: Lake) {
@@ -273,12 +314,21 @@ async fn replace_partitions_keeps_other_partitions_and_checks_only_its_own(lake:
         &lake,
         &ident,
         "load",
-        vec![file("a1", 1, Some("2024-01-01")), file("b1", 1, Some("2024-01-02"))],
+        vec![
+            file("a1", 1, Some("2024-01-01")),
+            file("b1", 1, Some("2024-01-02")),
+        ],
     )
     .await;
     let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
     // Data landing in another partition does not conflict ...
-    append(&lake, &ident, "other-day", vec![file("c1", 1, Some("2024-01-03"))]).await;
+    append(
+        &lake,
+        &ident,
+        "other-day",
+        vec![file("c1", 1, Some("2024-01-03"))],
+    )
+    .await;
     lake.catalog
         .commit(CommitId::new("redo-jan-1"))
         .with_write(
@@ -294,7 +344,13 @@ async fn replace_partitions_keeps_other_partitions_and_checks_only_its_own(lake:
     );
     // ... data landing in the replaced partition does.
     let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
-    append(&lake, &ident, "late-jan-2", vec![file("b2", 1, Some("2024-01-02"))]).await;
+    append(
+        &lake,
+        &ident,
+        "late-jan-2",
+        vec![file("b2", 1, Some("2024-01-02"))],
+    )
+    .await;
     let err = lake
         .catalog
         .commit(CommitId::new("redo-jan-2"))
@@ -318,7 +374,10 @@ async fn branch_commits_leave_main_alone(lake: Lake) {
         .await
         .unwrap();
     assert_eq!(live_paths(&lake, &ident, "main").await, ["m.parquet"]);
-    assert_eq!(live_paths(&lake, &ident, "audit").await, ["m.parquet", "x.parquet"]);
+    assert_eq!(
+        live_paths(&lake, &ident, "audit").await,
+        ["m.parquet", "x.parquet"]
+    );
     let table = lake.catalog.load(&ident).await.unwrap();
     assert!(find_commit(table.metadata(), "main", &CommitId::new("audit-1")).is_none());
     assert!(find_commit(table.metadata(), "audit", &CommitId::new("audit-1")).is_some());
@@ -347,7 +406,9 @@ async fn multi_table_commits_land_together(lake: Lake) {
         .catalog
         .commit(CommitId::new("run-2"))
         .with_write(TableWrite::overwrite(b.clone(), vec![file("b2", 1, None)]))
-        .with_write(TableWrite::overwrite(a.clone(), vec![file("a2", 1, None)]).with_base_snapshot(stale))
+        .with_write(
+            TableWrite::overwrite(a.clone(), vec![file("a2", 1, None)]).with_base_snapshot(stale),
+        )
         .execute()
         .await
         .unwrap_err();
@@ -356,14 +417,18 @@ async fn multi_table_commits_land_together(lake: Lake) {
 }
 
 async fn missing_tables_are_named(lake: Lake) {
-    let err = lake.catalog.load(&parse_table("raw.nothing").unwrap()).await.unwrap_err();
+    let err = lake
+        .catalog
+        .load(&parse_table("raw.nothing").unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "table raw.nothing does not exist");
 }
 
 /// iceberg-rust's own `Transaction` (fast append) works on our `Catalog` impl.
 async fn iceberg_rust_transactions_commit_through_the_catalog_trait(lake: Lake) {
-    use iceberg::Catalog;
     use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    use iceberg::Catalog;
 
     let ident = table(&lake, "raw.events", false).await;
     append(&lake, &ident, "ours", vec![file("a", 1, None)]).await;
@@ -375,7 +440,10 @@ async fn iceberg_rust_transactions_commit_through_the_catalog_trait(lake: Lake) 
         .apply(tx)
         .unwrap();
     tx.commit(&lake.catalog).await.unwrap();
-    assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet", "theirs.parquet"]);
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["a.parquet", "theirs.parquet"]
+    );
     assert!(lake.catalog.table_exists(&ident).await.unwrap());
     assert_eq!(
         lake.catalog.list_tables(ident.namespace()).await.unwrap(),

@@ -12,11 +12,11 @@ use arrow::array::RecordBatch;
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
 use iceberg::spec::MAIN_BRANCH;
 use icefjord_catalog::commit::{find_commit, latest_property};
-use icefjord_catalog::{CommitId, LakeCatalog, TableSpec, TableWrite, parse_table};
+use icefjord_catalog::{parse_table, CommitId, LakeCatalog, TableSpec, TableWrite};
 
 use crate::error::{EngineError, Result};
 use crate::generate::retail;
-use crate::schema::{EventSchema, builtin};
+use crate::schema::{builtin, EventSchema};
 use crate::session::{AsOf, LakeSession};
 use crate::write::TableWriter;
 
@@ -112,7 +112,9 @@ impl<'a> Demo<'a> {
             let mut position = start;
             while position < self.events {
                 let end = (position + BATCH_ROWS).min(self.events);
-                writer.write(retail::batch(self.seed, position, end)?).await?;
+                writer
+                    .write(retail::batch(self.seed, position, end)?)
+                    .await?;
                 position = end;
             }
             let (files, metrics) = writer.close().await?;
@@ -165,13 +167,14 @@ impl<'a> Demo<'a> {
             .register_as("demo_input", &raw_ident, AsOf::Snapshot(raw_snapshot_id))
             .await?;
         let batches = session.query(SALES_BY_CATEGORY_SQL).await?;
-        let out_schema = batches
-            .first()
-            .map(|b| b.schema())
-            .ok_or_else(|| EngineError::SchemaMismatch {
-                table: OUTPUT_TABLE.into(),
-                message: "the transformation returned no batches".into(),
-            })?;
+        let out_schema =
+            batches
+                .first()
+                .map(|b| b.schema())
+                .ok_or_else(|| EngineError::SchemaMismatch {
+                    table: OUTPUT_TABLE.into(),
+                    message: "the transformation returned no batches".into(),
+                })?;
         let output = self
             .catalog
             .load_or_create(&out_ident, || {
@@ -193,7 +196,10 @@ impl<'a> Demo<'a> {
             .with_write(
                 TableWrite::overwrite(out_ident, files)
                     .with_property("icefjord.job", "demo.sales_by_category")
-                    .with_property(format!("icefjord.input.{RAW_TABLE}"), raw_snapshot_id.to_string()),
+                    .with_property(
+                        format!("icefjord.input.{RAW_TABLE}"),
+                        raw_snapshot_id.to_string(),
+                    ),
             )
             .execute()
             .await?;

@@ -16,7 +16,10 @@ pub enum EngineError {
     SchemaMismatch { table: String, message: String },
     /// An event schema file is invalid.
     #[error("schema {source_name}: {message}")]
-    InvalidSchema { source_name: String, message: String },
+    InvalidSchema {
+        source_name: String,
+        message: String,
+    },
     #[error("iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),
     #[error("arrow: {0}")]

@@ -10,21 +10,21 @@ use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
-use datafusion::common::{Statistics, project_schema};
-use datafusion::datasource::file_format::FileFormat;
+use datafusion::common::{project_schema, Statistics};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::TableSchema;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::table::Table;
-use icefjord_catalog::{CatalogError, WarehouseStore, commit::live_entries};
+use icefjord_catalog::{commit::live_entries, CatalogError, WarehouseStore};
 
 use crate::error::Result;
 
@@ -157,12 +157,16 @@ impl TableProvider for IcebergTable {
 /// Spread files over `n` groups, largest first onto the lightest group.
 fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
     files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
-    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n.min(files.len())).map(|_| (0, Vec::new())).collect();
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> =
+        (0..n.min(files.len())).map(|_| (0, Vec::new())).collect();
     for file in files {
         if let Some(lightest) = groups.iter_mut().min_by_key(|(size, _)| *size) {
             lightest.0 += file.object_meta.size;
             lightest.1.push(file);
         }
     }
-    groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect()
+    groups
+        .into_iter()
+        .map(|(_, files)| FileGroup::new(files))
+        .collect()
 }

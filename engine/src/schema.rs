@@ -9,9 +9,7 @@
 //! Types: `string`, `boolean`, `int`, `long`, `float`, `double`, `date`,
 //! `timestamp` (no zone, µs), `timestamptz`, `decimal(P,S)`.
 
-use iceberg::spec::{
-    NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
-};
+use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
@@ -134,7 +132,10 @@ fn parse_transform(entry: &str) -> Option<(Transform, String)> {
         "hour" | "hours" => Transform::Hour,
         "bucket" => {
             let (n, column) = args.split_once(',')?;
-            return Some((Transform::Bucket(n.trim().parse().ok()?), column.trim().to_string()));
+            return Some((
+                Transform::Bucket(n.trim().parse().ok()?),
+                column.trim().to_string(),
+            ));
         }
         _ => return None,
     };
@@ -166,6 +167,7 @@ fn parse_type(text: &str) -> Option<PrimitiveType> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use iceberg::{NamespaceIdent, TableIdent};
-use icefjord_catalog::{CATALOG_NAME, CatalogError, LakeCatalog};
+use icefjord_catalog::{CatalogError, LakeCatalog, CATALOG_NAME};
 
 use crate::error::{EngineError, Result};
 use crate::scan::IcebergTable;
@@ -99,12 +99,14 @@ impl LakeSession {
                 }
                 Some(id)
             }
-            AsOf::Timestamp(ms) => Some(snapshot_at(&table, ms).ok_or_else(|| {
-                CatalogError::SnapshotNotFound {
-                    table: icefjord_catalog::display(ident),
-                    what: format!("at or before {ms} ms since the epoch"),
-                }
-            })?),
+            AsOf::Timestamp(ms) => {
+                Some(
+                    snapshot_at(&table, ms).ok_or_else(|| CatalogError::SnapshotNotFound {
+                        table: icefjord_catalog::display(ident),
+                        what: format!("at or before {ms} ms since the epoch"),
+                    })?,
+                )
+            }
         };
         IcebergTable::try_new(table, snapshot_id, self.catalog.store().clone())
     }
@@ -171,7 +173,9 @@ impl LakeCatalogProvider {
 }
 
 fn poisoned() -> EngineError {
-    EngineError::Query(DataFusionError::Internal("catalog cache lock poisoned".into()))
+    EngineError::Query(DataFusionError::Internal(
+        "catalog cache lock poisoned".into(),
+    ))
 }
 
 impl CatalogProvider for LakeCatalogProvider {
@@ -222,7 +226,10 @@ impl SchemaProvider for LakeSchemaProvider {
         if !self.table_exist(name) {
             return Ok(None);
         }
-        let ident = TableIdent::new(NamespaceIdent::new(self.namespace.clone()), name.to_string());
+        let ident = TableIdent::new(
+            NamespaceIdent::new(self.namespace.clone()),
+            name.to_string(),
+        );
         let table = match self.catalog.load(&ident).await {
             Ok(table) => table,
             Err(CatalogError::TableNotFound { .. }) => return Ok(None),

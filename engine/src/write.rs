@@ -4,43 +4,39 @@
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, new_null_array};
-use arrow::compute::{CastOptions, cast_with_options};
+use arrow::array::{new_null_array, RecordBatch};
+use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::SchemaRef;
-use iceberg::arrow::{RecordBatchPartitionSplitter, schema_to_arrow_schema};
+use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
 use iceberg::spec::{DataFile, DataFileFormat};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
-use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::partitioning::PartitioningWriter;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
+use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{EngineError, Result};
 
-type FileWriterBuilder = DataFileWriterBuilder<
-    ParquetWriterBuilder,
-    DefaultLocationGenerator,
-    DefaultFileNameGenerator,
->;
-type FileWriter = DataFileWriter<
-    ParquetWriterBuilder,
-    DefaultLocationGenerator,
-    DefaultFileNameGenerator,
->;
+type FileWriterBuilder =
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+type FileWriter =
+    DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+
+struct Partitioned {
+    splitter: RecordBatchPartitionSplitter,
+    fanout: FanoutWriter<FileWriterBuilder>,
+}
 
 enum Sink {
-    Unpartitioned(FileWriter),
-    Partitioned {
-        splitter: RecordBatchPartitionSplitter,
-        fanout: FanoutWriter<FileWriterBuilder>,
-    },
+    Unpartitioned(Box<FileWriter>),
+    Partitioned(Box<Partitioned>),
 }
 
 /// What a [`TableWriter`] wrote.
@@ -72,27 +68,28 @@ impl TableWriter {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
             .set_max_row_group_row_count(Some(1 << 20))
             .build();
-        let builder = DataFileWriterBuilder::new(RollingFileWriterBuilder::new_with_default_file_size(
-            ParquetWriterBuilder::new(props, iceberg_schema.clone()),
-            table.file_io().clone(),
-            DefaultLocationGenerator::new(metadata)?,
-            DefaultFileNameGenerator::new(
-                uuid::Uuid::now_v7().to_string(),
-                None,
-                DataFileFormat::Parquet,
-            ),
-        ));
+        let builder =
+            DataFileWriterBuilder::new(RollingFileWriterBuilder::new_with_default_file_size(
+                ParquetWriterBuilder::new(props, iceberg_schema.clone()),
+                table.file_io().clone(),
+                DefaultLocationGenerator::new(metadata)?,
+                DefaultFileNameGenerator::new(
+                    uuid::Uuid::now_v7().to_string(),
+                    None,
+                    DataFileFormat::Parquet,
+                ),
+            ));
         let spec = metadata.default_partition_spec().clone();
         let sink = if spec.is_unpartitioned() {
-            Sink::Unpartitioned(builder.build(None).await?)
+            Sink::Unpartitioned(Box::new(builder.build(None).await?))
         } else {
-            Sink::Partitioned {
+            Sink::Partitioned(Box::new(Partitioned {
                 splitter: RecordBatchPartitionSplitter::try_new_with_computed_values(
                     iceberg_schema,
                     spec,
                 )?,
                 fanout: FanoutWriter::new(builder),
-            }
+            }))
         };
         Ok(Self {
             table_name: icefjord_catalog::display(table.identifier()),
@@ -115,9 +112,9 @@ impl TableWriter {
         self.rows += batch.num_rows() as u64;
         match &mut self.sink {
             Sink::Unpartitioned(writer) => writer.write(batch).await?,
-            Sink::Partitioned { splitter, fanout } => {
-                for (key, part) in splitter.split(&batch)? {
-                    fanout.write(key, part).await?;
+            Sink::Partitioned(p) => {
+                for (key, part) in p.splitter.split(&batch)? {
+                    p.fanout.write(key, part).await?;
                 }
             }
         }
@@ -128,7 +125,7 @@ impl TableWriter {
     pub async fn close(self) -> Result<(Vec<DataFile>, WriteMetrics)> {
         let files = match self.sink {
             Sink::Unpartitioned(mut writer) => writer.close().await?,
-            Sink::Partitioned { fanout, .. } => fanout.close().await?,
+            Sink::Partitioned(p) => p.fanout.close().await?,
         };
         let metrics = WriteMetrics {
             rows: self.rows,
@@ -170,7 +167,12 @@ pub fn conform(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Result<R
                 }
             }
             Err(_) if field.is_nullable() => new_null_array(field.data_type(), batch.num_rows()),
-            Err(_) => return Err(mismatch(format!("required column {} is missing", field.name()))),
+            Err(_) => {
+                return Err(mismatch(format!(
+                    "required column {} is missing",
+                    field.name()
+                )))
+            }
         };
         if !field.is_nullable() && column.null_count() > 0 {
             return Err(mismatch(format!(
@@ -183,7 +185,10 @@ pub fn conform(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Result<R
     }
     for field in input.fields() {
         if schema.index_of(field.name()).is_err() {
-            return Err(mismatch(format!("the table has no column {}", field.name())));
+            return Err(mismatch(format!(
+                "the table has no column {}",
+                field.name()
+            )));
         }
     }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)

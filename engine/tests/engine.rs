@@ -1,7 +1,9 @@
 //! The engine over a real lake on a temporary directory: time travel and the writer.
 
+#![allow(clippy::unwrap_used)]
+
 use arrow::array::{Array, Int64Array};
-use icefjord_catalog::{CatalogError, LakeCatalog, LakeConfig, parse_table};
+use icefjord_catalog::{parse_table, CatalogError, LakeCatalog, LakeConfig};
 use icefjord_engine::demo::Demo;
 use icefjord_engine::{AsOf, EngineError, LakeSession};
 
@@ -21,7 +23,9 @@ async fn count(session: &LakeSession, name: &str) -> i64 {
 #[tokio::test]
 async fn reads_at_a_snapshot_id_or_a_timestamp() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = LakeCatalog::open(&LakeConfig::local(dir.path()).unwrap()).await.unwrap();
+    let lake = LakeCatalog::open(&LakeConfig::local(dir.path()).unwrap())
+        .await
+        .unwrap();
     let first = Demo::new(&lake).with_events(1_000).run().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let second = Demo::new(&lake).with_events(2_500).run().await.unwrap();
@@ -49,9 +53,15 @@ async fn reads_at_a_snapshot_id_or_a_timestamp() {
         .unwrap();
     assert_eq!(count(&session, "at_time").await, 1_000);
 
-    let err = session.table(&raw, AsOf::Timestamp(first_ms - 60_000)).await.unwrap_err();
+    let err = session
+        .table(&raw, AsOf::Timestamp(first_ms - 60_000))
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, EngineError::Catalog(CatalogError::SnapshotNotFound { .. })),
+        matches!(
+            err,
+            EngineError::Catalog(CatalogError::SnapshotNotFound { .. })
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("raw.retail_events"), "{err}");
@@ -62,7 +72,9 @@ async fn reads_at_a_snapshot_id_or_a_timestamp() {
 #[tokio::test]
 async fn partitioned_writes_put_one_day_in_each_file() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = LakeCatalog::open(&LakeConfig::local(dir.path()).unwrap()).await.unwrap();
+    let lake = LakeCatalog::open(&LakeConfig::local(dir.path()).unwrap())
+        .await
+        .unwrap();
     // 30 000 events at ~10 s apart span 4 days.
     Demo::new(&lake).with_events(30_000).run().await.unwrap();
     let session = LakeSession::new(&lake).await.unwrap();
@@ -70,14 +82,25 @@ async fn partitioned_writes_put_one_day_in_each_file() {
         .query("SELECT count(DISTINCT date_trunc('day', event_time)) FROM raw.retail_events")
         .await
         .unwrap();
-    let days = days[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
-    let table = lake.load(&parse_table("raw.retail_events").unwrap()).await.unwrap();
-    let entries = icefjord_catalog::commit::live_entries(&table, table.metadata().current_snapshot_id())
+    let days = days[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    let table = lake
+        .load(&parse_table("raw.retail_events").unwrap())
         .await
         .unwrap();
+    let entries =
+        icefjord_catalog::commit::live_entries(&table, table.metadata().current_snapshot_id())
+            .await
+            .unwrap();
     assert_eq!(entries.len() as i64, days, "one file per day partition");
-    let partitions: std::collections::HashSet<_> =
-        entries.iter().map(|e| e.data_file().partition().clone()).collect();
+    let partitions: std::collections::HashSet<_> = entries
+        .iter()
+        .map(|e| e.data_file().partition().clone())
+        .collect();
     assert_eq!(partitions.len() as i64, days);
     let rows: u64 = entries.iter().map(|e| e.record_count()).sum();
     assert_eq!(rows, 30_000);
@@ -95,21 +118,36 @@ fn writes_that_do_not_fit_name_the_column() {
         Field::new("note", DataType::Utf8, true),
     ]));
     let input = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("quantity", DataType::Utf8, false)])),
+        Arc::new(Schema::new(vec![Field::new(
+            "quantity",
+            DataType::Utf8,
+            false,
+        )])),
         vec![Arc::new(StringArray::from(vec!["3", "lots"]))],
     )
     .unwrap();
     let err = icefjord_engine::write::conform("raw.t", &table_schema, &input)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("raw.t") && err.contains("column quantity"), "{err}");
+    assert!(
+        err.contains("raw.t") && err.contains("column quantity"),
+        "{err}"
+    );
 
     let ok = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("quantity", DataType::Utf8, false)])),
+        Arc::new(Schema::new(vec![Field::new(
+            "quantity",
+            DataType::Utf8,
+            false,
+        )])),
         vec![Arc::new(StringArray::from(vec!["3"]))],
     )
     .unwrap();
     let conformed = icefjord_engine::write::conform("raw.t", &table_schema, &ok).unwrap();
     assert_eq!(conformed.schema(), table_schema);
-    assert_eq!(conformed.column(1).null_count(), 1, "missing optional column is null");
+    assert_eq!(
+        conformed.column(1).null_count(),
+        1,
+        "missing optional column is null"
+    );
 }

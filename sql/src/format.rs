@@ -6,7 +6,7 @@ use std::io::Write;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
 use crate::error::{Result, SqlError};
 
@@ -26,7 +26,9 @@ impl std::str::FromStr for OutputFormat {
             "table" => Ok(Self::Table),
             "json" => Ok(Self::Json),
             "csv" => Ok(Self::Csv),
-            other => Err(format!("unknown output format {other:?} (table, json or csv)")),
+            other => Err(format!(
+                "unknown output format {other:?} (table, json or csv)"
+            )),
         }
     }
 }
@@ -102,6 +104,7 @@ fn render_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Table> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::Arc;
 
@@ -132,7 +135,10 @@ mod tests {
         let mut out = Vec::new();
         write_batches(OutputFormat::Json, &schema, &batches, &mut out).unwrap();
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(value, serde_json::json!([{"category": "Home", "n": 3}, {"n": 4}]));
+        assert_eq!(
+            value,
+            serde_json::json!([{"category": "Home", "n": 3}, {"n": 4}])
+        );
         let mut out = Vec::new();
         write_batches(OutputFormat::Json, &schema, &[], &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap().trim(), "[]");
@@ -155,6 +161,9 @@ mod tests {
         let mut out = Vec::new();
         write_batches(OutputFormat::Table, &schema, &batches, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("NULL") && text.contains("Home") && text.ends_with("2 rows\n"), "{text}");
+        assert!(
+            text.contains("NULL") && text.contains("Home") && text.ends_with("2 rows\n"),
+            "{text}"
+        );
     }
 }

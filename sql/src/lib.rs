@@ -14,4 +14,4 @@ pub mod format;
 pub mod query;
 
 pub use error::{Result, SqlError};
-pub use format::{OutputFormat, write_batches};
+pub use format::{write_batches, OutputFormat};

@@ -18,10 +18,7 @@ pub fn read_only() -> SQLOptions {
 
 /// Run one read-only query; returns its schema and batches.
 pub async fn run(session: &LakeSession, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let frame = session
-        .context()
-        .sql_with_options(sql, read_only())
-        .await?;
+    let frame = session.context().sql_with_options(sql, read_only()).await?;
     let schema = frame.schema().inner().clone();
     let batches = frame.collect().await?;
     Ok((schema, batches))

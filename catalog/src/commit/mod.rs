@@ -30,11 +30,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use iceberg::spec::{DataFile, MAIN_BRANCH, TableMetadata};
+use iceberg::spec::{DataFile, TableMetadata, MAIN_BRANCH};
 use iceberg::table::Table;
 use iceberg::TableIdent;
 
-use crate::catalog::{LakeCatalog, display};
+use crate::catalog::{display, LakeCatalog};
 use crate::db::SwapError;
 use crate::error::{CatalogError, Result};
 
@@ -222,8 +222,7 @@ impl<'a> Commit<'a> {
                 if base != head {
                     snapshot::check_no_conflict(table, write, base, &self.id).await?;
                 }
-                let (metadata, snapshot_id) =
-                    snapshot::produce(table, write, &self.id).await?;
+                let (metadata, snapshot_id) = snapshot::produce(table, write, &self.id).await?;
                 let swap = self.catalog.write_metadata(table, &metadata).await?;
                 produced.push(CommittedTable {
                     table: write.table.clone(),
@@ -361,5 +360,3 @@ fn backoff(attempt: u32) -> Duration {
     ) % base.max(1);
     Duration::from_millis(base + jitter)
 }
-
-

@@ -6,19 +6,22 @@ use std::collections::{HashMap, HashSet};
 
 use futures::future::try_join_all;
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestEntryRef,
-    ManifestFile, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct, Summary,
-    TableMetadata,
+    DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestEntryRef, ManifestFile,
+    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
+    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct, Summary, TableMetadata,
+    MAIN_BRANCH,
 };
 use iceberg::table::Table;
 
-use super::{COMMIT_ID_PROPERTY, CommitId, TableWrite, WriteMode, ancestry, head_of};
+use super::{ancestry, head_of, CommitId, TableWrite, WriteMode, COMMIT_ID_PROPERTY};
 use crate::catalog::display;
 use crate::error::{CatalogError, Result};
 
 /// The live data-file entries of a snapshot (all manifests, loaded concurrently).
-pub async fn live_entries(table: &Table, snapshot_id: Option<i64>) -> Result<Vec<ManifestEntryRef>> {
+pub async fn live_entries(
+    table: &Table,
+    snapshot_id: Option<i64>,
+) -> Result<Vec<ManifestEntryRef>> {
     let Some(snapshot) = snapshot_id.and_then(|id| table.metadata().snapshot_by_id(id)) else {
         return Ok(Vec::new());
     };
@@ -82,9 +85,11 @@ pub(super) async fn check_no_conflict(
     let replaced = replaced_partitions(table, write);
     for snapshot in since_base {
         let manifests = table.manifest_list_reader(&snapshot).load().await?;
-        for manifest in manifests.entries().iter().filter(|m| {
-            m.added_snapshot_id == snapshot.snapshot_id() && m.has_added_files()
-        }) {
+        for manifest in manifests
+            .entries()
+            .iter()
+            .filter(|m| m.added_snapshot_id == snapshot.snapshot_id() && m.has_added_files())
+        {
             let loaded = manifest.load_manifest(table.file_io()).await?;
             for entry in loaded.entries() {
                 let added_here = entry.status() == iceberg::spec::ManifestStatus::Added
@@ -168,8 +173,12 @@ pub(super) async fn produce(
             metadata.location()
         );
         let output = table.file_io().new_output(path)?;
-        let builder =
-            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.as_ref().clone());
+        let builder = ManifestWriterBuilder::new(
+            output,
+            Some(snapshot_id),
+            schema.clone(),
+            spec.as_ref().clone(),
+        );
         Ok(match metadata.format_version() {
             FormatVersion::V1 => builder.build_v1(),
             FormatVersion::V2 => builder.build_v2_data(),
@@ -228,8 +237,14 @@ pub(super) async fn produce(
                             removed.push(entry.data_file().clone());
                             any_deleted = true;
                         } else {
-                            let added_by = entry.snapshot_id().unwrap_or(manifest.added_snapshot_id);
-                            kept.add_existing_file(entry.data_file().clone(), added_by, seq, file_seq)?;
+                            let added_by =
+                                entry.snapshot_id().unwrap_or(manifest.added_snapshot_id);
+                            kept.add_existing_file(
+                                entry.data_file().clone(),
+                                added_by,
+                                seq,
+                                file_seq,
+                            )?;
                             any_kept = true;
                         }
                     }
@@ -262,10 +277,16 @@ pub(super) async fn produce(
         "{}/metadata/snap-{snapshot_id}-1-{commit_uuid}.avro",
         metadata.location()
     );
-    let list_out = table.file_io().new_output(&manifest_list_path)?.writer().await?;
+    let list_out = table
+        .file_io()
+        .new_output(&manifest_list_path)?
+        .writer()
+        .await?;
     let mut list_writer = match metadata.format_version() {
         FormatVersion::V1 => ManifestListWriter::v1(list_out, snapshot_id, parent_id),
-        FormatVersion::V2 => ManifestListWriter::v2(list_out, snapshot_id, parent_id, sequence_number),
+        FormatVersion::V2 => {
+            ManifestListWriter::v2(list_out, snapshot_id, parent_id, sequence_number)
+        }
         FormatVersion::V3 => ManifestListWriter::v3(
             list_out,
             snapshot_id,
@@ -355,11 +376,19 @@ fn add_totals(properties: &mut HashMap<String, String>, previous: Option<&Summar
         };
         if let Some(before) = before {
             let value = before + get(properties, added).unwrap_or(0)
-                - get(properties, removed).unwrap_or(0).min(before + get(properties, added).unwrap_or(0));
+                - get(properties, removed)
+                    .unwrap_or(0)
+                    .min(before + get(properties, added).unwrap_or(0));
             properties.insert(total.to_string(), value.to_string());
         }
     }
-    for (key, value) in [("total-delete-files", "0"), ("total-position-deletes", "0"), ("total-equality-deletes", "0")] {
-        properties.entry(key.to_string()).or_insert_with(|| value.to_string());
+    for (key, value) in [
+        ("total-delete-files", "0"),
+        ("total-position-deletes", "0"),
+        ("total-equality-deletes", "0"),
+    ] {
+        properties
+            .entry(key.to_string())
+            .or_insert_with(|| value.to_string());
     }
 }

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Decimal128Builder, Int32Builder, RecordBatch, StringDictionaryBuilder, StringBuilder,
+    Decimal128Builder, Int32Builder, RecordBatch, StringBuilder, StringDictionaryBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::error::ArrowError;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 
 use super::SplitMix64;
 
@@ -50,7 +50,11 @@ pub const PRODUCTS: &[(&str, &str, i64)] = &[
 /// The Arrow schema of generated batches (matches the Iceberg table's columns).
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("event_time", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new(
+            "event_time",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
         Field::new("store_id", DataType::Int32, false),
         Field::new("product_id", DataType::Utf8, false),
         Field::new("category", DataType::Utf8, false),
@@ -74,8 +78,9 @@ pub struct RetailEvent {
 /// Event `position` of stream `seed`.
 pub fn event(seed: u64, position: u64) -> RetailEvent {
     let mut rng = SplitMix64::at(seed, position);
-    let event_time_micros =
-        EPOCH_START_MICROS + position as i64 * MEAN_GAP_MICROS + rng.between(0, MEAN_GAP_MICROS - 1);
+    let event_time_micros = EPOCH_START_MICROS
+        + position as i64 * MEAN_GAP_MICROS
+        + rng.between(0, MEAN_GAP_MICROS - 1);
     let store_id = rng.between(1, STORES) as i32;
     let product = rng.below(PRODUCTS.len() as u64) as usize;
     let roll = rng.below(100);
@@ -133,6 +138,7 @@ pub fn batch(seed: u64, start: u64, end: u64) -> Result<RecordBatch, ArrowError>
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -148,7 +154,9 @@ mod tests {
     #[test]
     fn transaction_mix_is_realistic() {
         let n = 20_000;
-        let sales = (0..n).filter(|&i| event(1, i).transaction_type == "SALE").count();
+        let sales = (0..n)
+            .filter(|&i| event(1, i).transaction_type == "SALE")
+            .count();
         assert!((15_000..17_000).contains(&sales), "{sales}");
     }
 }

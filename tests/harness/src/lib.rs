@@ -7,7 +7,7 @@
 //! let url = pg.create_database("lake_test");
 //! ```
 
-pub mod postgres;
 pub mod port;
+pub mod postgres;
 
 pub use postgres::Postgres;

@@ -20,12 +20,18 @@ async fn count(session: &LakeSession, name: &str) -> i64 {
         .value(0)
 }
 
-#[tokio::test]
-async fn reads_at_a_snapshot_id_or_a_timestamp() {
+/// A fresh local lake (keep the directory alive as long as the lake).
+async fn lake() -> (tempfile::TempDir, LakeCatalog) {
     let dir = tempfile::tempdir().unwrap();
     let lake = LakeCatalog::open(&LakeConfig::local(dir.path()).unwrap())
         .await
         .unwrap();
+    (dir, lake)
+}
+
+#[tokio::test]
+async fn reads_at_a_snapshot_id_or_a_timestamp() {
+    let (_dir, lake) = lake().await;
     let first = Demo::new(&lake).with_events(1_000).run().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let second = Demo::new(&lake).with_events(2_500).run().await.unwrap();
@@ -71,10 +77,7 @@ async fn reads_at_a_snapshot_id_or_a_timestamp() {
 
 #[tokio::test]
 async fn partitioned_writes_put_one_day_in_each_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = LakeCatalog::open(&LakeConfig::local(dir.path()).unwrap())
-        .await
-        .unwrap();
+    let (_dir, lake) = lake().await;
     // 30 000 events at ~10 s apart span 4 days.
     Demo::new(&lake).with_events(30_000).run().await.unwrap();
     let session = LakeSession::new(&lake).await.unwrap();

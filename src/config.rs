@@ -59,7 +59,7 @@ pub fn read_file(path: Option<&Path>) -> Result<FileConfig> {
     toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
-            .map(|s| text[..s.start].lines().count().max(1))
+            .map(|s| text[..s.start].matches('\n').count() + 1)
             .unwrap_or(0);
         anyhow::anyhow!(
             "config file {}, line {line}: {}",

@@ -45,6 +45,14 @@ pub enum CatalogError {
         commit_id: String,
         reason: String,
     },
+    /// A commit guard refused the commit on the table's current state (e.g. the
+    /// Kafka offsets it would commit were already advanced by another writer).
+    #[error("commit {commit_id} to table {table} refused: {reason}")]
+    Refused {
+        table: String,
+        commit_id: String,
+        reason: String,
+    },
     /// Compare-and-swap kept losing against concurrent writers.
     #[error(
         "commit {commit_id} to table {table} lost the compare-and-swap {attempts} times; giving up"

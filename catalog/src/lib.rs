@@ -30,7 +30,8 @@ pub mod storage;
 
 pub use catalog::{display, parse_table, LakeCatalog, TableSpec, CATALOG_NAME};
 pub use commit::{
-    Commit, CommitId, CommitReport, CommittedTable, TableWrite, WriteMode, COMMIT_ID_PROPERTY,
+    Commit, CommitGuard, CommitId, CommitReport, CommittedTable, TableWrite, WriteMode,
+    COMMIT_ID_PROPERTY,
 };
 pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
 pub use error::{CatalogError, Result};

@@ -19,7 +19,11 @@
 //!    against (its *base*); if data was added to the replaced range since then, it
 //!    fails with [`CatalogError::Conflict`] instead of silently deleting rows it
 //!    never saw.
-//! 5. **Ambiguous outcomes are reconciled, never blindly retried.** When the
+//! 5. **Guards see every attempt.** A [`CommitGuard`] (e.g. the Kafka sink's offset
+//!    fence) runs against the freshly loaded table on every attempt, and may refuse
+//!    the commit ([`CatalogError::Refused`]) or add summary properties computed from
+//!    the current state (e.g. offsets merged with what the table already holds).
+//! 6. **Ambiguous outcomes are reconciled, never blindly retried.** When the
 //!    database may or may not have applied the swap (a lost connection during
 //!    commit), the tables are reloaded and the commit id looked up: found means
 //!    done; absent means the swap did not land and a retry is safe.
@@ -80,6 +84,17 @@ pub enum WriteMode {
     ReplacePartitions,
 }
 
+/// A check run on every commit attempt against the table as it is now.
+pub trait CommitGuard: Send + Sync + fmt::Debug {
+    /// `Ok(properties)` lets the attempt proceed and adds these summary properties;
+    /// `Err(reason)` refuses the commit (nothing is written).
+    fn check(
+        &self,
+        metadata: &TableMetadata,
+        branch: &str,
+    ) -> Result<BTreeMap<String, String>, String>;
+}
+
 /// The change one commit makes to one table.
 #[derive(Clone, Debug)]
 pub struct TableWrite {
@@ -89,6 +104,7 @@ pub struct TableWrite {
     branch: String,
     properties: BTreeMap<String, String>,
     base: Option<Option<i64>>,
+    guard: Option<std::sync::Arc<dyn CommitGuard>>,
 }
 
 impl TableWrite {
@@ -100,6 +116,7 @@ impl TableWrite {
             branch: MAIN_BRANCH.to_string(),
             properties: BTreeMap::new(),
             base: None,
+            guard: None,
         }
     }
 
@@ -132,6 +149,12 @@ impl TableWrite {
     /// since then. Unset, the head seen by the first attempt is used.
     pub fn with_base_snapshot(mut self, snapshot_id: Option<i64>) -> Self {
         self.base = Some(snapshot_id);
+        self
+    }
+
+    /// Run `guard` on every attempt (see the module docs).
+    pub fn with_guard(mut self, guard: std::sync::Arc<dyn CommitGuard>) -> Self {
+        self.guard = Some(guard);
         self
     }
 
@@ -222,7 +245,18 @@ impl<'a> Commit<'a> {
                 if base != head {
                     snapshot::check_no_conflict(table, write, base, &self.id).await?;
                 }
-                let (metadata, snapshot_id) = snapshot::produce(table, write, &self.id).await?;
+                let mut extra = BTreeMap::new();
+                if let Some(guard) = &write.guard {
+                    extra = guard
+                        .check(table.metadata(), &write.branch)
+                        .map_err(|reason| CatalogError::Refused {
+                            table: display(&write.table),
+                            commit_id: self.id.to_string(),
+                            reason,
+                        })?;
+                }
+                let (metadata, snapshot_id) =
+                    snapshot::produce(table, write, &extra, &self.id).await?;
                 let swap = self.catalog.write_metadata(table, &metadata).await?;
                 produced.push(CommittedTable {
                     table: write.table.clone(),

@@ -136,6 +136,7 @@ fn replaced_partitions(table: &Table, write: &TableWrite) -> Option<HashSet<(i32
 pub(super) async fn produce(
     table: &Table,
     write: &TableWrite,
+    guard_properties: &std::collections::BTreeMap<String, String>,
     id: &CommitId,
 ) -> Result<(TableMetadata, i64)> {
     let metadata = table.metadata();
@@ -303,7 +304,12 @@ pub(super) async fn produce(
         WriteMode::Append => Operation::Append,
         WriteMode::Overwrite | WriteMode::ReplacePartitions => Operation::Overwrite,
     };
-    let mut properties: HashMap<String, String> = write.properties.clone().into_iter().collect();
+    let mut properties: HashMap<String, String> = write
+        .properties
+        .iter()
+        .chain(guard_properties)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     properties.insert(COMMIT_ID_PROPERTY.to_string(), id.to_string());
     properties.extend(collector.build());
     add_totals(&mut properties, parent.map(|p| p.summary()));

@@ -1,0 +1,389 @@
+//! JSON records → Arrow rows of the target table, plus dead letters for the records
+//! that are not JSON, lack a required field or hold a value that does not fit its
+//! column. Nothing is dropped: `records = rows + dead letters`, always.
+//!
+//! The fast path decodes a whole batch with arrow-json; only when it fails (or when a
+//! message holds other than exactly one JSON object) is the batch decoded record by
+//! record to isolate the bad ones.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::json::ReaderBuilder;
+
+use crate::record::SourceRecord;
+
+/// The Kafka position columns appended to every row of a sink table.
+pub const KAFKA_COLUMNS: [&str; 4] = [
+    "_kafka_topic",
+    "_kafka_partition",
+    "_kafka_offset",
+    "_kafka_timestamp",
+];
+
+/// Where a record failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// No value (a tombstone or an empty message).
+    Empty,
+    /// The value is not one JSON object.
+    Json,
+    /// Valid JSON that does not fit the table (missing field, wrong type, …).
+    Schema,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Json => "json",
+            Self::Schema => "schema",
+        }
+    }
+}
+
+/// A record that could not become a row, with why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub record: SourceRecord,
+    pub stage: Stage,
+    pub error: String,
+}
+
+/// The outcome of decoding a batch of records.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Rows in the sink table's layout: event fields, then [`KAFKA_COLUMNS`].
+    pub rows: RecordBatch,
+    pub dead: Vec<DeadLetter>,
+}
+
+/// Decodes records of one event schema.
+#[derive(Clone, Debug)]
+pub struct EventDecoder {
+    events: SchemaRef,
+    output: SchemaRef,
+}
+
+/// The Arrow layout of `_kafka_*` columns.
+pub fn kafka_fields() -> Vec<Field> {
+    vec![
+        Field::new(KAFKA_COLUMNS[0], DataType::Utf8, false),
+        Field::new(KAFKA_COLUMNS[1], DataType::Int32, false),
+        Field::new(KAFKA_COLUMNS[2], DataType::Int64, false),
+        Field::new(
+            KAFKA_COLUMNS[3],
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ),
+    ]
+}
+
+impl EventDecoder {
+    /// A decoder for events of `events` (the table's event columns, no `_kafka_*`).
+    pub fn new(events: SchemaRef) -> Self {
+        let mut fields: Vec<Field> = events.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(kafka_fields());
+        Self {
+            events,
+            output: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    /// The layout of decoded rows.
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.output
+    }
+
+    pub fn decode(&self, records: &[SourceRecord]) -> Result<Decoded, ArrowError> {
+        if let Some(fast) = self.decode_all(records)? {
+            return Ok(fast);
+        }
+        self.decode_one_by_one(records)
+    }
+
+    fn decoder(&self, capacity: usize) -> Result<arrow::json::reader::Decoder, ArrowError> {
+        ReaderBuilder::new(self.events.clone())
+            .with_batch_size(capacity.max(1))
+            .build_decoder()
+    }
+
+    /// Decode the batch in one go; `None` when any record needs a closer look.
+    fn decode_all(&self, records: &[SourceRecord]) -> Result<Option<Decoded>, ArrowError> {
+        let mut decoder = self.decoder(records.len())?;
+        for record in records {
+            let Some(value) = record.value.as_deref().filter(|v| !v.is_empty()) else {
+                return Ok(None);
+            };
+            if decoder.decode(value).is_err() || decoder.has_partial_record() {
+                return Ok(None);
+            }
+        }
+        let batch = match decoder.flush() {
+            Ok(Some(batch)) => batch,
+            Ok(None) if records.is_empty() => RecordBatch::new_empty(self.events.clone()),
+            Ok(None) | Err(_) => return Ok(None),
+        };
+        // One row per record, or the rows would not line up with their offsets.
+        if batch.num_rows() != records.len() {
+            return Ok(None);
+        }
+        let good: Vec<&SourceRecord> = records.iter().collect();
+        Ok(Some(Decoded {
+            rows: self.with_kafka_columns(&batch, &good)?,
+            dead: Vec::new(),
+        }))
+    }
+
+    fn decode_one_by_one(&self, records: &[SourceRecord]) -> Result<Decoded, ArrowError> {
+        let mut batches = Vec::new();
+        let mut good = Vec::new();
+        let mut dead = Vec::new();
+        for record in records {
+            match self.decode_record(record)? {
+                Ok(batch) => {
+                    batches.push(batch);
+                    good.push(record);
+                }
+                Err((stage, error)) => dead.push(DeadLetter {
+                    record: record.clone(),
+                    stage,
+                    error,
+                }),
+            }
+        }
+        let batch = arrow::compute::concat_batches(&self.events, &batches)?;
+        Ok(Decoded {
+            rows: self.with_kafka_columns(&batch, &good)?,
+            dead,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn decode_record(
+        &self,
+        record: &SourceRecord,
+    ) -> Result<Result<RecordBatch, (Stage, String)>, ArrowError> {
+        let Some(value) = record.value.as_deref().filter(|v| !v.is_empty()) else {
+            return Ok(Err((Stage::Empty, "the record has no value".into())));
+        };
+        match serde_json::from_slice::<serde_json::Value>(value) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(other) => {
+                return Ok(Err((
+                    Stage::Json,
+                    format!("expected one JSON object, found {}", json_kind(&other)),
+                )));
+            }
+            Err(e) => return Ok(Err((Stage::Json, format!("not JSON: {e}")))),
+        }
+        let mut decoder = self.decoder(1)?;
+        let decoded = decoder.decode(value).and_then(|_| decoder.flush());
+        Ok(match decoded {
+            Ok(Some(batch)) if batch.num_rows() == 1 => Ok(batch),
+            Ok(_) => Err((Stage::Schema, "the value did not decode to one row".into())),
+            Err(e) => Err((Stage::Schema, schema_error(&e))),
+        })
+    }
+
+    fn with_kafka_columns(
+        &self,
+        events: &RecordBatch,
+        records: &[&SourceRecord],
+    ) -> Result<RecordBatch, ArrowError> {
+        let mut topic = StringBuilder::with_capacity(records.len(), records.len() * 16);
+        let mut partition = Int32Builder::with_capacity(records.len());
+        let mut offset = Int64Builder::with_capacity(records.len());
+        let mut timestamp = TimestampMicrosecondBuilder::with_capacity(records.len());
+        for record in records {
+            topic.append_value(&record.topic);
+            partition.append_value(record.partition);
+            offset.append_value(record.offset);
+            timestamp.append_option(record.timestamp_ms.map(|ms| ms * 1000));
+        }
+        let mut columns: Vec<ArrayRef> = events.columns().to_vec();
+        columns.push(Arc::new(topic.finish()));
+        columns.push(Arc::new(partition.finish()));
+        columns.push(Arc::new(offset.finish()));
+        columns.push(Arc::new(timestamp.finish()));
+        RecordBatch::try_new(self.output.clone(), columns)
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// arrow-json's message, without its "Json error: " prefix.
+fn schema_error(e: &ArrowError) -> String {
+    let text = e.to_string();
+    text.strip_prefix("Json error: ")
+        .unwrap_or(&text)
+        .to_string()
+}
+
+/// The layout of a dead-letter table (`<target>_dlq`).
+pub fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source_topic", DataType::Utf8, false),
+        Field::new("source_partition", DataType::Int32, false),
+        Field::new("source_offset", DataType::Int64, false),
+        Field::new(
+            "source_timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ),
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, true),
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+    ]))
+}
+
+/// Dead letters as rows of [`dead_letter_schema`].
+pub fn dead_letter_batch(dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError> {
+    let n = dead.len();
+    let mut topic = StringBuilder::with_capacity(n, n * 16);
+    let mut partition = Int32Builder::with_capacity(n);
+    let mut offset = Int64Builder::with_capacity(n);
+    let mut timestamp = TimestampMicrosecondBuilder::with_capacity(n);
+    let mut key = BinaryBuilder::with_capacity(n, 0);
+    let mut value = BinaryBuilder::with_capacity(n, 0);
+    let mut stage = StringBuilder::with_capacity(n, n * 8);
+    let mut error = StringBuilder::with_capacity(n, n * 64);
+    for d in dead {
+        topic.append_value(&d.record.topic);
+        partition.append_value(d.record.partition);
+        offset.append_value(d.record.offset);
+        timestamp.append_option(d.record.timestamp_ms.map(|ms| ms * 1000));
+        key.append_option(d.record.key.as_deref());
+        value.append_option(d.record.value.as_deref());
+        stage.append_value(d.stage.as_str());
+        error.append_value(&d.error);
+    }
+    RecordBatch::try_new(
+        dead_letter_schema(),
+        vec![
+            Arc::new(topic.finish()),
+            Arc::new(partition.finish()),
+            Arc::new(offset.finish()),
+            Arc::new(timestamp.finish()),
+            Arc::new(key.finish()),
+            Arc::new(value.finish()),
+            Arc::new(stage.finish()),
+            Arc::new(error.finish()),
+        ],
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn decoder() -> EventDecoder {
+        EventDecoder::new(Arc::new(Schema::new(vec![
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("store_id", DataType::Int32, false),
+            Field::new("unit_price", DataType::Decimal128(10, 2), false),
+            Field::new("note", DataType::Utf8, true),
+        ])))
+    }
+
+    fn record(offset: i64, value: Option<&str>) -> SourceRecord {
+        SourceRecord {
+            topic: "retail".into(),
+            partition: 2,
+            offset,
+            timestamp_ms: Some(1_700_000_000_000),
+            key: Some(Bytes::from_static(b"k")),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+        }
+    }
+
+    const GOOD: &str =
+        r#"{"event_time": "2023-10-27 10:00:00", "store_id": 1, "unit_price": 450.00}"#;
+
+    #[test]
+    fn good_records_decode_in_one_go_with_their_positions() {
+        let records: Vec<_> = (0..3).map(|i| record(10 + i, Some(GOOD))).collect();
+        let decoded = decoder().decode(&records).unwrap();
+        assert!(decoded.dead.is_empty());
+        assert_eq!(decoded.rows.num_rows(), 3);
+        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
+        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[10, 11, 12]);
+        assert_eq!(decoded.rows.column_by_name("note").unwrap().null_count(), 3);
+    }
+
+    #[test]
+    fn bad_records_become_dead_letters_and_nothing_is_lost() {
+        let records = vec![
+            record(0, Some(GOOD)),
+            record(1, Some("not json {")),
+            record(
+                2,
+                Some(r#"{"event_time": "2023-10-27 10:00:00", "unit_price": 1}"#),
+            ),
+            record(
+                3,
+                Some(
+                    r#"{"event_time": "2023-10-27 10:00:00", "store_id": "one", "unit_price": 1}"#,
+                ),
+            ),
+            record(4, None),
+            record(5, Some("[1, 2]")),
+            record(6, Some(&format!("{GOOD}{GOOD}"))),
+            record(7, Some(GOOD)),
+        ];
+        let decoded = decoder().decode(&records).unwrap();
+        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
+        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[0, 7]);
+        let dead: Vec<_> = decoded
+            .dead
+            .iter()
+            .map(|d| (d.record.offset, d.stage))
+            .collect();
+        assert_eq!(
+            dead,
+            vec![
+                (1, Stage::Json),
+                (2, Stage::Schema),
+                (3, Stage::Schema),
+                (4, Stage::Empty),
+                (5, Stage::Json),
+                (6, Stage::Json),
+            ]
+        );
+        assert!(
+            decoded.dead[1].error.contains("store_id"),
+            "{}",
+            decoded.dead[1].error
+        );
+        assert_eq!(decoded.rows.num_rows() + decoded.dead.len(), records.len());
+        let table = dead_letter_batch(&decoded.dead).unwrap();
+        assert_eq!(table.num_rows(), 6);
+        let values = table.column_by_name("value").unwrap().as_binary::<i32>();
+        assert_eq!(values.value(0), b"not json {");
+        assert!(values.is_null(3), "a tombstone keeps its null value");
+    }
+}

@@ -1,0 +1,15 @@
+//! The exactly-once Kafka → Iceberg sink (issue 3; in progress).
+//!
+//! Built so far, and usable without a broker:
+//! - [`offsets`]: the protocol by which the table holds the Kafka offsets and fences
+//!   zombie writers (a `CommitGuard` on the commit path);
+//! - [`decode`]: JSON records → Arrow rows with `_kafka_*` columns, and dead letters
+//!   for everything that does not fit, so `consumed = written + dead-lettered`.
+
+pub mod decode;
+pub mod offsets;
+pub mod record;
+
+pub use decode::{DeadLetter, Decoded, EventDecoder, Stage};
+pub use offsets::{OffsetFence, PartitionOffsets, Span};
+pub use record::SourceRecord;

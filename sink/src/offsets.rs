@@ -1,0 +1,183 @@
+//! Kafka offsets held by the table (DESIGN §5): the table, not the consumer group,
+//! is the source of truth for what has been ingested.
+//!
+//! # Invariants
+//!
+//! - Each sink commit stores, in the snapshot summary under
+//!   `icefjord.kafka.<group>.<topic>`, a JSON object `{"<partition>": next_offset}`
+//!   merged with the value the table held before, so every partition ever ingested
+//!   keeps its position even when a batch touches only some partitions.
+//! - Readers walk back from the branch head to the newest snapshot carrying the key
+//!   (snapshots of maintenance or other writers may lack it).
+//! - **Fence**: a batch that starts partition `p` at offset `s` may commit only if the
+//!   table holds exactly `s` for `p` (or nothing for `p` and `s` is the first offset
+//!   the consumer saw). Anything else means another writer (a zombie from before a
+//!   rebalance, a second sink) moved the partition: the batch is refused whole, the
+//!   sink re-reads the stored offsets and seeks there. Records therefore land once.
+//! - The check and the merge run on every commit attempt against the freshly loaded
+//!   table ([`OffsetFence`] is an `icefjord_catalog::CommitGuard`), so a lost
+//!   compare-and-swap never commits against stale offsets.
+
+use std::collections::BTreeMap;
+
+use iceberg::spec::TableMetadata;
+use icefjord_catalog::commit::latest_property;
+use icefjord_catalog::CommitGuard;
+
+/// Partition → next offset to read.
+pub type PartitionOffsets = BTreeMap<i32, i64>;
+
+/// The summary key for a consumer group and topic.
+pub fn summary_key(group: &str, topic: &str) -> String {
+    format!("icefjord.kafka.{group}.{topic}")
+}
+
+/// The offsets a table holds for `group`/`topic` on `branch` (empty when none).
+pub fn stored(
+    metadata: &TableMetadata,
+    branch: &str,
+    group: &str,
+    topic: &str,
+) -> PartitionOffsets {
+    latest_property(metadata, branch, &summary_key(group, topic))
+        .map(|value| parse(&value))
+        .unwrap_or_default()
+}
+
+/// Parse a stored value; unreadable entries are ignored (and logged).
+pub fn parse(value: &str) -> PartitionOffsets {
+    match serde_json::from_str::<BTreeMap<String, i64>>(value) {
+        Ok(map) => map
+            .into_iter()
+            .filter_map(|(p, o)| p.parse::<i32>().ok().map(|p| (p, o)))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(value, error = %e, "unreadable stored offsets; treating as none");
+            PartitionOffsets::new()
+        }
+    }
+}
+
+/// Serialize offsets for the snapshot summary.
+pub fn render(offsets: &PartitionOffsets) -> String {
+    let map: BTreeMap<String, i64> = offsets.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+    serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
+}
+
+/// The range of offsets a batch covers in one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// First offset of the batch in this partition.
+    pub start: i64,
+    /// One past the last offset consumed (the next offset to read).
+    pub end: i64,
+    /// Whether `start` is where the consumer began with no stored offset (the
+    /// earliest offset of the partition): allowed only when the table holds none.
+    pub from_scratch: bool,
+}
+
+/// The fence and merge of one batch, run on every commit attempt.
+#[derive(Clone, Debug)]
+pub struct OffsetFence {
+    pub group: String,
+    pub topic: String,
+    pub spans: BTreeMap<i32, Span>,
+}
+
+impl OffsetFence {
+    /// Check the batch against `stored` and return the merged offsets.
+    pub fn apply(&self, stored: &PartitionOffsets) -> Result<PartitionOffsets, String> {
+        for (partition, span) in &self.spans {
+            match stored.get(partition) {
+                Some(&held) if held == span.start => {}
+                None if span.from_scratch => {}
+                Some(&held) => {
+                    return Err(format!(
+                        "partition {partition} of {} is at offset {held} in the table, \
+                         but this batch starts at {}",
+                        self.topic, span.start
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "partition {partition} of {} has no stored offset, but this batch \
+                         starts at {} (not from the beginning)",
+                        self.topic, span.start
+                    ));
+                }
+            }
+        }
+        let mut merged = stored.clone();
+        for (partition, span) in &self.spans {
+            merged.insert(*partition, span.end);
+        }
+        Ok(merged)
+    }
+}
+
+impl CommitGuard for OffsetFence {
+    fn check(
+        &self,
+        metadata: &TableMetadata,
+        branch: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let merged = self.apply(&stored(metadata, branch, &self.group, &self.topic))?;
+        Ok(BTreeMap::from([(
+            summary_key(&self.group, &self.topic),
+            render(&merged),
+        )]))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn fence(spans: &[(i32, i64, i64, bool)]) -> OffsetFence {
+        OffsetFence {
+            group: "g".into(),
+            topic: "t".into(),
+            spans: spans
+                .iter()
+                .map(|&(p, start, end, from_scratch)| {
+                    (
+                        p,
+                        Span {
+                            start,
+                            end,
+                            from_scratch,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_continuing_the_stored_offsets_merges() {
+        let stored = PartitionOffsets::from([(0, 10), (1, 7)]);
+        let merged = fence(&[(0, 10, 25, false)]).apply(&stored).unwrap();
+        assert_eq!(merged, PartitionOffsets::from([(0, 25), (1, 7)]));
+        assert_eq!(parse(&render(&merged)), merged);
+    }
+
+    #[test]
+    fn a_zombie_batch_is_refused() {
+        let stored = PartitionOffsets::from([(0, 25)]);
+        let err = fence(&[(0, 10, 25, false)]).apply(&stored).unwrap_err();
+        assert!(
+            err.contains("partition 0") && err.contains("25") && err.contains("10"),
+            "{err}"
+        );
+        // Even a batch from scratch is refused once the table holds an offset.
+        assert!(fence(&[(0, 0, 5, true)]).apply(&stored).is_err());
+    }
+
+    #[test]
+    fn a_new_partition_may_start_only_from_scratch() {
+        let stored = PartitionOffsets::new();
+        assert!(fence(&[(2, 0, 5, true)]).apply(&stored).is_ok());
+        assert!(fence(&[(2, 40, 45, false)]).apply(&stored).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! A consumed Kafka record, independent of the client library.
+
+use bytes::Bytes;
+
+/// One record as consumed: where it came from and its raw bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Record timestamp in milliseconds since the epoch, when the broker gave one.
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}

@@ -23,6 +23,15 @@ pub fn code(err: &anyhow::Error) -> i32 {
         if let Some(SqlError::Engine(e)) = cause.downcast_ref::<SqlError>() {
             return engine(e);
         }
+        if let Some(e) = cause.downcast_ref::<icefjord_sink::SinkError>() {
+            return match e {
+                icefjord_sink::SinkError::Catalog(c) => catalog(c),
+                icefjord_sink::SinkError::Engine(c) => engine(c),
+                icefjord_sink::SinkError::Config { .. } => USAGE,
+                e if e.is_retryable() => UNAVAILABLE,
+                _ => FAILED,
+            };
+        }
         if cause.downcast_ref::<toml::de::Error>().is_some() {
             return USAGE;
         }

@@ -74,8 +74,178 @@ enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Move Kafka events into an Iceberg table, exactly once (offsets live in the
+    /// table). Bad records go to <table>_dlq in the same commit.
+    ///
+    /// Example: icefjord ingest --brokers 127.0.0.1:9092 --topic retail_events
+    ///   --table raw.retail_events --schema data/schemas/retail_event.json
+    ///   --group icefjord-retail --until-idle 5s
+    Ingest(Box<IngestArgs>),
+    /// Produce realistic events (retail, clickstream, activity) to a Kafka topic,
+    /// deterministic for a seed; prints a JSON report.
+    Simulate(Box<SimulateArgs>),
     /// Show the resolved lake configuration (secrets redacted).
     Config,
+}
+
+#[derive(Debug, Args)]
+struct KafkaArgs {
+    /// Bootstrap brokers, host:port[,host:port…].
+    #[arg(long, env = "ICEFJORD_KAFKA_BROKERS", value_name = "HOSTS")]
+    brokers: String,
+    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (password from
+    /// ICEFJORD_KAFKA_PASSWORD).
+    #[arg(long, env = "ICEFJORD_KAFKA_SASL_MECHANISM", value_name = "MECHANISM")]
+    sasl_mechanism: Option<icefjord_sink::SaslMechanism>,
+    /// SASL user name.
+    #[arg(long, env = "ICEFJORD_KAFKA_USERNAME", value_name = "USER")]
+    sasl_username: Option<String>,
+    /// Use TLS (implied by --tls-ca / --tls-cert).
+    #[arg(long)]
+    tls: bool,
+    /// CA certificate file (PEM) to verify the brokers.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM); its password from ICEFJORD_KAFKA_KEY_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+}
+
+impl KafkaArgs {
+    fn settings(&self) -> Result<icefjord_sink::KafkaSettings> {
+        let secret = |name: &str| std::env::var(name).ok().map(icefjord_catalog::Secret::new);
+        let sasl = match (self.sasl_mechanism, &self.sasl_username) {
+            (Some(mechanism), Some(user)) => {
+                let password = secret("ICEFJORD_KAFKA_PASSWORD").ok_or_else(|| {
+                    anyhow::Error::new(icefjord_catalog::CatalogError::Config {
+                        field: "ICEFJORD_KAFKA_PASSWORD".into(),
+                        message: "SASL needs a password in this environment variable".into(),
+                    })
+                })?;
+                Some((mechanism, user.clone(), password))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(icefjord_catalog::CatalogError::Config {
+                    field: "--sasl-mechanism/--sasl-username".into(),
+                    message: "give both or neither".into(),
+                }
+                .into());
+            }
+        };
+        Ok(icefjord_sink::KafkaSettings {
+            brokers: self.brokers.clone(),
+            sasl,
+            tls: self.tls,
+            ca_file: self.tls_ca.clone(),
+            cert_file: self.tls_cert.clone(),
+            key_file: self.tls_key.clone(),
+            key_password: secret("ICEFJORD_KAFKA_KEY_PASSWORD"),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Topic to read.
+    #[arg(long)]
+    topic: String,
+    /// Target table, namespace.table (created from --schema when missing).
+    #[arg(long)]
+    table: String,
+    /// Event schema file (see data/README.md).
+    #[arg(long, value_name = "FILE")]
+    schema: PathBuf,
+    /// Consumer group (also names the offsets stored in the table).
+    #[arg(long)]
+    group: String,
+    /// Close a batch after this long (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    commit_interval: std::time::Duration,
+    /// Close a batch after this many records.
+    #[arg(long, default_value_t = 500_000)]
+    commit_rows: usize,
+    /// Close a batch after this many bytes of record values.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    commit_bytes: usize,
+    /// Exit 0 once all assigned partitions are drained and nothing arrived for this long.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    until_idle: Option<std::time::Duration>,
+    /// Stop with an error when a batch has a larger share of bad records (1.0 = never).
+    #[arg(long, default_value_t = 1.0)]
+    max_error_ratio: f64,
+    /// Kafka group session timeout.
+    #[arg(long, default_value = "45s", value_parser = parse_duration)]
+    session_timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Topic to write.
+    #[arg(long)]
+    topic: String,
+    /// retail, clickstream or activity.
+    #[arg(long, default_value = "retail")]
+    kind: icefjord_sink::simulate::EventKind,
+    /// How many events.
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Events per second (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of malformed records to mix in (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    bad_ratio: f64,
+    /// Extra librdkafka producer setting, KEY=VALUE (repeatable).
+    #[arg(long = "producer-property", value_name = "KEY=VALUE")]
+    producer_properties: Vec<String>,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m, h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +381,57 @@ async fn run(cli: Cli) -> Result<()> {
                 None => Arc::new(Schema::empty()),
             };
             print(output.format(), &schema, &report.result)
+        }
+        Command::Ingest(args) => {
+            let lake = open(&cli.lake).await?;
+            let text = std::fs::read_to_string(&args.schema)
+                .with_context(|| format!("cannot read schema {}", args.schema.display()))?;
+            let schema = icefjord_engine::schema::EventSchema::parse(
+                &args.schema.display().to_string(),
+                &text,
+            )?;
+            let route = icefjord_sink::Route {
+                topic: args.topic.clone(),
+                table: icefjord_catalog::parse_table(&args.table)?,
+                schema,
+                group: args.group.clone(),
+            };
+            let report = icefjord_sink::Ingest::new(lake, args.kafka.settings()?, route)
+                .with_limits(icefjord_sink::BatchLimits {
+                    interval: args.commit_interval,
+                    rows: args.commit_rows,
+                    bytes: args.commit_bytes,
+                })
+                .until_idle(args.until_idle)
+                .with_max_error_ratio(args.max_error_ratio)
+                .with_session_timeout(args.session_timeout)
+                .run(shutdown_signal())
+                .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Simulate(args) => {
+            let mut simulation = icefjord_sink::simulate::Simulate::new(
+                args.kafka.settings()?,
+                &args.topic,
+                args.kind,
+                args.events,
+            )
+            .with_rate(args.rate)
+            .with_seed(args.seed)
+            .with_bad_ratio(args.bad_ratio);
+            for property in &args.producer_properties {
+                let (key, value) = property.split_once('=').ok_or_else(|| {
+                    icefjord_catalog::CatalogError::Config {
+                        field: "--producer-property".into(),
+                        message: format!("{property:?} is not KEY=VALUE"),
+                    }
+                })?;
+                simulation = simulation.with_producer_property(key, value);
+            }
+            let report = simulation.run().await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
         }
         Command::Config => {
             let config = lake_config(&cli.lake)?;

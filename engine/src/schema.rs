@@ -41,6 +41,8 @@ pub struct FieldSpec {
 /// The shipped schemas, compiled in so the binary needs no data directory.
 pub mod builtin {
     pub const RETAIL_EVENT: &str = include_str!("../../data/schemas/retail_event.json");
+    pub const CLICKSTREAM_EVENT: &str = include_str!("../../data/schemas/clickstream_event.json");
+    pub const USER_ACTIVITY: &str = include_str!("../../data/schemas/user_activity.json");
 }
 
 impl EventSchema {
@@ -179,6 +181,19 @@ mod tests {
         let spec = schema.partition_spec(&iceberg).unwrap();
         assert_eq!(spec.fields().len(), 1);
         assert_eq!(spec.fields()[0].transform, Transform::Day);
+    }
+
+    #[test]
+    fn every_shipped_schema_parses() {
+        for (name, text) in [
+            ("retail_event", builtin::RETAIL_EVENT),
+            ("clickstream_event", builtin::CLICKSTREAM_EVENT),
+            ("user_activity", builtin::USER_ACTIVITY),
+        ] {
+            let schema = EventSchema::parse(name, text).unwrap();
+            let iceberg = schema.iceberg_schema(&[]).unwrap();
+            schema.partition_spec(&iceberg).unwrap();
+        }
     }
 
     #[test]

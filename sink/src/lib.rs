@@ -7,9 +7,16 @@
 //!   for everything that does not fit, so `consumed = written + dead-lettered`.
 
 pub mod decode;
+pub mod error;
+pub mod ingest;
+pub mod kafka;
 pub mod offsets;
 pub mod record;
+pub mod simulate;
 
 pub use decode::{DeadLetter, Decoded, EventDecoder, Stage};
+pub use error::{Result, SinkError};
+pub use ingest::{BatchLimits, Ingest, IngestReport, Route};
+pub use kafka::{KafkaSettings, SaslMechanism};
 pub use offsets::{OffsetFence, PartitionOffsets, Span};
 pub use record::SourceRecord;

@@ -2,7 +2,16 @@
 //! on its seed and `i`, so any range of positions can be (re)generated on its own:
 //! a writer that stores "next position" in its table resumes exactly.
 
+pub mod activity;
+pub mod clickstream;
 pub mod retail;
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC, no zone) of a microsecond timestamp, the seeds' format.
+pub fn format_micros(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
 
 /// SplitMix64: a tiny, fast, well-mixed PRNG whose sequence never changes with a
 /// dependency upgrade (test data stays reproducible).

@@ -102,6 +102,25 @@ pub fn event(seed: u64, position: u64) -> RetailEvent {
     }
 }
 
+impl RetailEvent {
+    /// The event as the JSON the seed's producers send, e.g.
+    /// `{"event_time": "2023-10-27 10:00:00", "store_id": 1, …, "unit_price": 450.00}`.
+    pub fn to_json(&self) -> String {
+        let (product_id, category, _) = PRODUCTS[self.product];
+        format!(
+            r#"{{"event_time":"{}","store_id":{},"product_id":"{}","category":"{}","transaction_type":"{}","quantity":{},"unit_price":{}.{:02}}}"#,
+            super::format_micros(self.event_time_micros),
+            self.store_id,
+            product_id,
+            category,
+            self.transaction_type,
+            self.quantity,
+            self.unit_price_cents / 100,
+            self.unit_price_cents % 100
+        )
+    }
+}
+
 /// Events `start..end` as one record batch.
 pub fn batch(seed: u64, start: u64, end: u64) -> Result<RecordBatch, ArrowError> {
     let n = end.saturating_sub(start) as usize;
@@ -149,6 +168,20 @@ mod tests {
         let whole = batch(7, 0, 100).unwrap();
         let tail = batch(7, 60, 100).unwrap();
         assert_eq!(whole.slice(60, 40), tail);
+    }
+
+    #[test]
+    fn json_matches_the_seed_shape() {
+        let json = event(3, 0).to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(value["event_time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-10-27 "));
+        assert!(
+            value["unit_price"].is_f64() && value["quantity"].is_i64(),
+            "{json}"
+        );
     }
 
     #[test]

@@ -1,0 +1,48 @@
+//! Errors of the sink.
+
+use icefjord_catalog::CatalogError;
+use icefjord_engine::EngineError;
+
+pub type Result<T, E = SinkError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("decoding records: {0}")]
+    Decode(#[from] arrow::error::ArrowError),
+    /// A batch had more bad records than `--max-error-ratio` allows; nothing of it
+    /// was committed.
+    #[error(
+        "{dead} of {consumed} records in a batch from {topic} are bad (ratio {ratio:.3} > max {max}); \
+         first error at partition {partition} offset {offset}: {error}"
+    )]
+    TooManyErrors {
+        topic: String,
+        consumed: usize,
+        dead: usize,
+        ratio: f64,
+        max: f64,
+        partition: i32,
+        offset: i64,
+        error: String,
+    },
+    #[error("invalid sink setting {field}: {message}")]
+    Config { field: String, message: String },
+}
+
+impl SinkError {
+    /// Whether restarting the sink later may help (a broker or catalog was down).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Catalog(e) => e.is_retryable(),
+            Self::Engine(e) => e.is_retryable(),
+            Self::Kafka(_) => true,
+            _ => false,
+        }
+    }
+}

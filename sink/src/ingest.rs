@@ -1,0 +1,548 @@
+//! `icefjord ingest`: one topic into one table, exactly once.
+//!
+//! # Protocol (see also [`crate::offsets`])
+//!
+//! 1. On start the table's stored offsets are read; every partition the group
+//!    assigns starts there (or at the beginning when the table holds none).
+//! 2. Records are accepted per partition strictly after the last accepted offset;
+//!    anything at or below it (a refetch after a seek or rebalance) is skipped, so a
+//!    batch never holds a record twice.
+//! 3. A batch closes on time, rows or bytes. Its good rows go to the table and its
+//!    bad records to `<table>_dlq`, in ONE commit that also stores the merged
+//!    offsets, guarded by the offset fence: it lands only if the table still holds
+//!    each partition's batch start.
+//! 4. A refused commit (another writer moved a partition) drops the batch, re-reads
+//!    the table's offsets and seeks there. A retryable failure keeps the batch and
+//!    retries with the same commit id (found in the history = already landed).
+//! 5. Kafka group offsets are committed after the table commit, for lag monitoring
+//!    only; the sink never reads them back as truth.
+//!
+//! A crash at any point loses only uncommitted work, which is re-read from the
+//! table's offsets on restart.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::{DataType, Schema};
+use bytes::Bytes;
+use iceberg::spec::MAIN_BRANCH;
+use iceberg::TableIdent;
+use icefjord_catalog::{CatalogError, CommitId, LakeCatalog, TableSpec, TableWrite};
+use icefjord_engine::schema::{EventSchema, FieldSpec};
+use icefjord_engine::TableWriter;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::Message;
+
+use crate::decode::{self, EventDecoder};
+use crate::error::{Result, SinkError};
+use crate::kafka::{Assignment, KafkaSettings, SinkContext};
+use crate::offsets::{self, OffsetFence, Span};
+use crate::record::SourceRecord;
+
+/// When a batch closes: whichever limit is reached first.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    pub interval: Duration,
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+            rows: 500_000,
+            bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// One topic → one table.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub topic: String,
+    pub table: TableIdent,
+    pub schema: EventSchema,
+    pub group: String,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct IngestReport {
+    pub consumed: u64,
+    pub written: u64,
+    pub dead_lettered: u64,
+    pub commits: u64,
+    pub refused_commits: u64,
+}
+
+/// The sink. Runs when [`Ingest::run`] is awaited.
+pub struct Ingest {
+    catalog: LakeCatalog,
+    kafka: KafkaSettings,
+    route: Route,
+    limits: BatchLimits,
+    until_idle: Option<Duration>,
+    max_error_ratio: f64,
+    session_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    /// Next offset to accept; `None`: the table holds none, accept from the start.
+    next: Option<i64>,
+    /// The first record must be exactly `next` (else seek there once).
+    exact: bool,
+}
+
+/// Records of the open batch.
+#[derive(Default)]
+struct Batch {
+    records: Vec<SourceRecord>,
+    spans: BTreeMap<i32, Span>,
+    bytes: usize,
+    opened: Option<Instant>,
+    commit_id: Option<CommitId>,
+}
+
+impl Ingest {
+    pub fn new(catalog: LakeCatalog, kafka: KafkaSettings, route: Route) -> Self {
+        Self {
+            catalog,
+            kafka,
+            route,
+            limits: BatchLimits::default(),
+            until_idle: None,
+            max_error_ratio: 1.0,
+            session_timeout: Duration::from_secs(45),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: BatchLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Exit once nothing arrived for `idle` and every assigned partition is drained.
+    pub fn until_idle(mut self, idle: Option<Duration>) -> Self {
+        self.until_idle = idle;
+        self
+    }
+
+    pub fn with_max_error_ratio(mut self, ratio: f64) -> Self {
+        self.max_error_ratio = ratio;
+        self
+    }
+
+    pub fn with_session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    fn dlq_ident(&self) -> TableIdent {
+        TableIdent::new(
+            self.route.table.namespace().clone(),
+            format!("{}_dlq", self.route.table.name()),
+        )
+    }
+
+    async fn ensure_tables(&self) -> Result<()> {
+        let schema = self.route.schema.clone();
+        self.catalog
+            .load_or_create(&self.route.table, || {
+                let extra = kafka_field_specs();
+                let iceberg = schema.iceberg_schema(&extra).map_err(engine_to_catalog)?;
+                Ok(TableSpec {
+                    partition_spec: Some(
+                        schema.partition_spec(&iceberg).map_err(engine_to_catalog)?,
+                    ),
+                    schema: iceberg,
+                    properties: Default::default(),
+                })
+            })
+            .await?;
+        self.catalog
+            .load_or_create(&self.dlq_ident(), || {
+                Ok(TableSpec {
+                    schema: iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(
+                        &decode::dead_letter_schema(),
+                    )?,
+                    partition_spec: None,
+                    properties: Default::default(),
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn stored_offsets(&self) -> Result<BTreeMap<i32, i64>> {
+        let table = self.catalog.load(&self.route.table).await?;
+        Ok(offsets::stored(
+            table.metadata(),
+            MAIN_BRANCH,
+            &self.route.group,
+            &self.route.topic,
+        ))
+    }
+
+    /// Run until idle (with `until_idle`) or until `shutdown` resolves; the open
+    /// batch is committed before returning.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<IngestReport> {
+        self.ensure_tables().await?;
+        let assignment = Arc::new(Assignment::default());
+        *lock(&assignment.table_offsets) = self.stored_offsets().await?;
+        let mut config = self.kafka.client_config();
+        config
+            .set("group.id", &self.route.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout.as_millis() / 5).max(100).to_string(),
+            );
+        let consumer: StreamConsumer<SinkContext> = config.create_with_context(SinkContext {
+            assignment: assignment.clone(),
+        })?;
+        consumer.subscribe(&[&self.route.topic])?;
+
+        let decoder = EventDecoder::new(self.event_schema().await?);
+        let mut report = IngestReport::default();
+        let mut cursors: BTreeMap<i32, Cursor> = BTreeMap::new();
+        let mut batch = Batch::default();
+        let mut last_record = Instant::now();
+        tokio::pin!(shutdown);
+        let tick = Duration::from_millis(200);
+        loop {
+            if assignment.changed.swap(false, Ordering::SeqCst) {
+                let stored = self.stored_offsets().await?;
+                *lock(&assignment.table_offsets) = stored.clone();
+                // Partitions in the open batch keep their cursors; the others restart
+                // from the table (the fence catches anything that moved meanwhile).
+                cursors.retain(|p, _| batch.spans.contains_key(p));
+                for (p, &o) in &stored {
+                    cursors.entry(*p).or_insert(Cursor {
+                        next: Some(o),
+                        exact: true,
+                    });
+                }
+            }
+            let message = tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    self.flush(&consumer, &decoder, &mut batch, &mut cursors, &assignment, &mut report).await?;
+                    return Ok(report);
+                }
+                m = tokio::time::timeout(tick, consumer.recv()) => m,
+            };
+            match message {
+                Ok(Ok(m)) => {
+                    last_record = Instant::now();
+                    let (partition, offset) = (m.partition(), m.offset());
+                    let cursor = *cursors.entry(partition).or_insert_with(|| Cursor {
+                        next: lock(&assignment.table_offsets).get(&partition).copied(),
+                        exact: true,
+                    });
+                    match cursor.next {
+                        Some(next) if offset < next => continue,
+                        Some(next) if offset > next && cursor.exact => {
+                            // Started past the table's offset (e.g. the group offset ran
+                            // ahead): go back once; a real gap is accepted after that.
+                            tracing::warn!(
+                                partition,
+                                offset,
+                                next,
+                                "seeking back to the table's offset"
+                            );
+                            consumer.seek(
+                                &self.route.topic,
+                                partition,
+                                Offset::Offset(next),
+                                Duration::from_secs(10),
+                            )?;
+                            cursors.insert(
+                                partition,
+                                Cursor {
+                                    next: Some(next),
+                                    exact: false,
+                                },
+                            );
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let start = cursor.next.unwrap_or(offset);
+                    let span = batch.spans.entry(partition).or_insert(Span {
+                        start,
+                        end: start,
+                        from_scratch: cursor.next.is_none(),
+                    });
+                    span.end = offset + 1;
+                    cursors.insert(
+                        partition,
+                        Cursor {
+                            next: Some(offset + 1),
+                            exact: false,
+                        },
+                    );
+                    let value = m.payload().map(Bytes::copy_from_slice);
+                    batch.bytes += value.as_ref().map_or(0, |v| v.len());
+                    batch.records.push(SourceRecord {
+                        topic: self.route.topic.clone(),
+                        partition,
+                        offset,
+                        timestamp_ms: m.timestamp().to_millis(),
+                        key: m.key().map(Bytes::copy_from_slice),
+                        value,
+                    });
+                    batch.opened.get_or_insert_with(Instant::now);
+                    report.consumed += 1;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                }
+                Err(_) => {}
+            }
+            let full = batch.records.len() >= self.limits.rows || batch.bytes >= self.limits.bytes;
+            let due = batch
+                .opened
+                .is_some_and(|t| t.elapsed() >= self.limits.interval);
+            if full || due {
+                self.flush(
+                    &consumer,
+                    &decoder,
+                    &mut batch,
+                    &mut cursors,
+                    &assignment,
+                    &mut report,
+                )
+                .await?;
+            }
+            if let Some(idle) = self.until_idle {
+                if last_record.elapsed() >= idle && self.drained(&consumer, &cursors)? {
+                    self.flush(
+                        &consumer,
+                        &decoder,
+                        &mut batch,
+                        &mut cursors,
+                        &assignment,
+                        &mut report,
+                    )
+                    .await?;
+                    return Ok(report);
+                }
+            }
+        }
+    }
+
+    /// The table's event columns (without `_kafka_*`), as the decoder's schema.
+    async fn event_schema(&self) -> Result<Arc<Schema>> {
+        let table = self.catalog.load(&self.route.table).await?;
+        let arrow = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+            .map_err(CatalogError::from)?;
+        Ok(Arc::new(Schema::new(
+            arrow
+                .fields()
+                .iter()
+                .filter(|f| !decode::KAFKA_COLUMNS.contains(&f.name().as_str()))
+                .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    /// Every assigned partition has been read up to its high watermark.
+    fn drained(
+        &self,
+        consumer: &StreamConsumer<SinkContext>,
+        cursors: &BTreeMap<i32, Cursor>,
+    ) -> Result<bool> {
+        let assigned = consumer.assignment()?;
+        if assigned.count() == 0 {
+            return Ok(false);
+        }
+        for element in assigned.elements() {
+            let (low, high) = consumer.fetch_watermarks(
+                element.topic(),
+                element.partition(),
+                Duration::from_secs(5),
+            )?;
+            let next = cursors
+                .get(&element.partition())
+                .and_then(|c| c.next)
+                .unwrap_or(low);
+            if next < high {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Commit the open batch (see the module docs).
+    async fn flush(
+        &self,
+        consumer: &StreamConsumer<SinkContext>,
+        decoder: &EventDecoder,
+        batch: &mut Batch,
+        cursors: &mut BTreeMap<i32, Cursor>,
+        assignment: &Assignment,
+        report: &mut IngestReport,
+    ) -> Result<()> {
+        if batch.spans.is_empty() {
+            return Ok(());
+        }
+        let decoded = decoder.decode(&batch.records)?;
+        if let Some(first) = decoded.dead.first() {
+            let ratio = decoded.dead.len() as f64 / batch.records.len() as f64;
+            if ratio > self.max_error_ratio {
+                return Err(SinkError::TooManyErrors {
+                    topic: self.route.topic.clone(),
+                    consumed: batch.records.len(),
+                    dead: decoded.dead.len(),
+                    ratio,
+                    max: self.max_error_ratio,
+                    partition: first.record.partition,
+                    offset: first.record.offset,
+                    error: first.error.clone(),
+                });
+            }
+        }
+        let commit_id = batch.commit_id.get_or_insert_with(CommitId::mint).clone();
+        let fence = Arc::new(OffsetFence {
+            group: self.route.group.clone(),
+            topic: self.route.topic.clone(),
+            spans: batch.spans.clone(),
+        });
+        let table = self.catalog.load(&self.route.table).await?;
+        let mut writer = TableWriter::new(&table).await?;
+        writer.write(decoded.rows.clone()).await?;
+        let (files, _) = writer.close().await?;
+        let mut main = TableWrite::append(self.route.table.clone(), files)
+            .with_guard(fence)
+            .with_property("icefjord.writer", "icefjord ingest")
+            .with_property("icefjord.kafka.records", batch.records.len().to_string());
+        if let Some(watermark) = max_event_time(&decoded.rows) {
+            main = main.with_property("icefjord.watermark.max-event-time", watermark);
+        }
+        let mut commit = self.catalog.commit(commit_id).with_write(main);
+        if !decoded.dead.is_empty() {
+            let dlq = self.catalog.load(&self.dlq_ident()).await?;
+            let mut writer = TableWriter::new(&dlq).await?;
+            writer
+                .write(decode::dead_letter_batch(&decoded.dead)?)
+                .await?;
+            let (files, _) = writer.close().await?;
+            commit = commit.with_write(
+                TableWrite::append(self.dlq_ident(), files)
+                    .with_property("icefjord.writer", "icefjord ingest"),
+            );
+        }
+        match commit.execute().await {
+            Ok(result) => {
+                if !result.already_applied {
+                    report.written += decoded.rows.num_rows() as u64;
+                    report.dead_lettered += decoded.dead.len() as u64;
+                    report.commits += 1;
+                }
+                let mut stored = lock(&assignment.table_offsets);
+                let mut tpl = TopicPartitionList::new();
+                for (p, span) in &batch.spans {
+                    stored.insert(*p, span.end);
+                    let _ =
+                        tpl.add_partition_offset(&self.route.topic, *p, Offset::Offset(span.end));
+                }
+                drop(stored);
+                // For lag monitoring only; failures are harmless.
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!(error = %e, "group offset commit failed");
+                }
+                tracing::info!(
+                    table = %icefjord_catalog::display(&self.route.table),
+                    rows = decoded.rows.num_rows(),
+                    dead = decoded.dead.len(),
+                    "committed batch"
+                );
+                *batch = Batch::default();
+                Ok(())
+            }
+            Err(CatalogError::Refused { reason, .. }) => {
+                tracing::warn!(%reason, "batch refused by the offset fence; re-reading offsets from the table");
+                report.refused_commits += 1;
+                *batch = Batch::default();
+                let stored = self.stored_offsets().await?;
+                cursors.clear();
+                let assigned = consumer.assignment()?;
+                for element in assigned.elements() {
+                    let p = element.partition();
+                    let offset = stored
+                        .get(&p)
+                        .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+                    consumer.seek(&self.route.topic, p, offset, Duration::from_secs(10))?;
+                    cursors.insert(
+                        p,
+                        Cursor {
+                            next: stored.get(&p).copied(),
+                            exact: false,
+                        },
+                    );
+                }
+                *lock(&assignment.table_offsets) = stored;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The `_kafka_*` columns as schema fields of a sink table.
+pub fn kafka_field_specs() -> Vec<FieldSpec> {
+    [
+        ("_kafka_topic", "string", true),
+        ("_kafka_partition", "int", true),
+        ("_kafka_offset", "long", true),
+        ("_kafka_timestamp", "timestamp", false),
+    ]
+    .into_iter()
+    .map(|(name, ty, required)| FieldSpec {
+        name: name.into(),
+        data_type: ty.into(),
+        required,
+        doc: Some("Kafka position of the record".into()),
+    })
+    .collect()
+}
+
+fn engine_to_catalog(e: icefjord_engine::EngineError) -> CatalogError {
+    match e {
+        icefjord_engine::EngineError::Catalog(c) => c,
+        other => CatalogError::Config {
+            field: "schema".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The largest event timestamp of the batch (first timestamp column), as text.
+fn max_event_time(rows: &RecordBatch) -> Option<String> {
+    let (i, _) = rows.schema().fields().iter().enumerate().find(|(_, f)| {
+        matches!(f.data_type(), DataType::Timestamp(..)) && !f.name().starts_with("_kafka")
+    })?;
+    let column = rows.column(i);
+    let micros = arrow::compute::cast(column, &DataType::Int64).ok()?;
+    let micros = micros.as_any().downcast_ref::<arrow::array::Int64Array>()?;
+    arrow::compute::max(micros).map(icefjord_engine::generate::format_micros)
+}

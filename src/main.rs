@@ -179,9 +179,17 @@ struct IngestArgs {
     /// Stop with an error when a batch has a larger share of bad records (1.0 = never).
     #[arg(long, default_value_t = 1.0)]
     max_error_ratio: f64,
-    /// Kafka group session timeout.
-    #[arg(long, default_value = "45s", value_parser = parse_duration)]
+    /// How partitions are shared: `group` (join the consumer group) or `all` (read
+    /// every partition without joining; for a single scheduled sink per topic).
+    #[arg(long, default_value = "group")]
+    assign: icefjord_sink::Assign,
+    /// Kafka group session timeout: how long a crashed sink holds its partitions.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     session_timeout: std::time::Duration,
+    /// Extra librdkafka consumer setting, KEY=VALUE (repeatable), e.g.
+    /// group.instance.id=sink-1 for static membership.
+    #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
+    consumer_properties: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +216,22 @@ struct SimulateArgs {
     /// Extra librdkafka producer setting, KEY=VALUE (repeatable).
     #[arg(long = "producer-property", value_name = "KEY=VALUE")]
     producer_properties: Vec<String>,
+}
+
+/// `KEY=VALUE` pairs of a repeatable flag.
+fn key_values<'a>(flag: &str, items: &'a [String]) -> Result<Vec<(&'a str, &'a str)>> {
+    items
+        .iter()
+        .map(|item| {
+            item.split_once('=').ok_or_else(|| {
+                icefjord_catalog::CatalogError::Config {
+                    field: flag.to_string(),
+                    message: format!("{item:?} is not KEY=VALUE"),
+                }
+                .into()
+            })
+        })
+        .collect()
 }
 
 /// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
@@ -396,7 +420,11 @@ async fn run(cli: Cli) -> Result<()> {
                 schema,
                 group: args.group.clone(),
             };
-            let report = icefjord_sink::Ingest::new(lake, args.kafka.settings()?, route)
+            let mut ingest = icefjord_sink::Ingest::new(lake, args.kafka.settings()?, route);
+            for (key, value) in key_values("--consumer-property", &args.consumer_properties)? {
+                ingest = ingest.with_consumer_property(key, value);
+            }
+            let report = ingest
                 .with_limits(icefjord_sink::BatchLimits {
                     interval: args.commit_interval,
                     rows: args.commit_rows,
@@ -405,6 +433,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .until_idle(args.until_idle)
                 .with_max_error_ratio(args.max_error_ratio)
                 .with_session_timeout(args.session_timeout)
+                .with_assign(args.assign)
                 .run(shutdown_signal())
                 .await?;
             println!("{}", serde_json::to_string(&report)?);
@@ -420,13 +449,7 @@ async fn run(cli: Cli) -> Result<()> {
             .with_rate(args.rate)
             .with_seed(args.seed)
             .with_bad_ratio(args.bad_ratio);
-            for property in &args.producer_properties {
-                let (key, value) = property.split_once('=').ok_or_else(|| {
-                    icefjord_catalog::CatalogError::Config {
-                        field: "--producer-property".into(),
-                        message: format!("{property:?} is not KEY=VALUE"),
-                    }
-                })?;
+            for (key, value) in key_values("--producer-property", &args.producer_properties)? {
                 simulation = simulation.with_producer_property(key, value);
             }
             let report = simulation.run().await?;

@@ -31,6 +31,16 @@ pub enum SinkError {
         offset: i64,
         error: String,
     },
+    /// No partition of the topic was assigned to this sink in time.
+    #[error("no partition of topic {topic} was assigned to this member of group {group} within {waited:?}: {}",
+        if *exists { "the group has more members than the topic has partitions, or the group is stuck rebalancing" }
+        else { "the topic does not exist" })]
+    NoAssignment {
+        exists: bool,
+        topic: String,
+        group: String,
+        waited: std::time::Duration,
+    },
     #[error("invalid sink setting {field}: {message}")]
     Config { field: String, message: String },
 }
@@ -41,7 +51,7 @@ impl SinkError {
         match self {
             Self::Catalog(e) => e.is_retryable(),
             Self::Engine(e) => e.is_retryable(),
-            Self::Kafka(_) => true,
+            Self::Kafka(_) | Self::NoAssignment { .. } => true,
             _ => false,
         }
     }

@@ -43,6 +43,12 @@ use crate::kafka::{Assignment, KafkaSettings, SinkContext};
 use crate::offsets::{self, OffsetFence, Span};
 use crate::record::SourceRecord;
 
+/// How often an idle `--until-idle` sink asks whether the topic is fully ingested.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// How long `--until-idle` waits for the group to assign partitions at all.
+const ASSIGNMENT_WAIT: Duration = Duration::from_secs(60);
+
 /// When a batch closes: whichever limit is reached first.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchLimits {
@@ -57,6 +63,30 @@ impl Default for BatchLimits {
             interval: Duration::from_secs(10),
             rows: 500_000,
             bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// How the sink gets its partitions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Assign {
+    /// Join the consumer group; the group spreads partitions over its members.
+    #[default]
+    Group,
+    /// Read every partition of the topic without joining the group (one sink per
+    /// topic, e.g. a scheduled `--until-idle` step). Positions still come from the
+    /// table, and the offset fence still refuses a second writer's batches.
+    All,
+}
+
+impl std::str::FromStr for Assign {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "group" => Ok(Self::Group),
+            "all" => Ok(Self::All),
+            other => Err(format!("unknown assignment {other:?} (group or all)")),
         }
     }
 }
@@ -89,6 +119,8 @@ pub struct Ingest {
     until_idle: Option<Duration>,
     max_error_ratio: f64,
     session_timeout: Duration,
+    consumer_properties: Vec<(String, String)>,
+    assign: Assign,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -118,8 +150,26 @@ impl Ingest {
             limits: BatchLimits::default(),
             until_idle: None,
             max_error_ratio: 1.0,
-            session_timeout: Duration::from_secs(45),
+            session_timeout: Duration::from_secs(10),
+            consumer_properties: Vec::new(),
+            assign: Assign::Group,
         }
+    }
+
+    pub fn with_assign(mut self, assign: Assign) -> Self {
+        self.assign = assign;
+        self
+    }
+
+    /// Extra librdkafka consumer settings (e.g. `group.instance.id` for static
+    /// membership, fetch sizes); applied last.
+    pub fn with_consumer_property(
+        mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.consumer_properties.push((key.into(), value.into()));
+        self
     }
 
     pub fn with_limits(mut self, limits: BatchLimits) -> Self {
@@ -199,8 +249,17 @@ impl Ingest {
         let assignment = Arc::new(Assignment::default());
         *lock(&assignment.table_offsets) = self.stored_offsets().await?;
         let mut config = self.kafka.client_config();
+        if self.assign == Assign::Group {
+            config.set("group.id", &self.route.group);
+        } else {
+            // Without a group the client needs an id of its own; nothing is committed
+            // to Kafka (the table holds the offsets; lag is table vs. high watermark).
+            config.set(
+                "group.id",
+                format!("{}-unmanaged-{}", self.route.group, uuid::Uuid::now_v7()),
+            );
+        }
         config
-            .set("group.id", &self.route.group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
@@ -212,16 +271,26 @@ impl Ingest {
                 "heartbeat.interval.ms",
                 (self.session_timeout.as_millis() / 5).max(100).to_string(),
             );
+        for (key, value) in &self.consumer_properties {
+            config.set(key, value);
+        }
         let consumer: StreamConsumer<SinkContext> = config.create_with_context(SinkContext {
             assignment: assignment.clone(),
         })?;
-        consumer.subscribe(&[&self.route.topic])?;
+        match self.assign {
+            Assign::Group => consumer.subscribe(&[&self.route.topic])?,
+            Assign::All => self.assign_all(&consumer, &assignment).await?,
+        }
 
         let decoder = EventDecoder::new(self.event_schema().await?);
         let mut report = IngestReport::default();
         let mut cursors: BTreeMap<i32, Cursor> = BTreeMap::new();
         let mut batch = Batch::default();
         let mut last_record = Instant::now();
+        let mut last_drain_check = Instant::now() - DRAIN_CHECK_EVERY;
+        let started = Instant::now();
+        // Members that died without leaving hold partitions until their session ends.
+        let assignment_wait = ASSIGNMENT_WAIT.max(self.session_timeout * 3);
         tokio::pin!(shutdown);
         let tick = Duration::from_millis(200);
         loop {
@@ -330,7 +399,21 @@ impl Ingest {
                 .await?;
             }
             if let Some(idle) = self.until_idle {
-                if last_record.elapsed() >= idle && self.drained(&consumer, &cursors)? {
+                let wait = idle.max(assignment_wait);
+                if started.elapsed() >= wait
+                    && cursors.is_empty()
+                    && consumer.assignment()?.count() == 0
+                {
+                    return Err(SinkError::NoAssignment {
+                        exists: self.topic_exists(&consumer)?,
+                        topic: self.route.topic.clone(),
+                        group: self.route.group.clone(),
+                        waited: wait,
+                    });
+                }
+                if last_record.elapsed() >= idle && last_drain_check.elapsed() >= DRAIN_CHECK_EVERY
+                {
+                    last_drain_check = Instant::now();
                     self.flush(
                         &consumer,
                         &decoder,
@@ -340,7 +423,9 @@ impl Ingest {
                         &mut report,
                     )
                     .await?;
-                    return Ok(report);
+                    if self.drained(&consumer).await? {
+                        return Ok(report);
+                    }
                 }
             }
         }
@@ -361,31 +446,81 @@ impl Ingest {
         )))
     }
 
-    /// Every assigned partition has been read up to its high watermark.
-    fn drained(
+    /// Assign every partition of the topic, each at the table's stored offset.
+    async fn assign_all(
         &self,
         consumer: &StreamConsumer<SinkContext>,
-        cursors: &BTreeMap<i32, Cursor>,
-    ) -> Result<bool> {
-        let assigned = consumer.assignment()?;
-        if assigned.count() == 0 {
-            return Ok(false);
+        assignment: &Assignment,
+    ) -> Result<()> {
+        let deadline = Instant::now() + ASSIGNMENT_WAIT;
+        let partitions = loop {
+            let metadata =
+                consumer.fetch_metadata(Some(&self.route.topic), Duration::from_secs(10))?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == self.route.topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if !partitions.is_empty() {
+                break partitions;
+            }
+            if Instant::now() >= deadline {
+                return Err(SinkError::NoAssignment {
+                    exists: false,
+                    topic: self.route.topic.clone(),
+                    group: self.route.group.clone(),
+                    waited: ASSIGNMENT_WAIT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let stored = lock(&assignment.table_offsets).clone();
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            let offset = stored
+                .get(&p)
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            tpl.add_partition_offset(&self.route.topic, p, offset)?;
         }
-        for element in assigned.elements() {
+        consumer.assign(&tpl)?;
+        assignment.changed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn topic_exists(&self, consumer: &StreamConsumer<SinkContext>) -> Result<bool> {
+        let metadata = consumer.fetch_metadata(Some(&self.route.topic), Duration::from_secs(10))?;
+        Ok(metadata.topics().iter().any(|t| {
+            t.name() == self.route.topic && t.error().is_none() && !t.partitions().is_empty()
+        }))
+    }
+
+    /// The table has caught up with every partition of the topic: its stored offset
+    /// is at the high watermark. Partitions held by other members (or by members
+    /// that died and still hold them until their session ends) count too, so an
+    /// `--until-idle` run never stops with records of the topic left behind.
+    async fn drained(&self, consumer: &StreamConsumer<SinkContext>) -> Result<bool> {
+        let metadata = consumer.fetch_metadata(Some(&self.route.topic), Duration::from_secs(10))?;
+        let Some(topic) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.route.topic)
+        else {
+            return Ok(false);
+        };
+        let stored = self.stored_offsets().await?;
+        for partition in topic.partitions() {
             let (low, high) = consumer.fetch_watermarks(
-                element.topic(),
-                element.partition(),
+                &self.route.topic,
+                partition.id(),
                 Duration::from_secs(5),
             )?;
-            let next = cursors
-                .get(&element.partition())
-                .and_then(|c| c.next)
-                .unwrap_or(low);
-            if next < high {
+            let at = stored.get(&partition.id()).copied().unwrap_or(low);
+            if at < high {
                 return Ok(false);
             }
         }
-        Ok(true)
+        Ok(!topic.partitions().is_empty())
     }
 
     /// Commit the open batch (see the module docs).
@@ -463,8 +598,10 @@ impl Ingest {
                 }
                 drop(stored);
                 // For lag monitoring only; failures are harmless.
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                    tracing::debug!(error = %e, "group offset commit failed");
+                if self.assign == Assign::Group {
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                        tracing::debug!(error = %e, "group offset commit failed");
+                    }
                 }
                 tracing::info!(
                     table = %icefjord_catalog::display(&self.route.table),

@@ -132,6 +132,16 @@ impl ConsumerContext for SinkContext {
                 }
             }
         }
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(?partitions, "partitions assigned")
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(?partitions, "partitions revoked")
+            }
+            other => tracing::warn!(error = ?other, "rebalance error"),
+        }
         self.assignment.changed.store(true, Ordering::SeqCst);
         // The library's own assign/unassign logic, with our offsets in `tpl`.
         let default = DefaultRebalance;

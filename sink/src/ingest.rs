@@ -34,6 +34,7 @@ use icefjord_catalog::{CatalogError, CommitId, LakeCatalog, TableSpec, TableWrit
 use icefjord_engine::schema::{EventSchema, FieldSpec};
 use icefjord_engine::TableWriter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
@@ -229,6 +230,18 @@ impl Ingest {
         Ok(())
     }
 
+    /// Write `rows` as data files of `table` (not yet committed).
+    async fn write(
+        &self,
+        table: &TableIdent,
+        rows: RecordBatch,
+    ) -> Result<Vec<iceberg::spec::DataFile>> {
+        let table = self.catalog.load(table).await?;
+        let mut writer = TableWriter::new(&table).await?;
+        writer.write(rows).await?;
+        Ok(writer.close().await?.0)
+    }
+
     async fn stored_offsets(&self) -> Result<BTreeMap<i32, i64>> {
         let table = self.catalog.load(&self.route.table).await?;
         Ok(offsets::stored(
@@ -282,10 +295,15 @@ impl Ingest {
             Assign::All => self.assign_all(&consumer, &assignment).await?,
         }
 
-        let decoder = EventDecoder::new(self.event_schema().await?);
-        let mut report = IngestReport::default();
-        let mut cursors: BTreeMap<i32, Cursor> = BTreeMap::new();
-        let mut batch = Batch::default();
+        let mut run = Run {
+            ingest: &self,
+            decoder: EventDecoder::new(self.event_schema().await?),
+            consumer: Arc::new(consumer),
+            assignment,
+            report: IngestReport::default(),
+            cursors: BTreeMap::new(),
+            batch: Batch::default(),
+        };
         let mut last_record = Instant::now();
         let mut last_drain_check = Instant::now() - DRAIN_CHECK_EVERY;
         let started = Instant::now();
@@ -293,119 +311,39 @@ impl Ingest {
         let assignment_wait = ASSIGNMENT_WAIT.max(self.session_timeout * 3);
         tokio::pin!(shutdown);
         let tick = Duration::from_millis(200);
+        // Messages borrow the consumer; this handle keeps that borrow off `run`.
+        let consumer = run.consumer.clone();
         loop {
-            if assignment.changed.swap(false, Ordering::SeqCst) {
-                let stored = self.stored_offsets().await?;
-                *lock(&assignment.table_offsets) = stored.clone();
-                // Partitions in the open batch keep their cursors; the others restart
-                // from the table (the fence catches anything that moved meanwhile).
-                cursors.retain(|p, _| batch.spans.contains_key(p));
-                for (p, &o) in &stored {
-                    cursors.entry(*p).or_insert(Cursor {
-                        next: Some(o),
-                        exact: true,
-                    });
-                }
+            if run.assignment.changed.swap(false, Ordering::SeqCst) {
+                run.rebalanced().await?;
             }
             let message = tokio::select! {
                 biased;
                 _ = &mut shutdown => {
-                    self.flush(&consumer, &decoder, &mut batch, &mut cursors, &assignment, &mut report).await?;
-                    return Ok(report);
+                    run.flush().await?;
+                    return Ok(run.report);
                 }
                 m = tokio::time::timeout(tick, consumer.recv()) => m,
             };
             match message {
                 Ok(Ok(m)) => {
                     last_record = Instant::now();
-                    let (partition, offset) = (m.partition(), m.offset());
-                    let cursor = *cursors.entry(partition).or_insert_with(|| Cursor {
-                        next: lock(&assignment.table_offsets).get(&partition).copied(),
-                        exact: true,
-                    });
-                    match cursor.next {
-                        Some(next) if offset < next => continue,
-                        Some(next) if offset > next && cursor.exact => {
-                            // Started past the table's offset (e.g. the group offset ran
-                            // ahead): go back once; a real gap is accepted after that.
-                            tracing::warn!(
-                                partition,
-                                offset,
-                                next,
-                                "seeking back to the table's offset"
-                            );
-                            consumer.seek(
-                                &self.route.topic,
-                                partition,
-                                Offset::Offset(next),
-                                Duration::from_secs(10),
-                            )?;
-                            cursors.insert(
-                                partition,
-                                Cursor {
-                                    next: Some(next),
-                                    exact: false,
-                                },
-                            );
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    let start = cursor.next.unwrap_or(offset);
-                    let span = batch.spans.entry(partition).or_insert(Span {
-                        start,
-                        end: start,
-                        from_scratch: cursor.next.is_none(),
-                    });
-                    span.end = offset + 1;
-                    cursors.insert(
-                        partition,
-                        Cursor {
-                            next: Some(offset + 1),
-                            exact: false,
-                        },
-                    );
-                    let value = m.payload().map(Bytes::copy_from_slice);
-                    batch.bytes += value.as_ref().map_or(0, |v| v.len());
-                    batch.records.push(SourceRecord {
-                        topic: self.route.topic.clone(),
-                        partition,
-                        offset,
-                        timestamp_ms: m.timestamp().to_millis(),
-                        key: m.key().map(Bytes::copy_from_slice),
-                        value,
-                    });
-                    batch.opened.get_or_insert_with(Instant::now);
-                    report.consumed += 1;
+                    run.accept(&m)?;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "kafka consumer error");
-                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
                 Err(_) => {}
             }
-            let full = batch.records.len() >= self.limits.rows || batch.bytes >= self.limits.bytes;
-            let due = batch
-                .opened
-                .is_some_and(|t| t.elapsed() >= self.limits.interval);
-            if full || due {
-                self.flush(
-                    &consumer,
-                    &decoder,
-                    &mut batch,
-                    &mut cursors,
-                    &assignment,
-                    &mut report,
-                )
-                .await?;
+            if run.batch_due() {
+                run.flush().await?;
             }
             if let Some(idle) = self.until_idle {
                 let wait = idle.max(assignment_wait);
                 if started.elapsed() >= wait
-                    && cursors.is_empty()
-                    && consumer.assignment()?.count() == 0
+                    && run.cursors.is_empty()
+                    && run.consumer.assignment()?.count() == 0
                 {
                     return Err(SinkError::NoAssignment {
-                        exists: self.topic_exists(&consumer)?,
+                        exists: self.topic_exists(&run.consumer)?,
                         topic: self.route.topic.clone(),
                         group: self.route.group.clone(),
                         waited: wait,
@@ -414,17 +352,9 @@ impl Ingest {
                 if last_record.elapsed() >= idle && last_drain_check.elapsed() >= DRAIN_CHECK_EVERY
                 {
                     last_drain_check = Instant::now();
-                    self.flush(
-                        &consumer,
-                        &decoder,
-                        &mut batch,
-                        &mut cursors,
-                        &assignment,
-                        &mut report,
-                    )
-                    .await?;
-                    if self.drained(&consumer).await? {
-                        return Ok(report);
+                    run.flush().await?;
+                    if self.drained(&run.consumer).await? {
+                        return Ok(run.report);
                     }
                 }
             }
@@ -522,122 +452,239 @@ impl Ingest {
         }
         Ok(!topic.partitions().is_empty())
     }
+}
+
+/// The state of one `run`: the consumer, the open batch and where each partition
+/// stands. Data flows one way: [`Run::accept`] → [`Run::flush`] → the table.
+struct Run<'a> {
+    ingest: &'a Ingest,
+    consumer: Arc<StreamConsumer<SinkContext>>,
+    decoder: EventDecoder,
+    assignment: Arc<Assignment>,
+    report: IngestReport,
+    cursors: BTreeMap<i32, Cursor>,
+    batch: Batch,
+}
+
+impl Run<'_> {
+    fn topic(&self) -> &str {
+        &self.ingest.route.topic
+    }
+
+    fn batch_due(&self) -> bool {
+        let limits = &self.ingest.limits;
+        self.batch.records.len() >= limits.rows
+            || self.batch.bytes >= limits.bytes
+            || self
+                .batch
+                .opened
+                .is_some_and(|t| t.elapsed() >= limits.interval)
+    }
+
+    /// After a rebalance: partitions in the open batch keep their cursors; the
+    /// others restart from the table (the fence catches anything that moved).
+    async fn rebalanced(&mut self) -> Result<()> {
+        let stored = self.ingest.stored_offsets().await?;
+        *lock(&self.assignment.table_offsets) = stored.clone();
+        let batch = &self.batch;
+        self.cursors.retain(|p, _| batch.spans.contains_key(p));
+        for (p, &o) in &stored {
+            self.cursors.entry(*p).or_insert(Cursor {
+                next: Some(o),
+                exact: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// Take a record into the open batch, or skip it when the table or the batch
+    /// already holds its offset.
+    fn accept(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let (partition, offset) = (m.partition(), m.offset());
+        let table_offsets = &self.assignment.table_offsets;
+        let cursor = *self.cursors.entry(partition).or_insert_with(|| Cursor {
+            next: lock(table_offsets).get(&partition).copied(),
+            exact: true,
+        });
+        match cursor.next {
+            Some(next) if offset < next => return Ok(()),
+            Some(next) if offset > next && cursor.exact => {
+                // Started past the table's offset (e.g. the group offset ran ahead):
+                // go back once; a real gap (compaction) is accepted after that.
+                tracing::warn!(
+                    partition,
+                    offset,
+                    next,
+                    "seeking back to the table's offset"
+                );
+                self.consumer.seek(
+                    self.topic(),
+                    partition,
+                    Offset::Offset(next),
+                    Duration::from_secs(10),
+                )?;
+                self.cursors.insert(
+                    partition,
+                    Cursor {
+                        next: Some(next),
+                        exact: false,
+                    },
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+        let start = cursor.next.unwrap_or(offset);
+        let span = self.batch.spans.entry(partition).or_insert(Span {
+            start,
+            end: start,
+            from_scratch: cursor.next.is_none(),
+        });
+        span.end = offset + 1;
+        self.cursors.insert(
+            partition,
+            Cursor {
+                next: Some(offset + 1),
+                exact: false,
+            },
+        );
+        let value = m.payload().map(Bytes::copy_from_slice);
+        self.batch.bytes += value.as_ref().map_or(0, |v| v.len());
+        self.batch.records.push(SourceRecord {
+            topic: self.ingest.route.topic.clone(),
+            partition,
+            offset,
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key().map(Bytes::copy_from_slice),
+            value,
+        });
+        self.batch.opened.get_or_insert_with(Instant::now);
+        self.report.consumed += 1;
+        Ok(())
+    }
 
     /// Commit the open batch (see the module docs).
-    async fn flush(
-        &self,
-        consumer: &StreamConsumer<SinkContext>,
-        decoder: &EventDecoder,
-        batch: &mut Batch,
-        cursors: &mut BTreeMap<i32, Cursor>,
-        assignment: &Assignment,
-        report: &mut IngestReport,
-    ) -> Result<()> {
-        if batch.spans.is_empty() {
+    async fn flush(&mut self) -> Result<()> {
+        if self.batch.spans.is_empty() {
             return Ok(());
         }
-        let decoded = decoder.decode(&batch.records)?;
+        let ingest = self.ingest;
+        let route = &ingest.route;
+        let decoded = self.decoder.decode(&self.batch.records)?;
         if let Some(first) = decoded.dead.first() {
-            let ratio = decoded.dead.len() as f64 / batch.records.len() as f64;
-            if ratio > self.max_error_ratio {
+            let ratio = decoded.dead.len() as f64 / self.batch.records.len() as f64;
+            if ratio > ingest.max_error_ratio {
                 return Err(SinkError::TooManyErrors {
-                    topic: self.route.topic.clone(),
-                    consumed: batch.records.len(),
+                    topic: route.topic.clone(),
+                    consumed: self.batch.records.len(),
                     dead: decoded.dead.len(),
                     ratio,
-                    max: self.max_error_ratio,
+                    max: ingest.max_error_ratio,
                     partition: first.record.partition,
                     offset: first.record.offset,
                     error: first.error.clone(),
                 });
             }
         }
-        let commit_id = batch.commit_id.get_or_insert_with(CommitId::mint).clone();
+        // Minted once per batch and kept across retries of the same batch.
+        let commit_id = self
+            .batch
+            .commit_id
+            .get_or_insert_with(CommitId::mint)
+            .clone();
         let fence = Arc::new(OffsetFence {
-            group: self.route.group.clone(),
-            topic: self.route.topic.clone(),
-            spans: batch.spans.clone(),
+            group: route.group.clone(),
+            topic: route.topic.clone(),
+            spans: self.batch.spans.clone(),
         });
-        let table = self.catalog.load(&self.route.table).await?;
-        let mut writer = TableWriter::new(&table).await?;
-        writer.write(decoded.rows.clone()).await?;
-        let (files, _) = writer.close().await?;
-        let mut main = TableWrite::append(self.route.table.clone(), files)
-            .with_guard(fence)
-            .with_property("icefjord.writer", "icefjord ingest")
-            .with_property("icefjord.kafka.records", batch.records.len().to_string());
+        let mut main = TableWrite::append(
+            route.table.clone(),
+            ingest.write(&route.table, decoded.rows.clone()).await?,
+        )
+        .with_guard(fence)
+        .with_property("icefjord.writer", "icefjord ingest")
+        .with_property(
+            "icefjord.kafka.records",
+            self.batch.records.len().to_string(),
+        );
         if let Some(watermark) = max_event_time(&decoded.rows) {
             main = main.with_property("icefjord.watermark.max-event-time", watermark);
         }
-        let mut commit = self.catalog.commit(commit_id).with_write(main);
+        let mut commit = ingest.catalog.commit(commit_id).with_write(main);
         if !decoded.dead.is_empty() {
-            let dlq = self.catalog.load(&self.dlq_ident()).await?;
-            let mut writer = TableWriter::new(&dlq).await?;
-            writer
-                .write(decode::dead_letter_batch(&decoded.dead)?)
+            let files = ingest
+                .write(
+                    &ingest.dlq_ident(),
+                    decode::dead_letter_batch(&decoded.dead)?,
+                )
                 .await?;
-            let (files, _) = writer.close().await?;
             commit = commit.with_write(
-                TableWrite::append(self.dlq_ident(), files)
+                TableWrite::append(ingest.dlq_ident(), files)
                     .with_property("icefjord.writer", "icefjord ingest"),
             );
         }
         match commit.execute().await {
             Ok(result) => {
                 if !result.already_applied {
-                    report.written += decoded.rows.num_rows() as u64;
-                    report.dead_lettered += decoded.dead.len() as u64;
-                    report.commits += 1;
+                    self.report.written += decoded.rows.num_rows() as u64;
+                    self.report.dead_lettered += decoded.dead.len() as u64;
+                    self.report.commits += 1;
                 }
-                let mut stored = lock(&assignment.table_offsets);
                 let mut tpl = TopicPartitionList::new();
-                for (p, span) in &batch.spans {
-                    stored.insert(*p, span.end);
-                    let _ =
-                        tpl.add_partition_offset(&self.route.topic, *p, Offset::Offset(span.end));
+                {
+                    let mut stored = lock(&self.assignment.table_offsets);
+                    for (p, span) in &self.batch.spans {
+                        stored.insert(*p, span.end);
+                        tpl.add_partition_offset(&route.topic, *p, Offset::Offset(span.end))?;
+                    }
                 }
-                drop(stored);
                 // For lag monitoring only; failures are harmless.
-                if self.assign == Assign::Group {
-                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                if ingest.assign == Assign::Group {
+                    if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                         tracing::debug!(error = %e, "group offset commit failed");
                     }
                 }
                 tracing::info!(
-                    table = %icefjord_catalog::display(&self.route.table),
+                    table = %icefjord_catalog::display(&route.table),
                     rows = decoded.rows.num_rows(),
                     dead = decoded.dead.len(),
                     "committed batch"
                 );
-                *batch = Batch::default();
+                self.batch = Batch::default();
                 Ok(())
             }
             Err(CatalogError::Refused { reason, .. }) => {
                 tracing::warn!(%reason, "batch refused by the offset fence; re-reading offsets from the table");
-                report.refused_commits += 1;
-                *batch = Batch::default();
-                let stored = self.stored_offsets().await?;
-                cursors.clear();
-                let assigned = consumer.assignment()?;
-                for element in assigned.elements() {
-                    let p = element.partition();
-                    let offset = stored
-                        .get(&p)
-                        .map_or(Offset::Beginning, |&o| Offset::Offset(o));
-                    consumer.seek(&self.route.topic, p, offset, Duration::from_secs(10))?;
-                    cursors.insert(
-                        p,
-                        Cursor {
-                            next: stored.get(&p).copied(),
-                            exact: false,
-                        },
-                    );
-                }
-                *lock(&assignment.table_offsets) = stored;
-                Ok(())
+                self.report.refused_commits += 1;
+                self.reset_to_table().await
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Drop the open batch and put every assigned partition back at the offset the
+    /// table holds (after another writer moved it).
+    async fn reset_to_table(&mut self) -> Result<()> {
+        self.batch = Batch::default();
+        let stored = self.ingest.stored_offsets().await?;
+        self.cursors.clear();
+        for element in self.consumer.assignment()?.elements() {
+            let p = element.partition();
+            let offset = stored
+                .get(&p)
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            self.consumer
+                .seek(self.topic(), p, offset, Duration::from_secs(10))?;
+            self.cursors.insert(
+                p,
+                Cursor {
+                    next: stored.get(&p).copied(),
+                    exact: false,
+                },
+            );
+        }
+        *lock(&self.assignment.table_offsets) = stored;
+        Ok(())
     }
 }
 

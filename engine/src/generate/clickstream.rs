@@ -84,20 +84,14 @@ impl Sessions {
             emit(
                 t,
                 "product_viewed",
-                format!(
-                    r#","category":"{category}","product_id":"{product}","price":{}"#,
-                    price_text(price)
-                ),
+                product_fields(category, product, price),
             );
             if rng.chance(0.3) {
                 t += rng.between(2_000_000, 60_000_000);
                 emit(
                     t,
                     "product_added_to_cart",
-                    format!(
-                        r#","category":"{category}","product_id":"{product}","price":{}"#,
-                        price_text(price)
-                    ),
+                    product_fields(category, product, price),
                 );
                 cart.push((category, product, price));
             }
@@ -108,10 +102,7 @@ impl Sessions {
             emit(
                 t,
                 "product_removed_from_cart",
-                format!(
-                    r#","category":"{category}","product_id":"{product}","price":{}"#,
-                    price_text(price)
-                ),
+                product_fields(category, product, price),
             );
         }
         if !cart.is_empty() && rng.chance(0.45) {
@@ -121,8 +112,8 @@ impl Sessions {
                     t,
                     "purchase",
                     format!(
-                        r#","category":"{category}","product_id":"{product}","price":{},"quantity":1"#,
-                        price_text(*price)
+                        r#"{},"quantity":1"#,
+                        product_fields(category, product, *price)
                     ),
                 );
             }
@@ -131,6 +122,14 @@ impl Sessions {
         emit(t, "session_ended", String::new());
         events
     }
+}
+
+/// The JSON fields of an event about a product.
+fn product_fields(category: &str, product: &str, cents: i64) -> String {
+    format!(
+        r#","category":"{category}","product_id":"{product}","price":{}"#,
+        price_text(cents)
+    )
 }
 
 fn price_text(cents: i64) -> String {

@@ -186,6 +186,9 @@ struct IngestArgs {
     /// Kafka group session timeout: how long a crashed sink holds its partitions.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     session_timeout: std::time::Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Extra librdkafka consumer setting, KEY=VALUE (repeatable), e.g.
     /// group.instance.id=sink-1 for static membership.
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
@@ -407,6 +410,12 @@ async fn run(cli: Cli) -> Result<()> {
             print(output.format(), &schema, &report.result)
         }
         Command::Ingest(args) => {
+            if let Some(addr) = args.metrics_addr {
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .with_http_listener(addr)
+                    .install()
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            }
             let lake = open(&cli.lake).await?;
             let text = std::fs::read_to_string(&args.schema)
                 .with_context(|| format!("cannot read schema {}", args.schema.display()))?;

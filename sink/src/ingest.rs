@@ -44,6 +44,9 @@ use crate::kafka::{Assignment, KafkaSettings, SinkContext};
 use crate::offsets::{self, OffsetFence, Span};
 use crate::record::SourceRecord;
 
+/// How often the consumer-lag gauges are refreshed.
+const LAG_UPDATE_EVERY: Duration = Duration::from_secs(5);
+
 /// How often an idle `--until-idle` sink asks whether the topic is fully ingested.
 const DRAIN_CHECK_EVERY: Duration = Duration::from_secs(1);
 
@@ -306,6 +309,7 @@ impl Ingest {
         };
         let mut last_record = Instant::now();
         let mut last_drain_check = Instant::now() - DRAIN_CHECK_EVERY;
+        let mut last_lag_update = Instant::now();
         let started = Instant::now();
         // Members that died without leaving hold partitions until their session ends.
         let assignment_wait = ASSIGNMENT_WAIT.max(self.session_timeout * 3);
@@ -335,6 +339,10 @@ impl Ingest {
             }
             if run.batch_due() {
                 run.flush().await?;
+            }
+            if last_lag_update.elapsed() >= LAG_UPDATE_EVERY {
+                last_lag_update = Instant::now();
+                run.update_lag();
             }
             if let Some(idle) = self.until_idle {
                 let wait = idle.max(assignment_wait);
@@ -560,6 +568,7 @@ impl Run<'_> {
         });
         self.batch.opened.get_or_insert_with(Instant::now);
         self.report.consumed += 1;
+        crate::metrics::consumed(self.topic(), 1);
         Ok(())
     }
 
@@ -623,18 +632,27 @@ impl Run<'_> {
                     .with_property("icefjord.writer", "icefjord ingest"),
             );
         }
+        let table_name = icefjord_catalog::display(&route.table);
+        let commit_started = Instant::now();
         match commit.execute().await {
             Ok(result) => {
                 if !result.already_applied {
                     self.report.written += decoded.rows.num_rows() as u64;
                     self.report.dead_lettered += decoded.dead.len() as u64;
                     self.report.commits += 1;
+                    crate::metrics::committed(
+                        &table_name,
+                        decoded.rows.num_rows() as u64,
+                        decoded.dead.len() as u64,
+                        commit_started.elapsed().as_secs_f64(),
+                    );
                 }
                 let mut tpl = TopicPartitionList::new();
                 {
                     let mut stored = lock(&self.assignment.table_offsets);
                     for (p, span) in &self.batch.spans {
                         stored.insert(*p, span.end);
+                        crate::metrics::position(&route.topic, *p, span.end);
                         tpl.add_partition_offset(&route.topic, *p, Offset::Offset(span.end))?;
                     }
                 }
@@ -656,9 +674,34 @@ impl Run<'_> {
             Err(CatalogError::Refused { reason, .. }) => {
                 tracing::warn!(%reason, "batch refused by the offset fence; re-reading offsets from the table");
                 self.report.refused_commits += 1;
+                crate::metrics::commit_result(&table_name, "refused");
                 self.reset_to_table().await
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                crate::metrics::commit_result(&table_name, "error");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Refresh the lag gauges: high watermark − table offset, per assigned partition.
+    fn update_lag(&self) {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let stored = lock(&self.assignment.table_offsets).clone();
+        for element in assigned.elements() {
+            let p = element.partition();
+            if let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(self.topic(), p, Duration::from_secs(2))
+            {
+                crate::metrics::lag(
+                    self.topic(),
+                    p,
+                    high - stored.get(&p).copied().unwrap_or(low),
+                );
+            }
         }
     }
 

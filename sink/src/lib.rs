@@ -10,6 +10,7 @@ pub mod decode;
 pub mod error;
 pub mod ingest;
 pub mod kafka;
+pub mod metrics;
 pub mod offsets;
 pub mod record;
 pub mod simulate;

@@ -122,3 +122,63 @@ def test_too_many_bad_records_stop_the_sink_with_nothing_committed(lake, kafka):
     assert out.returncode == 1
     assert "ratio" in out.stderr and "retail-c" in out.stderr
     assert lake.sql("SELECT count(*) AS n FROM raw.retail_events")[0]["n"] == 0
+
+
+def scrape(port):
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_are_served_and_sigterm_commits_what_is_held(lake, kafka):
+    import signal
+    import time
+
+    from conftest import free_port
+
+    kafka.create_topic("retail-m", partitions=2)
+    produce(kafka, "retail-m", 500, bad_every=5)
+    port = free_port()
+    sink = subprocess.Popen(
+        [str(lake.binary), "--lake", str(lake.path), "ingest", "--brokers", kafka.bootstrap,
+         "--topic", "retail-m", "--table", "raw.retail_events", "--schema", str(SCHEMA),
+         "--group", "icefjord-m", "--commit-interval", "1h", "--commit-rows", "200",
+         "--metrics-addr", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 60
+    metrics = {}
+    while time.time() < deadline:
+        try:
+            metrics = scrape(port)
+        except OSError:
+            metrics = {}
+        if metrics.get('icefjord_sink_records_consumed_total{topic="retail-m"}') == 500:
+            break
+        time.sleep(0.5)
+    assert metrics.get('icefjord_sink_records_consumed_total{topic="retail-m"}') == 500, metrics
+    # Two batches of 200 committed; the last 100 records are held (interval 1h).
+    table = 'table="raw.retail_events"'
+    assert metrics[f'icefjord_sink_commits_total{{{table},result="ok"}}'] == 2, metrics
+    assert (metrics[f"icefjord_sink_records_written_total{{{table}}}"]
+            + metrics[f"icefjord_sink_records_dead_lettered_total{{{table}}}"]) == 400
+    positions = sum(v for k, v in metrics.items()
+                    if k.startswith("icefjord_sink_last_committed_offset{"))
+    assert positions == 400, metrics
+    assert lake.sql("SELECT count(*) AS n FROM raw.retail_events")[0]["n"] + \
+        lake.sql("SELECT count(*) AS n FROM raw.retail_events_dlq")[0]["n"] == 400
+
+    sink.send_signal(signal.SIGTERM)
+    out, err = sink.communicate(timeout=60)
+    assert sink.returncode == 0, err
+    report = json.loads(out)
+    assert report["written"] == 400 and report["dead_lettered"] == 100, report
+    assert lake.sql("SELECT count(*) AS n FROM raw.retail_events")[0]["n"] == 400
+    assert lake.sql("SELECT count(*) AS n FROM raw.retail_events_dlq")[0]["n"] == 100

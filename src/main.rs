@@ -430,6 +430,16 @@ async fn run(cli: Cli) -> Result<()> {
                 group: args.group.clone(),
             };
             let mut ingest = icefjord_sink::Ingest::new(lake, args.kafka.settings()?, route);
+            if std::io::stderr().is_terminal() {
+                let bar = indicatif::ProgressBar::new_spinner();
+                ingest = ingest.with_progress(Box::new(move |p: &icefjord_sink::Progress| {
+                    bar.set_message(format!(
+                        "{} consumed ({:.0}/s) · {} written · {} dead-lettered · lag {}",
+                        p.consumed, p.records_per_second, p.written, p.dead_lettered, p.lag
+                    ));
+                    bar.tick();
+                }));
+            }
             for (key, value) in key_values("--consumer-property", &args.consumer_properties)? {
                 ingest = ingest.with_consumer_property(key, value);
             }

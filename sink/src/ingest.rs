@@ -114,6 +114,22 @@ pub struct IngestReport {
     pub refused_commits: u64,
 }
 
+/// A progress snapshot, handed to the observer of [`Ingest::with_progress`] about
+/// once a second.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub consumed: u64,
+    pub written: u64,
+    pub dead_lettered: u64,
+    /// Records consumed per second since the previous snapshot.
+    pub records_per_second: f64,
+    /// Records in the topic not yet in the table (assigned partitions).
+    pub lag: i64,
+}
+
+/// Receives [`Progress`] snapshots (e.g. a terminal progress line).
+pub type ProgressObserver = Box<dyn Fn(&Progress) + Send + Sync>;
+
 /// The sink. Runs when [`Ingest::run`] is awaited.
 pub struct Ingest {
     catalog: LakeCatalog,
@@ -125,6 +141,7 @@ pub struct Ingest {
     session_timeout: Duration,
     consumer_properties: Vec<(String, String)>,
     assign: Assign,
+    progress: Option<ProgressObserver>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -157,7 +174,14 @@ impl Ingest {
             session_timeout: Duration::from_secs(10),
             consumer_properties: Vec::new(),
             assign: Assign::Group,
+            progress: None,
         }
+    }
+
+    /// Call `observer` with a progress snapshot about once a second.
+    pub fn with_progress(mut self, observer: ProgressObserver) -> Self {
+        self.progress = Some(observer);
+        self
     }
 
     pub fn with_assign(mut self, assign: Assign) -> Self {
@@ -309,7 +333,9 @@ impl Ingest {
         };
         let mut last_record = Instant::now();
         let mut last_drain_check = Instant::now() - DRAIN_CHECK_EVERY;
-        let mut last_lag_update = Instant::now();
+        let mut last_lag_update = Instant::now() - LAG_UPDATE_EVERY;
+        let mut lag = 0;
+        let mut last_progress = (Instant::now(), 0u64);
         let started = Instant::now();
         // Members that died without leaving hold partitions until their session ends.
         let assignment_wait = ASSIGNMENT_WAIT.max(self.session_timeout * 3);
@@ -342,7 +368,21 @@ impl Ingest {
             }
             if last_lag_update.elapsed() >= LAG_UPDATE_EVERY {
                 last_lag_update = Instant::now();
-                run.update_lag();
+                lag = run.update_lag();
+            }
+            if let Some(observer) = &self.progress {
+                let elapsed = last_progress.0.elapsed().as_secs_f64();
+                if elapsed >= 1.0 {
+                    observer(&Progress {
+                        consumed: run.report.consumed,
+                        written: run.report.written,
+                        dead_lettered: run.report.dead_lettered,
+                        records_per_second: (run.report.consumed - last_progress.1) as f64
+                            / elapsed,
+                        lag,
+                    });
+                    last_progress = (Instant::now(), run.report.consumed);
+                }
             }
             if let Some(idle) = self.until_idle {
                 let wait = idle.max(assignment_wait);
@@ -684,11 +724,13 @@ impl Run<'_> {
         }
     }
 
-    /// Refresh the lag gauges: high watermark − table offset, per assigned partition.
-    fn update_lag(&self) {
+    /// Refresh the lag gauges (high watermark − table offset, per assigned
+    /// partition) and return the total.
+    fn update_lag(&self) -> i64 {
         let Ok(assigned) = self.consumer.assignment() else {
-            return;
+            return 0;
         };
+        let mut total = 0;
         let stored = lock(&self.assignment.table_offsets).clone();
         for element in assigned.elements() {
             let p = element.partition();
@@ -696,13 +738,12 @@ impl Run<'_> {
                 self.consumer
                     .fetch_watermarks(self.topic(), p, Duration::from_secs(2))
             {
-                crate::metrics::lag(
-                    self.topic(),
-                    p,
-                    high - stored.get(&p).copied().unwrap_or(low),
-                );
+                let lag = (high - stored.get(&p).copied().unwrap_or(low)).max(0);
+                crate::metrics::lag(self.topic(), p, lag);
+                total += lag;
             }
         }
+        total
     }
 
     /// Drop the open batch and put every assigned partition back at the offset the

@@ -182,3 +182,40 @@ def test_metrics_are_served_and_sigterm_commits_what_is_held(lake, kafka):
     assert report["written"] == 400 and report["dead_lettered"] == 100, report
     assert lake.sql("SELECT count(*) AS n FROM raw.retail_events")[0]["n"] == 400
     assert lake.sql("SELECT count(*) AS n FROM raw.retail_events_dlq")[0]["n"] == 100
+
+
+def test_progress_shows_on_a_terminal_and_nowhere_else(lake, kafka):
+    import os
+    import pty
+    import select
+    import time
+
+    kafka.create_topic("retail-p", partitions=1)
+    produce(kafka, "retail-p", 200)
+    args = [str(lake.binary), "--lake", str(lake.path), "ingest", "--brokers", kafka.bootstrap,
+            "--topic", "retail-p", "--table", "raw.retail_events", "--schema", str(SCHEMA),
+            "--group", "icefjord-p", "--until-idle", "3s", "--commit-interval", "500ms"]
+
+    # stderr on a pseudo-terminal: a progress line with counts and rate.
+    primary, secondary = pty.openpty()
+    sink = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=secondary)
+    os.close(secondary)
+    seen = b""
+    deadline = time.time() + 60
+    while sink.poll() is None and time.time() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                seen += os.read(primary, 4096)
+            except OSError:
+                break
+    sink.wait(timeout=60)
+    os.close(primary)
+    assert sink.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "consumed" in text and "/s" in text and "lag" in text, text
+
+    # stderr piped (CI, Airflow): no progress output at all.
+    out = subprocess.run(args, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "consumed (" not in out.stderr, out.stderr

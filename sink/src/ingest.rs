@@ -12,8 +12,11 @@
 //!    offsets, guarded by the offset fence: it lands only if the table still holds
 //!    each partition's batch start.
 //! 4. A refused commit (another writer moved a partition) drops the batch, re-reads
-//!    the table's offsets and seeks there. A retryable failure keeps the batch and
-//!    retries with the same commit id (found in the history = already landed).
+//!    the table's offsets and seeks there. Lost compare-and-swaps and ambiguous
+//!    outcomes are retried and reconciled inside the commit path (same commit id;
+//!    found in the history = already landed). A failure it cannot resolve (catalog
+//!    or storage down) stops the sink with a retryable error (exit code 3); the
+//!    next start resumes from the table's offsets, so nothing is lost or doubled.
 //! 5. Kafka group offsets are committed after the table commit, for lag monitoring
 //!    only; the sink never reads them back as truth.
 //!

@@ -116,11 +116,18 @@ impl EventDecoder {
     /// Decode the batch in one go; `None` when any record needs a closer look.
     fn decode_all(&self, records: &[SourceRecord]) -> Result<Option<Decoded>, ArrowError> {
         let mut decoder = self.decoder(records.len())?;
-        for record in records {
+        for (i, record) in records.iter().enumerate() {
             let Some(value) = record.value.as_deref().filter(|v| !v.is_empty()) else {
                 return Ok(None);
             };
-            if decoder.decode(value).is_err() || decoder.has_partial_record() {
+            // Each message must be consumed whole and add exactly one row: a message
+            // holding two objects (or none) would shift every later row off its
+            // offset, and a full decoder stops reading (returns fewer bytes).
+            match decoder.decode(value) {
+                Ok(consumed) if consumed == value.len() => {}
+                _ => return Ok(None),
+            }
+            if decoder.has_partial_record() || decoder.len() != i + 1 {
                 return Ok(None);
             }
         }
@@ -183,7 +190,13 @@ impl EventDecoder {
             Err(e) => return Ok(Err((Stage::Json, format!("not JSON: {e}")))),
         }
         let mut decoder = self.decoder(1)?;
-        let decoded = decoder.decode(value).and_then(|_| decoder.flush());
+        let decoded = decoder.decode(value).and_then(|consumed| {
+            if consumed == value.len() {
+                decoder.flush()
+            } else {
+                Ok(None)
+            }
+        });
         Ok(match decoded {
             Ok(Some(batch)) if batch.num_rows() == 1 => Ok(batch),
             Ok(_) => Err((Stage::Schema, "the value did not decode to one row".into())),
@@ -204,7 +217,7 @@ impl EventDecoder {
             topic.append_value(&record.topic);
             partition.append_value(record.partition);
             offset.append_value(record.offset);
-            timestamp.append_option(record.timestamp_ms.map(|ms| ms * 1000));
+            timestamp.append_option(record.timestamp_ms.and_then(millis_to_micros));
         }
         let mut columns: Vec<ArrayRef> = events.columns().to_vec();
         columns.push(Arc::new(topic.finish()));
@@ -213,6 +226,11 @@ impl EventDecoder {
         columns.push(Arc::new(timestamp.finish()));
         RecordBatch::try_new(self.output.clone(), columns)
     }
+}
+
+/// A producer-chosen timestamp in µs; absurd values become null, never overflow.
+fn millis_to_micros(ms: i64) -> Option<i64> {
+    ms.checked_mul(1000)
 }
 
 fn json_kind(value: &serde_json::Value) -> &'static str {
@@ -267,7 +285,7 @@ pub fn dead_letter_batch(dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError>
         topic.append_value(&d.record.topic);
         partition.append_value(d.record.partition);
         offset.append_value(d.record.offset);
-        timestamp.append_option(d.record.timestamp_ms.map(|ms| ms * 1000));
+        timestamp.append_option(d.record.timestamp_ms.and_then(millis_to_micros));
         key.append_option(d.record.key.as_deref());
         value.append_option(d.record.value.as_deref());
         stage.append_value(d.stage.as_str());
@@ -333,6 +351,52 @@ mod tests {
         let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
         assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[10, 11, 12]);
         assert_eq!(decoded.rows.column_by_name("note").unwrap().null_count(), 3);
+    }
+
+    /// Regression: a message with two objects filled the decoder early, and the next
+    /// (good) record was silently skipped while its offset was committed.
+    #[test]
+    fn a_two_object_message_cannot_hide_the_next_record() {
+        let two = format!("{GOOD}{GOOD}");
+        let records = vec![
+            record(0, Some(GOOD)),
+            record(1, Some(&two)),
+            record(2, Some(GOOD)),
+        ];
+        let decoded = decoder().decode(&records).unwrap();
+        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
+        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[0, 2]);
+        assert_eq!(decoded.dead.len(), 1);
+        assert_eq!(decoded.dead[0].record.offset, 1);
+        // Also when the two-object message comes last, and for whitespace-only values.
+        let records = vec![record(0, Some(GOOD)), record(1, Some(&two))];
+        let decoded = decoder().decode(&records).unwrap();
+        assert_eq!(decoded.rows.num_rows() + decoded.dead.len(), 2);
+        assert_eq!(decoded.dead[0].record.offset, 1);
+        let records = vec![
+            record(0, Some("   ")),
+            record(1, Some(&two)),
+            record(2, Some(GOOD)),
+        ];
+        let decoded = decoder().decode(&records).unwrap();
+        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
+        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[2]);
+        assert_eq!(decoded.dead.len(), 2);
+    }
+
+    #[test]
+    fn absurd_producer_timestamps_become_null() {
+        let mut r = record(0, Some(GOOD));
+        r.timestamp_ms = Some(i64::MAX / 10);
+        let decoded = decoder().decode(&[r]).unwrap();
+        assert_eq!(
+            decoded
+                .rows
+                .column_by_name("_kafka_timestamp")
+                .unwrap()
+                .null_count(),
+            1
+        );
     }
 
     #[test]

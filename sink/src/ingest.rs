@@ -274,12 +274,19 @@ impl Ingest {
 
     async fn stored_offsets(&self) -> Result<BTreeMap<i32, i64>> {
         let table = self.catalog.load(&self.route.table).await?;
-        Ok(offsets::stored(
+        offsets::stored(
             table.metadata(),
             MAIN_BRANCH,
             &self.route.group,
             &self.route.topic,
-        ))
+        )
+        .map_err(|message| SinkError::Config {
+            field: format!(
+                "offsets of {}",
+                icefjord_catalog::display(&self.route.table)
+            ),
+            message,
+        })
     }
 
     /// Run until idle (with `until_idle`) or until `shutdown` resolves; the open
@@ -335,8 +342,8 @@ impl Ingest {
             batch: Batch::default(),
         };
         let mut last_record = Instant::now();
-        let mut last_drain_check = Instant::now() - DRAIN_CHECK_EVERY;
-        let mut last_lag_update = Instant::now() - LAG_UPDATE_EVERY;
+        let mut last_drain_check: Option<Instant> = None;
+        let mut last_lag_update: Option<Instant> = None;
         let mut lag = 0;
         let mut last_progress = (Instant::now(), 0u64);
         let started = Instant::now();
@@ -369,8 +376,8 @@ impl Ingest {
             if run.batch_due() {
                 run.flush().await?;
             }
-            if last_lag_update.elapsed() >= LAG_UPDATE_EVERY {
-                last_lag_update = Instant::now();
+            if last_lag_update.is_none_or(|t| t.elapsed() >= LAG_UPDATE_EVERY) {
+                last_lag_update = Some(Instant::now());
                 lag = run.update_lag();
             }
             if let Some(observer) = &self.progress {
@@ -400,9 +407,10 @@ impl Ingest {
                         waited: wait,
                     });
                 }
-                if last_record.elapsed() >= idle && last_drain_check.elapsed() >= DRAIN_CHECK_EVERY
+                if last_record.elapsed() >= idle
+                    && last_drain_check.is_none_or(|t| t.elapsed() >= DRAIN_CHECK_EVERY)
                 {
-                    last_drain_check = Instant::now();
+                    last_drain_check = Some(Instant::now());
                     run.flush().await?;
                     if self.drained(&run.consumer).await? {
                         return Ok(run.report);

@@ -33,29 +33,31 @@ pub fn summary_key(group: &str, topic: &str) -> String {
 }
 
 /// The offsets a table holds for `group`/`topic` on `branch` (empty when none).
+/// An unreadable value is an error, never "none": treating it as none would let
+/// the sink start the topic over and ingest everything twice.
 pub fn stored(
     metadata: &TableMetadata,
     branch: &str,
     group: &str,
     topic: &str,
-) -> PartitionOffsets {
-    latest_property(metadata, branch, &summary_key(group, topic))
-        .map(|value| parse(&value))
-        .unwrap_or_default()
+) -> Result<PartitionOffsets, String> {
+    match latest_property(metadata, branch, &summary_key(group, topic)) {
+        Some(value) => parse(&value),
+        None => Ok(PartitionOffsets::new()),
+    }
 }
 
-/// Parse a stored value; unreadable entries are ignored (and logged).
-pub fn parse(value: &str) -> PartitionOffsets {
-    match serde_json::from_str::<BTreeMap<String, i64>>(value) {
-        Ok(map) => map
-            .into_iter()
-            .filter_map(|(p, o)| p.parse::<i32>().ok().map(|p| (p, o)))
-            .collect(),
-        Err(e) => {
-            tracing::warn!(value, error = %e, "unreadable stored offsets; treating as none");
-            PartitionOffsets::new()
-        }
-    }
+/// Parse a stored value.
+pub fn parse(value: &str) -> Result<PartitionOffsets, String> {
+    let map = serde_json::from_str::<BTreeMap<String, i64>>(value)
+        .map_err(|e| format!("unreadable stored Kafka offsets {value:?}: {e}"))?;
+    map.into_iter()
+        .map(|(p, o)| {
+            p.parse::<i32>().map(|p| (p, o)).map_err(|_| {
+                format!("unreadable partition {p:?} in stored Kafka offsets {value:?}")
+            })
+        })
+        .collect()
 }
 
 /// Serialize offsets for the snapshot summary.
@@ -121,7 +123,7 @@ impl CommitGuard for OffsetFence {
         metadata: &TableMetadata,
         branch: &str,
     ) -> Result<BTreeMap<String, String>, String> {
-        let merged = self.apply(&stored(metadata, branch, &self.group, &self.topic))?;
+        let merged = self.apply(&stored(metadata, branch, &self.group, &self.topic)?)?;
         Ok(BTreeMap::from([(
             summary_key(&self.group, &self.topic),
             render(&merged),
@@ -159,7 +161,8 @@ mod tests {
         let stored = PartitionOffsets::from([(0, 10), (1, 7)]);
         let merged = fence(&[(0, 10, 25, false)]).apply(&stored).unwrap();
         assert_eq!(merged, PartitionOffsets::from([(0, 25), (1, 7)]));
-        assert_eq!(parse(&render(&merged)), merged);
+        assert_eq!(parse(&render(&merged)).unwrap(), merged);
+        assert!(parse("{\"zero\": 4}").is_err() && parse("nope").is_err());
     }
 
     #[test]

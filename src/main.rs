@@ -441,7 +441,7 @@ async fn run(cli: Cli) -> Result<()> {
                 }));
             }
             for (key, value) in key_values("--consumer-property", &args.consumer_properties)? {
-                ingest = ingest.with_consumer_property(key, value);
+                ingest = ingest.with_consumer_property(key, value)?;
             }
             let report = ingest
                 .with_limits(icefjord_sink::BatchLimits {

@@ -228,3 +228,17 @@ fn the_demo_runs_on_a_postgresql_catalog() {
         stderr(&out)
     );
 }
+
+#[test]
+fn ingest_refuses_to_let_settings_break_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = icefjord(
+        &dir.path().join("lake"),
+        &[
+            "ingest", "--brokers", "127.0.0.1:1", "--topic", "t", "--table", "raw.t",
+            "--schema", concat!(env!("CARGO_MANIFEST_DIR"), "/data/schemas/retail_event.json"),
+            "--group", "g", "--consumer-property", "enable.auto.commit=true",
+        ],
+    );
+    assert_clean_error(&out, 2, "enable.auto.commit");
+}

@@ -47,6 +47,14 @@ use crate::kafka::{Assignment, KafkaSettings, SinkContext};
 use crate::offsets::{self, OffsetFence, Span};
 use crate::record::SourceRecord;
 
+/// Consumer settings the exactly-once protocol depends on; not overridable.
+pub const PROTECTED_CONSUMER_SETTINGS: [&str; 4] = [
+    "enable.auto.commit",
+    "auto.offset.reset",
+    "isolation.level",
+    "enable.auto.offset.store",
+];
+
 /// How often the consumer-lag gauges are refreshed.
 const LAG_UPDATE_EVERY: Duration = Duration::from_secs(5);
 
@@ -193,16 +201,23 @@ impl Ingest {
     }
 
     /// Extra librdkafka consumer settings (e.g. `group.instance.id` for static
-    /// membership, fetch sizes); applied last.
+    /// membership, fetch sizes). Settings the protocol relies on
+    /// ([`PROTECTED_CONSUMER_SETTINGS`]) are refused.
     pub fn with_consumer_property(
         mut self,
         key: impl Into<String>,
         value: impl Into<String>,
-    ) -> Self {
-        self.consumer_properties.push((key.into(), value.into()));
-        self
+    ) -> Result<Self> {
+        let key = key.into();
+        if PROTECTED_CONSUMER_SETTINGS.contains(&key.as_str()) {
+            return Err(SinkError::Config {
+                field: format!("--consumer-property {key}"),
+                message: "the sink sets this itself (offsets live in the table)".into(),
+            });
+        }
+        self.consumer_properties.push((key, value.into()));
+        Ok(self)
     }
-
     pub fn with_limits(mut self, limits: BatchLimits) -> Self {
         self.limits = limits;
         self
@@ -396,10 +411,7 @@ impl Ingest {
             }
             if let Some(idle) = self.until_idle {
                 let wait = idle.max(assignment_wait);
-                if started.elapsed() >= wait
-                    && run.cursors.is_empty()
-                    && run.consumer.assignment()?.count() == 0
-                {
+                if started.elapsed() >= wait && run.consumer.assignment()?.count() == 0 {
                     return Err(SinkError::NoAssignment {
                         exists: self.topic_exists(&run.consumer)?,
                         topic: self.route.topic.clone(),

@@ -23,7 +23,14 @@ use icefjord_sql::{query, write_batches, OutputFormat};
 /// (SQLite file or PostgreSQL). By default `--lake ./lake` means
 /// `./lake/catalog.db` + `./lake/warehouse/`.
 #[derive(Debug, Parser)]
-#[command(name = "icefjord", version, about, long_about)]
+#[command(
+    name = "icefjord",
+    version,
+    about,
+    long_about,
+    after_help = "Exit codes: 0 ok · 1 the command failed · 2 usage or configuration error · \
+                  3 an external service was unavailable (retrying may help)"
+)]
 struct Cli {
     #[command(flatten)]
     lake: LakeArgs,

@@ -20,6 +20,73 @@ pub struct FileConfig {
     pub catalog: Option<Secret>,
     #[serde(default)]
     pub s3: S3File,
+    /// Kafka connection settings (used by `ingest` and `simulate`).
+    #[serde(default)]
+    pub kafka: KafkaFile,
+    /// Sink settings and routes (`icefjord ingest` without `--topic`).
+    #[serde(default)]
+    pub ingest: IngestFile,
+}
+
+/// `[kafka]`: how to reach the brokers. Passwords never live here: they come
+/// from `ICEFJORD_KAFKA_PASSWORD` / `ICEFJORD_KAFKA_KEY_PASSWORD`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaFile {
+    pub brokers: Option<String>,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub tls: Option<bool>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[ingest]`: defaults for every route, and the routes.
+///
+/// ```toml
+/// [ingest]
+/// group = "icefjord"
+/// commit_interval = "10s"
+/// evolve_schema = true
+///
+/// [[ingest.routes]]
+/// topic = "retail_events"
+/// table = "raw.retail_events"
+/// schema = "data/schemas/retail_event.json"   # relative to this file
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestFile {
+    pub group: Option<String>,
+    pub commit_interval: Option<String>,
+    pub commit_rows: Option<usize>,
+    pub commit_bytes: Option<usize>,
+    pub max_error_ratio: Option<f64>,
+    pub evolve_schema: Option<bool>,
+    pub assign: Option<String>,
+    pub session_timeout: Option<String>,
+    pub metrics_addr: Option<String>,
+    #[serde(default)]
+    pub consumer_properties: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+}
+
+/// One `[[ingest.routes]]` entry: a topic into a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub topic: String,
+    pub table: String,
+    /// Event schema file; a relative path is relative to the config file.
+    pub schema: PathBuf,
+    /// Consumer group (default: `[ingest].group`).
+    pub group: Option<String>,
+    /// Overrides `[ingest].evolve_schema` for this route.
+    pub evolve_schema: Option<bool>,
+    /// Overrides `[ingest].max_error_ratio` for this route.
+    pub max_error_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,7 +108,8 @@ pub struct Level {
     pub catalog: Option<String>,
 }
 
-/// Read `path` (or `./icefjord.toml` when it exists).
+/// Read `path` (or `./icefjord.toml` when it exists). Relative route schema paths
+/// are resolved against the file's directory.
 pub fn read_file(path: Option<&Path>) -> Result<FileConfig> {
     let (path, required) = match path {
         Some(p) => (p.to_path_buf(), true),
@@ -56,17 +124,23 @@ pub fn read_file(path: Option<&Path>) -> Result<FileConfig> {
             return Err(e).with_context(|| format!("cannot read config file {}", path.display()))
         }
     };
-    toml::from_str(&text).map_err(|e| {
+    let mut file: FileConfig = toml::from_str(&text).map_err(|e| {
         let line = e
             .span()
             .map(|s| text[..s.start].matches('\n').count() + 1)
             .unwrap_or(0);
-        anyhow::anyhow!(
-            "config file {}, line {line}: {}",
-            path.display(),
-            e.message()
+        crate::exit::Usage::new(
+            format!("config file {}", path.display()),
+            format!("line {line}: {}", e.message()),
         )
-    })
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for route in &mut file.ingest.routes {
+        if route.schema.is_relative() {
+            route.schema = dir.join(&route.schema);
+        }
+    }
+    Ok(file)
 }
 
 fn env(name: &str) -> Option<String> {
@@ -83,7 +157,7 @@ pub fn env_level() -> Level {
 }
 
 /// Resolve the lake from the three levels (lowest first: file, env, flags).
-pub fn resolve(file: FileConfig, env_level: Level, flags: Level) -> Result<LakeConfig> {
+pub fn resolve(file: &FileConfig, env_level: Level, flags: Level) -> Result<LakeConfig> {
     let file_level = Level {
         lake: file.lake.clone(),
         warehouse: file.warehouse.clone(),
@@ -108,12 +182,12 @@ pub fn resolve(file: FileConfig, env_level: Level, flags: Level) -> Result<LakeC
     let s3 = S3Options {
         endpoint: env("ICEFJORD_S3_ENDPOINT")
             .or_else(|| env("AWS_ENDPOINT_URL"))
-            .or(file.s3.endpoint),
-        region: env("AWS_REGION").or(file.s3.region),
-        access_key_id: env("AWS_ACCESS_KEY_ID").or(file.s3.access_key_id),
+            .or_else(|| file.s3.endpoint.clone()),
+        region: env("AWS_REGION").or_else(|| file.s3.region.clone()),
+        access_key_id: env("AWS_ACCESS_KEY_ID").or_else(|| file.s3.access_key_id.clone()),
         secret_access_key: env("AWS_SECRET_ACCESS_KEY")
             .map(Secret::new)
-            .or(file.s3.secret_access_key),
+            .or_else(|| file.s3.secret_access_key.clone()),
         allow_http: env("ICEFJORD_S3_ALLOW_HTTP")
             .map(|v| v == "true" || v == "1")
             .or(file.s3.allow_http)
@@ -143,7 +217,7 @@ mod tests {
             warehouse: Some("s3://from-env/w".into()),
             ..Default::default()
         };
-        let config = resolve(file, env, Level::default()).unwrap();
+        let config = resolve(&file, env, Level::default()).unwrap();
         assert_eq!(config.warehouse.root_url(), "s3://from-env/w");
         assert!(matches!(config.catalog, CatalogUri::Postgres(_)));
 
@@ -151,7 +225,7 @@ mod tests {
             lake: Some("/tmp/flag-lake".into()),
             ..Default::default()
         };
-        let config = resolve(FileConfig::default(), Level::default(), flags).unwrap();
+        let config = resolve(&FileConfig::default(), Level::default(), flags).unwrap();
         assert_eq!(
             config.warehouse.root_url(),
             "file:///tmp/flag-lake/warehouse"
@@ -170,4 +244,24 @@ mod tests {
         let err = read_file(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("warehose"), "{err}");
     }
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m, h)")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }

@@ -11,9 +11,29 @@ pub const FAILED: i32 = 1;
 pub const USAGE: i32 = 2;
 pub const UNAVAILABLE: i32 = 3;
 
+/// A flag, environment variable or config entry that is missing or invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {field}: {message}")]
+pub struct Usage {
+    pub field: String,
+    pub message: String,
+}
+
+impl Usage {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// The exit code for an error that ended a command.
 pub fn code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
+        if cause.downcast_ref::<Usage>().is_some() {
+            return USAGE;
+        }
         if let Some(e) = cause.downcast_ref::<CatalogError>() {
             return catalog(e);
         }

@@ -3,6 +3,8 @@
 
 mod config;
 mod exit;
+mod ingest;
+mod kafka;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -87,7 +89,10 @@ enum Command {
     /// Example: icefjord ingest --brokers 127.0.0.1:9092 --topic retail_events
     ///   --table raw.retail_events --schema data/schemas/retail_event.json
     ///   --group icefjord-retail --until-idle 5s
-    Ingest(Box<IngestArgs>),
+    ///
+    /// Without --topic, every [[ingest.routes]] entry of icefjord.toml runs, each
+    /// into its own table; one JSON report line per route on stdout.
+    Ingest(Box<ingest::IngestArgs>),
     /// Produce realistic events (retail, clickstream, activity) to a Kafka topic,
     /// deterministic for a seed; prints a JSON report.
     Simulate(Box<SimulateArgs>),
@@ -96,116 +101,9 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-struct KafkaArgs {
-    /// Bootstrap brokers, host:port[,host:port…].
-    #[arg(long, env = "ICEFJORD_KAFKA_BROKERS", value_name = "HOSTS")]
-    brokers: String,
-    /// SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (password from
-    /// ICEFJORD_KAFKA_PASSWORD).
-    #[arg(long, env = "ICEFJORD_KAFKA_SASL_MECHANISM", value_name = "MECHANISM")]
-    sasl_mechanism: Option<icefjord_sink::SaslMechanism>,
-    /// SASL user name.
-    #[arg(long, env = "ICEFJORD_KAFKA_USERNAME", value_name = "USER")]
-    sasl_username: Option<String>,
-    /// Use TLS (implied by --tls-ca / --tls-cert).
-    #[arg(long)]
-    tls: bool,
-    /// CA certificate file (PEM) to verify the brokers.
-    #[arg(long, value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// Client key (PEM); its password from ICEFJORD_KAFKA_KEY_PASSWORD.
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-}
-
-impl KafkaArgs {
-    fn settings(&self) -> Result<icefjord_sink::KafkaSettings> {
-        let secret = |name: &str| std::env::var(name).ok().map(icefjord_catalog::Secret::new);
-        let sasl = match (self.sasl_mechanism, &self.sasl_username) {
-            (Some(mechanism), Some(user)) => {
-                let password = secret("ICEFJORD_KAFKA_PASSWORD").ok_or_else(|| {
-                    anyhow::Error::new(icefjord_catalog::CatalogError::Config {
-                        field: "ICEFJORD_KAFKA_PASSWORD".into(),
-                        message: "SASL needs a password in this environment variable".into(),
-                    })
-                })?;
-                Some((mechanism, user.clone(), password))
-            }
-            (None, None) => None,
-            _ => {
-                return Err(icefjord_catalog::CatalogError::Config {
-                    field: "--sasl-mechanism/--sasl-username".into(),
-                    message: "give both or neither".into(),
-                }
-                .into());
-            }
-        };
-        Ok(icefjord_sink::KafkaSettings {
-            brokers: self.brokers.clone(),
-            sasl,
-            tls: self.tls,
-            ca_file: self.tls_ca.clone(),
-            cert_file: self.tls_cert.clone(),
-            key_file: self.tls_key.clone(),
-            key_password: secret("ICEFJORD_KAFKA_KEY_PASSWORD"),
-        })
-    }
-}
-
-#[derive(Debug, Args)]
-struct IngestArgs {
-    #[command(flatten)]
-    kafka: KafkaArgs,
-    /// Topic to read.
-    #[arg(long)]
-    topic: String,
-    /// Target table, namespace.table (created from --schema when missing).
-    #[arg(long)]
-    table: String,
-    /// Event schema file (see data/README.md).
-    #[arg(long, value_name = "FILE")]
-    schema: PathBuf,
-    /// Consumer group (also names the offsets stored in the table).
-    #[arg(long)]
-    group: String,
-    /// Close a batch after this long (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    commit_interval: std::time::Duration,
-    /// Close a batch after this many records.
-    #[arg(long, default_value_t = 500_000)]
-    commit_rows: usize,
-    /// Close a batch after this many bytes of record values.
-    #[arg(long, default_value_t = 256 * 1024 * 1024)]
-    commit_bytes: usize,
-    /// Exit 0 once all assigned partitions are drained and nothing arrived for this long.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    until_idle: Option<std::time::Duration>,
-    /// Stop with an error when a batch has a larger share of bad records (1.0 = never).
-    #[arg(long, default_value_t = 1.0)]
-    max_error_ratio: f64,
-    /// How partitions are shared: `group` (join the consumer group) or `all` (read
-    /// every partition without joining; for a single scheduled sink per topic).
-    #[arg(long, default_value = "group")]
-    assign: icefjord_sink::Assign,
-    /// Kafka group session timeout: how long a crashed sink holds its partitions.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    session_timeout: std::time::Duration,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
-    #[arg(long, value_name = "ADDR")]
-    metrics_addr: Option<std::net::SocketAddr>,
-    /// Extra librdkafka consumer setting, KEY=VALUE (repeatable), e.g.
-    /// group.instance.id=sink-1 for static membership.
-    #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
-    consumer_properties: Vec<String>,
-}
-
-#[derive(Debug, Args)]
 struct SimulateArgs {
     #[command(flatten)]
-    kafka: KafkaArgs,
+    kafka: kafka::KafkaArgs,
     /// Topic to write.
     #[arg(long)]
     topic: String,
@@ -226,60 +124,6 @@ struct SimulateArgs {
     /// Extra librdkafka producer setting, KEY=VALUE (repeatable).
     #[arg(long = "producer-property", value_name = "KEY=VALUE")]
     producer_properties: Vec<String>,
-}
-
-/// `KEY=VALUE` pairs of a repeatable flag.
-fn key_values<'a>(flag: &str, items: &'a [String]) -> Result<Vec<(&'a str, &'a str)>> {
-    items
-        .iter()
-        .map(|item| {
-            item.split_once('=').ok_or_else(|| {
-                icefjord_catalog::CatalogError::Config {
-                    field: flag.to_string(),
-                    message: format!("{item:?} is not KEY=VALUE"),
-                }
-                .into()
-            })
-        })
-        .collect()
-}
-
-/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 10s, 500ms)"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m, h)")),
-    };
-    Ok(std::time::Duration::from_secs_f64(seconds))
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
 }
 
 #[derive(Debug, Args)]
@@ -352,8 +196,7 @@ fn one_line(err: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-fn lake_config(args: &LakeArgs) -> Result<LakeConfig> {
-    let file = config::read_file(args.config.as_deref())?;
+fn lake_config(args: &LakeArgs, file: &config::FileConfig) -> Result<LakeConfig> {
     let flags = config::Level {
         lake: args.lake.clone(),
         warehouse: args.warehouse.clone(),
@@ -363,7 +206,11 @@ fn lake_config(args: &LakeArgs) -> Result<LakeConfig> {
 }
 
 async fn open(args: &LakeArgs) -> Result<LakeCatalog> {
-    let config = lake_config(args)?;
+    open_with(args, &config::read_file(args.config.as_deref())?).await
+}
+
+async fn open_with(args: &LakeArgs, file: &config::FileConfig) -> Result<LakeCatalog> {
+    let config = lake_config(args, file)?;
     LakeCatalog::open(&config)
         .await
         .with_context(|| format!("cannot open lake (catalog {})", config.catalog))
@@ -417,57 +264,14 @@ async fn run(cli: Cli) -> Result<()> {
             print(output.format(), &schema, &report.result)
         }
         Command::Ingest(args) => {
-            if let Some(addr) = args.metrics_addr {
-                metrics_exporter_prometheus::PrometheusBuilder::new()
-                    .with_http_listener(addr)
-                    .install()
-                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
-            }
-            let lake = open(&cli.lake).await?;
-            let text = std::fs::read_to_string(&args.schema)
-                .with_context(|| format!("cannot read schema {}", args.schema.display()))?;
-            let schema = icefjord_engine::schema::EventSchema::parse(
-                &args.schema.display().to_string(),
-                &text,
-            )?;
-            let route = icefjord_sink::Route {
-                topic: args.topic.clone(),
-                table: icefjord_catalog::parse_table(&args.table)?,
-                schema,
-                group: args.group.clone(),
-            };
-            let mut ingest = icefjord_sink::Ingest::new(lake, args.kafka.settings()?, route);
-            if std::io::stderr().is_terminal() {
-                let bar = indicatif::ProgressBar::new_spinner();
-                ingest = ingest.with_progress(Box::new(move |p: &icefjord_sink::Progress| {
-                    bar.set_message(format!(
-                        "{} consumed ({:.0}/s) · {} written · {} dead-lettered · lag {}",
-                        p.consumed, p.records_per_second, p.written, p.dead_lettered, p.lag
-                    ));
-                    bar.tick();
-                }));
-            }
-            for (key, value) in key_values("--consumer-property", &args.consumer_properties)? {
-                ingest = ingest.with_consumer_property(key, value)?;
-            }
-            let report = ingest
-                .with_limits(icefjord_sink::BatchLimits {
-                    interval: args.commit_interval,
-                    rows: args.commit_rows,
-                    bytes: args.commit_bytes,
-                })
-                .until_idle(args.until_idle)
-                .with_max_error_ratio(args.max_error_ratio)
-                .with_session_timeout(args.session_timeout)
-                .with_assign(args.assign)
-                .run(shutdown_signal())
-                .await?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(())
+            let file = config::read_file(cli.lake.config.as_deref())?;
+            let lake = open_with(&cli.lake, &file).await?;
+            ingest::run(*args, lake, &file).await
         }
         Command::Simulate(args) => {
+            let file = config::read_file(cli.lake.config.as_deref())?;
             let mut simulation = icefjord_sink::simulate::Simulate::new(
-                args.kafka.settings()?,
+                args.kafka.settings(&file.kafka)?,
                 &args.topic,
                 args.kind,
                 args.events,
@@ -475,7 +279,7 @@ async fn run(cli: Cli) -> Result<()> {
             .with_rate(args.rate)
             .with_seed(args.seed)
             .with_bad_ratio(args.bad_ratio);
-            for (key, value) in key_values("--producer-property", &args.producer_properties)? {
+            for (key, value) in kafka::key_values("--producer-property", &args.producer_properties)? {
                 simulation = simulation.with_producer_property(key, value);
             }
             let report = simulation.run().await?;
@@ -483,7 +287,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Config => {
-            let config = lake_config(&cli.lake)?;
+            let config = lake_config(&cli.lake, &config::read_file(cli.lake.config.as_deref())?)?;
             println!("warehouse = {:?}", config.warehouse.root_url());
             println!("catalog = {:?}", config.catalog.to_string());
             if let Some(endpoint) = &config.s3.endpoint {

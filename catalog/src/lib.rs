@@ -20,12 +20,14 @@
 //! - [`storage`]: one `object_store` client per warehouse, also Iceberg's `FileIO`.
 //! - [`catalog`]: [`LakeCatalog`], an `iceberg::Catalog` on SQLite/PostgreSQL.
 //! - [`commit`]: the commit protocol (idempotent, compare-and-swap, multi-table).
+//! - [`evolution`]: the schema changes a writer may make (add optional columns, widen).
 
 pub mod catalog;
 pub mod commit;
 pub mod config;
 mod db;
 pub mod error;
+pub mod evolution;
 pub mod storage;
 
 pub use catalog::{display, parse_table, LakeCatalog, TableSpec, CATALOG_NAME};
@@ -35,4 +37,5 @@ pub use commit::{
 };
 pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
 pub use error::{CatalogError, Result};
+pub use evolution::SchemaEvolution;
 pub use storage::WarehouseStore;

@@ -11,7 +11,8 @@ use iceberg::spec::{
 use iceberg::TableIdent;
 use icefjord_catalog::commit::{ancestry, find_commit, head_of, live_entries};
 use icefjord_catalog::{
-    parse_table, CatalogError, CatalogUri, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite,
+    parse_table, CatalogError, CatalogUri, CommitId, LakeCatalog, LakeConfig, SchemaEvolution,
+    TableSpec, TableWrite,
 };
 use icefjord_test_harness::Postgres;
 
@@ -80,6 +81,8 @@ suite!(
     multi_table_commits_land_together,
     missing_tables_are_named,
     iceberg_rust_transactions_commit_through_the_catalog_trait,
+    an_evolved_schema_becomes_current_with_its_snapshot,
+    a_schema_evolution_that_lost_its_ids_to_another_writer_conflicts,
 );
 
 fn schema() -> Schema {
@@ -449,4 +452,78 @@ async fn iceberg_rust_transactions_commit_through_the_catalog_trait(lake: Lake) 
         lake.catalog.list_tables(ident.namespace()).await.unwrap(),
         vec![ident.clone()]
     );
+}
+
+async fn evolve(lake: &Lake, ident: &TableIdent, column: &str) -> std::sync::Arc<Schema> {
+    let table = lake.catalog.load(ident).await.unwrap();
+    let metadata = table.metadata();
+    std::sync::Arc::new(
+        SchemaEvolution::new(metadata.current_schema(), metadata.last_column_id())
+            .add_column(column, PrimitiveType::String)
+            .unwrap()
+            .build()
+            .unwrap(),
+    )
+}
+
+async fn an_evolved_schema_becomes_current_with_its_snapshot(lake: Lake) {
+    let ident = table(&lake, "raw.evolving", true).await;
+    append(&lake, &ident, "c1", vec![file("a", 1, Some("d1"))]).await;
+    let next = evolve(&lake, &ident, "coupon").await;
+    let write = TableWrite::append(ident.clone(), vec![file("b", 1, Some("d2"))])
+        .with_schema(next.clone());
+    let report = lake
+        .catalog
+        .commit(CommitId::new("c2"))
+        .with_write(write.clone())
+        .execute()
+        .await
+        .unwrap();
+    let table = lake.catalog.load(&ident).await.unwrap();
+    let metadata = table.metadata();
+    let coupon = metadata.current_schema().field_by_name("coupon").unwrap();
+    assert_eq!(coupon.id, 3);
+    assert!(!coupon.required);
+    let snapshot = metadata.snapshot_by_id(report.tables[0].snapshot_id).unwrap();
+    assert_eq!(snapshot.schema_id(), Some(metadata.current_schema_id()));
+    // The first snapshot keeps the schema it was written with.
+    let first = metadata.snapshot_by_id(snapshot.parent_snapshot_id().unwrap()).unwrap();
+    assert!(first.schema(metadata).unwrap().field_by_name("coupon").is_none());
+    // Retrying the same commit is a no-op; a later plain append keeps the schema.
+    let again = lake
+        .catalog
+        .commit(CommitId::new("c2"))
+        .with_write(write)
+        .execute()
+        .await
+        .unwrap();
+    assert!(again.already_applied);
+    append(&lake, &ident, "c3", vec![file("c", 1, Some("d3"))]).await;
+    let table = lake.catalog.load(&ident).await.unwrap();
+    assert!(table.metadata().current_schema().field_by_name("coupon").is_some());
+    assert_eq!(table.metadata().schemas_iter().count(), 2);
+}
+
+async fn a_schema_evolution_that_lost_its_ids_to_another_writer_conflicts(lake: Lake) {
+    let ident = table(&lake, "raw.contested", false).await;
+    let ours = evolve(&lake, &ident, "coupon").await;
+    let theirs = evolve(&lake, &ident, "channel").await;
+    lake.catalog
+        .commit(CommitId::new("theirs"))
+        .with_write(TableWrite::append(ident.clone(), vec![file("t", 1, None)]).with_schema(theirs))
+        .execute()
+        .await
+        .unwrap();
+    let err = lake
+        .catalog
+        .commit(CommitId::new("ours"))
+        .with_write(TableWrite::append(ident.clone(), vec![file("o", 1, None)]).with_schema(ours))
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CatalogError::Conflict { reason, .. } if reason.contains("coupon")),
+        "{err}"
+    );
+    assert_eq!(live_paths(&lake, &ident, "main").await, vec!["t.parquet"]);
 }

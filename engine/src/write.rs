@@ -61,8 +61,13 @@ pub struct TableWriter {
 impl TableWriter {
     /// A writer for the table's current schema and default partition spec.
     pub async fn new(table: &Table) -> Result<Self> {
+        Self::for_schema(table, table.metadata().current_schema().clone()).await
+    }
+
+    /// A writer for `iceberg_schema`, an evolution of the table's schema that the
+    /// commit of these files will make current (`TableWrite::with_schema`).
+    pub async fn for_schema(table: &Table, iceberg_schema: iceberg::spec::SchemaRef) -> Result<Self> {
         let metadata = table.metadata();
-        let iceberg_schema = metadata.current_schema().clone();
         let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))

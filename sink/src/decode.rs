@@ -5,6 +5,23 @@
 //! The fast path decodes a whole batch with arrow-json; only when it fails (or when a
 //! message holds other than exactly one JSON object) is the batch decoded record by
 //! record to isolate the bad ones.
+//!
+//! # Schema evolution ([`EventDecoder::with_schema_evolution`])
+//!
+//! Without it, keys the table has no column for are ignored. With it, the fast path
+//! is strict (an unknown key sends the batch to the slow path), and the slow path
+//! works out an [`Evolution`] for the batch:
+//! - a key the table lacks becomes a new optional column, typed by its first
+//!   non-null value: `true`/`false` → boolean, an integer → long, any other number
+//!   → double (an integer column seen later as a fraction becomes double), a
+//!   string → string;
+//! - an integer outside `int`'s range widens an `int` column to `long`; a number
+//!   outside `float`'s range widens a `float` column to `double`;
+//! - anything else (a nested object or array under a new key, a string where a
+//!   number column is, …) makes that record a dead letter.
+//!
+//! The batch is then decoded with the evolved schema; the caller commits the
+//! schema change with the rows (`TableWrite::with_schema`).
 
 use std::sync::Arc;
 
@@ -61,6 +78,91 @@ pub struct Decoded {
     /// Rows in the sink table's layout: event fields, then [`KAFKA_COLUMNS`].
     pub rows: RecordBatch,
     pub dead: Vec<DeadLetter>,
+    /// The schema change `rows` need (only with schema evolution on).
+    pub evolution: Option<Evolution>,
+}
+
+/// Columns a batch needs beyond the table's current event columns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Evolution {
+    /// New optional columns, in the order their keys were first seen.
+    pub added: Vec<(String, DataType)>,
+    /// Existing columns to widen (`Int32 → Int64`, `Float32 → Float64`).
+    pub widened: Vec<(String, DataType)>,
+}
+
+impl Evolution {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.widened.is_empty()
+    }
+
+    /// `events` with the columns widened and added.
+    pub fn apply(&self, events: &Schema) -> Schema {
+        let mut fields: Vec<Field> = events
+            .fields()
+            .iter()
+            .map(|f| match self.widened.iter().find(|(name, _)| name == f.name()) {
+                Some((_, wider)) => f.as_ref().clone().with_data_type(wider.clone()),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        fields.extend(
+            self.added
+                .iter()
+                .map(|(name, ty)| Field::new(name, ty.clone(), true)),
+        );
+        Schema::new(fields)
+    }
+
+    /// Record that key `name` holds `value`; `Err` when that cannot be stored.
+    fn observe(&mut self, events: &Schema, name: &str, value: &serde_json::Value) -> Result<(), String> {
+        use serde_json::Value;
+        match events.field_with_name(name) {
+            Ok(field) => {
+                let wider = match (field.data_type(), value) {
+                    (DataType::Int32, Value::Number(n))
+                        if n.as_i64().is_some_and(|v| i32::try_from(v).is_err()) =>
+                    {
+                        DataType::Int64
+                    }
+                    (DataType::Float32, Value::Number(n))
+                        if n.as_f64().is_some_and(|v| v.is_finite() && v.abs() > f32::MAX as f64) =>
+                    {
+                        DataType::Float64
+                    }
+                    _ => return Ok(()),
+                };
+                if !self.widened.iter().any(|(n, _)| n == name) {
+                    self.widened.push((name.to_string(), wider));
+                }
+                Ok(())
+            }
+            Err(_) if KAFKA_COLUMNS.contains(&name) => Ok(()),
+            Err(_) => {
+                let ty = match value {
+                    Value::Null => return Ok(()),
+                    Value::Bool(_) => DataType::Boolean,
+                    Value::Number(n) if n.is_i64() || n.is_u64() => DataType::Int64,
+                    Value::Number(_) => DataType::Float64,
+                    Value::String(_) => DataType::Utf8,
+                    Value::Array(_) | Value::Object(_) => {
+                        return Err(format!(
+                            "new key {name} holds {}, which cannot become a column",
+                            json_kind(value)
+                        ))
+                    }
+                };
+                match self.added.iter_mut().find(|(n, _)| n == name) {
+                    None => self.added.push((name.to_string(), ty)),
+                    Some((_, seen)) if *seen == DataType::Int64 && ty == DataType::Float64 => {
+                        *seen = DataType::Float64;
+                    }
+                    Some(_) => {}
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Decodes records of one event schema.
@@ -68,6 +170,7 @@ pub struct Decoded {
 pub struct EventDecoder {
     events: SchemaRef,
     output: SchemaRef,
+    evolve: bool,
 }
 
 /// The Arrow layout of `_kafka_*` columns.
@@ -92,7 +195,15 @@ impl EventDecoder {
         Self {
             events,
             output: Arc::new(Schema::new(fields)),
+            evolve: false,
         }
+    }
+
+    /// Evolve the schema for new keys and wider numbers instead of ignoring them or
+    /// dead-lettering the records (see the module docs).
+    pub fn with_schema_evolution(mut self, evolve: bool) -> Self {
+        self.evolve = evolve;
+        self
     }
 
     /// The layout of decoded rows.
@@ -101,21 +212,74 @@ impl EventDecoder {
     }
 
     pub fn decode(&self, records: &[SourceRecord]) -> Result<Decoded, ArrowError> {
-        if let Some(fast) = self.decode_all(records)? {
+        let records: Vec<&SourceRecord> = records.iter().collect();
+        if let Some(fast) = self.decode_all(&records, self.evolve)? {
             return Ok(fast);
         }
-        self.decode_one_by_one(records)
+        if !self.evolve {
+            return self.decode_one_by_one(&records);
+        }
+        let mut evolution = Evolution::default();
+        let mut kept = Vec::with_capacity(records.len());
+        let mut rejected = Vec::new();
+        for record in records {
+            match self.observe(&mut evolution, record) {
+                Ok(()) => kept.push(record),
+                Err(error) => rejected.push(DeadLetter {
+                    record: record.clone(),
+                    stage: Stage::Schema,
+                    error,
+                }),
+            }
+        }
+        // Keys whose values were all null stay unknown: ignored, as the new column
+        // would read null for them anyway.
+        let evolved = match evolution.is_empty() {
+            true => Self::new(self.events.clone()),
+            false => Self::new(Arc::new(evolution.apply(&self.events))),
+        };
+        let mut decoded = match evolved.decode_all(&kept, false)? {
+            Some(decoded) => decoded,
+            None => evolved.decode_one_by_one(&kept)?,
+        };
+        decoded.dead.extend(rejected);
+        decoded.evolution = (!evolution.is_empty()).then_some(evolution);
+        Ok(decoded)
     }
 
-    fn decoder(&self, capacity: usize) -> Result<arrow::json::reader::Decoder, ArrowError> {
+    /// Add what `record` needs to `evolution`; `Err` when it cannot be stored.
+    /// Records that are not JSON objects are left to the decoder to dead-letter.
+    fn observe(&self, evolution: &mut Evolution, record: &SourceRecord) -> Result<(), String> {
+        let Some(value) = record.value.as_deref() else {
+            return Ok(());
+        };
+        let Ok(object) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value)
+        else {
+            return Ok(());
+        };
+        let mut trial = evolution.clone();
+        for (key, value) in &object {
+            trial.observe(&self.events, key, value)?;
+        }
+        *evolution = trial;
+        Ok(())
+    }
+
+    fn decoder(&self, capacity: usize, strict: bool) -> Result<arrow::json::reader::Decoder, ArrowError> {
         ReaderBuilder::new(self.events.clone())
             .with_batch_size(capacity.max(1))
+            .with_strict_mode(strict)
             .build_decoder()
     }
 
-    /// Decode the batch in one go; `None` when any record needs a closer look.
-    fn decode_all(&self, records: &[SourceRecord]) -> Result<Option<Decoded>, ArrowError> {
-        let mut decoder = self.decoder(records.len())?;
+    /// Decode the batch in one go; `None` when any record needs a closer look
+    /// (with `strict`, also when a record has a key the schema lacks).
+    fn decode_all(
+        &self,
+        records: &[&SourceRecord],
+        strict: bool,
+    ) -> Result<Option<Decoded>, ArrowError> {
+        let mut decoder = self.decoder(records.len(), strict)?;
         for (i, record) in records.iter().enumerate() {
             let Some(value) = record.value.as_deref().filter(|v| !v.is_empty()) else {
                 return Ok(None);
@@ -140,18 +304,18 @@ impl EventDecoder {
         if batch.num_rows() != records.len() {
             return Ok(None);
         }
-        let good: Vec<&SourceRecord> = records.iter().collect();
         Ok(Some(Decoded {
-            rows: self.with_kafka_columns(&batch, &good)?,
+            rows: self.with_kafka_columns(&batch, records)?,
             dead: Vec::new(),
+            evolution: None,
         }))
     }
 
-    fn decode_one_by_one(&self, records: &[SourceRecord]) -> Result<Decoded, ArrowError> {
+    fn decode_one_by_one(&self, records: &[&SourceRecord]) -> Result<Decoded, ArrowError> {
         let mut batches = Vec::new();
         let mut good = Vec::new();
         let mut dead = Vec::new();
-        for record in records {
+        for &record in records {
             match self.decode_record(record)? {
                 Ok(batch) => {
                     batches.push(batch);
@@ -168,6 +332,7 @@ impl EventDecoder {
         Ok(Decoded {
             rows: self.with_kafka_columns(&batch, &good)?,
             dead,
+            evolution: None,
         })
     }
 
@@ -189,7 +354,7 @@ impl EventDecoder {
             }
             Err(e) => return Ok(Err((Stage::Json, format!("not JSON: {e}")))),
         }
-        let mut decoder = self.decoder(1)?;
+        let mut decoder = self.decoder(1, false)?;
         let decoded = decoder.decode(value).and_then(|consumed| {
             if consumed == value.len() {
                 decoder.flush()
@@ -214,7 +379,7 @@ impl EventDecoder {
         let mut offset = Int64Builder::with_capacity(records.len());
         let mut timestamp = TimestampMicrosecondBuilder::with_capacity(records.len());
         for record in records {
-            topic.append_value(&record.topic);
+            topic.append_value(&*record.topic);
             partition.append_value(record.partition);
             offset.append_value(record.offset);
             timestamp.append_option(record.timestamp_ms.and_then(millis_to_micros));
@@ -282,7 +447,7 @@ pub fn dead_letter_batch(dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError>
     let mut stage = StringBuilder::with_capacity(n, n * 8);
     let mut error = StringBuilder::with_capacity(n, n * 64);
     for d in dead {
-        topic.append_value(&d.record.topic);
+        topic.append_value(&*d.record.topic);
         partition.append_value(d.record.partition);
         offset.append_value(d.record.offset);
         timestamp.append_option(d.record.timestamp_ms.and_then(millis_to_micros));
@@ -382,6 +547,82 @@ mod tests {
         let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
         assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[2]);
         assert_eq!(decoded.dead.len(), 2);
+    }
+
+    #[test]
+    fn evolution_adds_typed_columns_widens_ints_and_rejects_nested_values() {
+        let int_decoder = || {
+            EventDecoder::new(Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int32, false),
+                Field::new("score", DataType::Float32, true),
+            ])))
+        };
+        let records = vec![
+            record(0, Some(r#"{"id": 1, "coupon": "A", "n": 2}"#)),
+            record(1, Some(r#"{"id": 5000000000, "n": 2.5, "flag": true}"#)),
+            record(2, Some(r#"{"id": 3, "later": null}"#)),
+            record(3, Some(r#"{"id": 4, "basket": {"items": 3}}"#)),
+            record(4, Some(r#"{"id": 5, "score": 1e300}"#)),
+            record(5, Some(r#"{"id": 6, "coupon": 7}"#)),
+        ];
+        let decoded = int_decoder()
+            .with_schema_evolution(true)
+            .decode(&records)
+            .unwrap();
+        let evolution = decoded.evolution.unwrap();
+        assert_eq!(
+            evolution.added,
+            vec![
+                ("coupon".to_string(), DataType::Utf8),
+                ("n".to_string(), DataType::Float64),
+                ("flag".to_string(), DataType::Boolean),
+            ]
+        );
+        assert_eq!(
+            evolution.widened,
+            vec![
+                ("id".to_string(), DataType::Int64),
+                ("score".to_string(), DataType::Float64)
+            ]
+        );
+        let mut dead: Vec<_> = decoded
+            .dead
+            .iter()
+            .map(|d| (d.record.offset, d.stage))
+            .collect();
+        dead.sort_by_key(|(offset, _)| *offset);
+        // The nested value, and a number under the column that became a string.
+        assert_eq!(dead, vec![(3, Stage::Schema), (5, Stage::Schema)]);
+        let ids = decoded.rows.column_by_name("id").unwrap();
+        assert_eq!(
+            ids.as_primitive::<Int64Type>().values(),
+            &[1, 5_000_000_000, 3, 5]
+        );
+        let coupons = decoded
+            .rows
+            .column_by_name("coupon")
+            .unwrap()
+            .as_string::<i32>();
+        assert_eq!(coupons.value(0), "A");
+        assert_eq!(decoded.rows.num_rows() + decoded.dead.len(), records.len());
+
+        // Without evolution: unknown keys are ignored, an overflowing int is dead.
+        let decoded = int_decoder().decode(&records).unwrap();
+        assert!(decoded.evolution.is_none());
+        let dead: Vec<_> = decoded.dead.iter().map(|d| d.record.offset).collect();
+        assert_eq!(dead, vec![1]);
+        assert_eq!(decoded.rows.num_columns(), 2 + KAFKA_COLUMNS.len());
+    }
+
+    #[test]
+    fn a_batch_without_new_keys_needs_no_evolution() {
+        let records: Vec<_> = (0..3).map(|i| record(i, Some(GOOD))).collect();
+        let decoded = decoder()
+            .with_schema_evolution(true)
+            .decode(&records)
+            .unwrap();
+        assert!(decoded.evolution.is_none() && decoded.dead.is_empty());
+        assert_eq!(decoded.rows.num_rows(), 3);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum SinkError {
         group: String,
         waited: std::time::Duration,
     },
+    /// The events need a schema change that is not a safe evolution.
+    #[error("cannot evolve the schema of table {table}: {message}")]
+    SchemaEvolution { table: String, message: String },
     #[error("invalid sink setting {field}: {message}")]
     Config { field: String, message: String },
 }

@@ -33,7 +33,9 @@ use arrow::datatypes::{DataType, Schema};
 use bytes::Bytes;
 use iceberg::spec::MAIN_BRANCH;
 use iceberg::TableIdent;
-use icefjord_catalog::{CatalogError, CommitId, LakeCatalog, TableSpec, TableWrite};
+use icefjord_catalog::{
+    CatalogError, CommitId, LakeCatalog, SchemaEvolution, TableSpec, TableWrite,
+};
 use icefjord_engine::schema::{EventSchema, FieldSpec};
 use icefjord_engine::TableWriter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -41,7 +43,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
-use crate::decode::{self, EventDecoder};
+use crate::decode::{self, EventDecoder, Evolution};
 use crate::error::{Result, SinkError};
 use crate::kafka::{Assignment, KafkaSettings, SinkContext};
 use crate::offsets::{self, OffsetFence, Span};
@@ -113,16 +115,23 @@ pub struct Route {
     pub table: TableIdent,
     pub schema: EventSchema,
     pub group: String,
+    /// New keys become optional columns and `int`/`float` columns widen, instead
+    /// of being ignored / dead-lettered (see [`crate::decode`]).
+    pub evolve_schema: bool,
 }
 
 /// What a run did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct IngestReport {
+    pub topic: String,
+    pub table: String,
     pub consumed: u64,
     pub written: u64,
     pub dead_lettered: u64,
     pub commits: u64,
     pub refused_commits: u64,
+    /// Commits that also changed the table's schema (schema evolution).
+    pub schema_changes: u64,
 }
 
 /// A progress snapshot, handed to the observer of [`Ingest::with_progress`] about
@@ -275,16 +284,46 @@ impl Ingest {
         Ok(())
     }
 
-    /// Write `rows` as data files of `table` (not yet committed).
+    /// Write `rows` as data files of `table` (not yet committed), with `schema`
+    /// when the commit will evolve the table to it.
     async fn write(
         &self,
         table: &TableIdent,
         rows: RecordBatch,
+        schema: Option<iceberg::spec::SchemaRef>,
     ) -> Result<Vec<iceberg::spec::DataFile>> {
         let table = self.catalog.load(table).await?;
-        let mut writer = TableWriter::new(&table).await?;
+        let mut writer = match schema {
+            Some(schema) => TableWriter::for_schema(&table, schema).await?,
+            None => TableWriter::new(&table).await?,
+        };
         writer.write(rows).await?;
         Ok(writer.close().await?.0)
+    }
+
+    /// The table's schema with `evolution` applied (new ids above the table's
+    /// last column id).
+    async fn evolved_schema(&self, evolution: &Evolution) -> Result<iceberg::spec::SchemaRef> {
+        let table = self.catalog.load(&self.route.table).await?;
+        let metadata = table.metadata();
+        let failed = |message: String| SinkError::SchemaEvolution {
+            table: icefjord_catalog::display(&self.route.table),
+            message,
+        };
+        let primitive = |name: &str, ty: &DataType| {
+            iceberg::arrow::arrow_type_to_type(ty)
+                .ok()
+                .and_then(|t| t.as_primitive_type().cloned())
+                .ok_or_else(|| failed(format!("column {name}: no Iceberg type for {ty}")))
+        };
+        let mut next = SchemaEvolution::new(metadata.current_schema(), metadata.last_column_id());
+        for (name, ty) in &evolution.widened {
+            next = next.promote(name, primitive(name, ty)?).map_err(failed)?;
+        }
+        for (name, ty) in &evolution.added {
+            next = next.add_column(name, primitive(name, ty)?).map_err(failed)?;
+        }
+        Ok(Arc::new(next.build().map_err(failed)?))
     }
 
     async fn stored_offsets(&self) -> Result<BTreeMap<i32, i64>> {
@@ -349,12 +388,18 @@ impl Ingest {
 
         let mut run = Run {
             ingest: &self,
-            decoder: EventDecoder::new(self.event_schema().await?),
+            decoder: self.decoder().await?,
             consumer: Arc::new(consumer),
             assignment,
-            report: IngestReport::default(),
+            report: IngestReport {
+                topic: self.route.topic.clone(),
+                table: icefjord_catalog::display(&self.route.table),
+                ..Default::default()
+            },
             cursors: BTreeMap::new(),
             batch: Batch::default(),
+            topic_name: Arc::from(self.route.topic.as_str()),
+            consumed_counter: crate::metrics::consumed(&self.route.topic),
         };
         let mut last_record = Instant::now();
         let mut last_drain_check: Option<Instant> = None;
@@ -430,6 +475,12 @@ impl Ingest {
                 }
             }
         }
+    }
+
+    /// A decoder for the table's current event columns.
+    async fn decoder(&self) -> Result<EventDecoder> {
+        Ok(EventDecoder::new(self.event_schema().await?)
+            .with_schema_evolution(self.route.evolve_schema))
     }
 
     /// The table's event columns (without `_kafka_*`), as the decoder's schema.
@@ -535,6 +586,10 @@ struct Run<'a> {
     report: IngestReport,
     cursors: BTreeMap<i32, Cursor>,
     batch: Batch,
+    /// The topic's name, shared by its records.
+    topic_name: Arc<str>,
+    /// `icefjord_sink_records_consumed_total{topic}`, looked up once.
+    consumed_counter: ::metrics::Counter,
 }
 
 impl Run<'_> {
@@ -622,7 +677,7 @@ impl Run<'_> {
         let value = m.payload().map(Bytes::copy_from_slice);
         self.batch.bytes += value.as_ref().map_or(0, |v| v.len());
         self.batch.records.push(SourceRecord {
-            topic: self.ingest.route.topic.clone(),
+            topic: self.topic_name.clone(),
             partition,
             offset,
             timestamp_ms: m.timestamp().to_millis(),
@@ -631,7 +686,7 @@ impl Run<'_> {
         });
         self.batch.opened.get_or_insert_with(Instant::now);
         self.report.consumed += 1;
-        crate::metrics::consumed(self.topic(), 1);
+        self.consumed_counter.increment(1);
         Ok(())
     }
 
@@ -669,9 +724,15 @@ impl Run<'_> {
             topic: route.topic.clone(),
             spans: self.batch.spans.clone(),
         });
+        let schema = match &decoded.evolution {
+            Some(evolution) => Some(ingest.evolved_schema(evolution).await?),
+            None => None,
+        };
         let mut main = TableWrite::append(
             route.table.clone(),
-            ingest.write(&route.table, decoded.rows.clone()).await?,
+            ingest
+                .write(&route.table, decoded.rows.clone(), schema.clone())
+                .await?,
         )
         .with_guard(fence)
         .with_property("icefjord.writer", "icefjord ingest")
@@ -682,12 +743,16 @@ impl Run<'_> {
         if let Some(watermark) = max_event_time(&decoded.rows) {
             main = main.with_property("icefjord.watermark.max-event-time", watermark);
         }
+        if let Some(schema) = schema {
+            main = main.with_schema(schema);
+        }
         let mut commit = ingest.catalog.commit(commit_id).with_write(main);
         if !decoded.dead.is_empty() {
             let files = ingest
                 .write(
                     &ingest.dlq_ident(),
                     decode::dead_letter_batch(&decoded.dead)?,
+                    None,
                 )
                 .await?;
             commit = commit.with_write(
@@ -699,6 +764,16 @@ impl Run<'_> {
         let commit_started = Instant::now();
         match commit.execute().await {
             Ok(result) => {
+                if let Some(evolution) = &decoded.evolution {
+                    tracing::info!(
+                        table = %table_name,
+                        added = ?evolution.added,
+                        widened = ?evolution.widened,
+                        "evolved the table's schema"
+                    );
+                    self.report.schema_changes += u64::from(!result.already_applied);
+                    self.decoder = ingest.decoder().await?;
+                }
                 if !result.already_applied {
                     self.report.written += decoded.rows.num_rows() as u64;
                     self.report.dead_lettered += decoded.dead.len() as u64;

@@ -1,6 +1,6 @@
-//! The exactly-once Kafka → Iceberg sink (issue 3; in progress).
+//! The exactly-once Kafka → Iceberg sink.
 //!
-//! Built so far, and usable without a broker:
+//! The pieces, usable without a broker:
 //! - [`offsets`]: the protocol by which the table holds the Kafka offsets and fences
 //!   zombie writers (a `CommitGuard` on the commit path);
 //! - [`decode`]: JSON records → Arrow rows with `_kafka_*` columns, and dead letters
@@ -15,7 +15,7 @@ pub mod offsets;
 pub mod record;
 pub mod simulate;
 
-pub use decode::{DeadLetter, Decoded, EventDecoder, Stage};
+pub use decode::{DeadLetter, Decoded, EventDecoder, Evolution, Stage};
 pub use error::{Result, SinkError};
 pub use ingest::{Assign, BatchLimits, Ingest, IngestReport, Progress, ProgressObserver, Route};
 pub use kafka::{KafkaSettings, SaslMechanism};

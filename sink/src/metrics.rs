@@ -10,10 +10,12 @@
 //! | `icefjord_sink_last_committed_offset` | gauge | topic, partition (next offset to read) |
 //! | `icefjord_sink_consumer_lag` | gauge | topic, partition (high watermark − table offset) |
 
-use metrics::{counter, gauge, histogram};
+use ::metrics::{counter, gauge, histogram};
 
-pub fn consumed(topic: &str, n: u64) {
-    counter!("icefjord_sink_records_consumed_total", "topic" => topic.to_string()).increment(n);
+/// The consumed-records counter of `topic`; keep the handle (incrementing it is
+/// one atomic add, looking it up is a registry search).
+pub fn consumed(topic: &str) -> ::metrics::Counter {
+    counter!("icefjord_sink_records_consumed_total", "topic" => topic.to_string())
 }
 
 pub fn committed(table: &str, written: u64, dead: u64, seconds: f64) {

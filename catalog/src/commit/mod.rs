@@ -23,7 +23,12 @@
 //!    fence) runs against the freshly loaded table on every attempt, and may refuse
 //!    the commit ([`CatalogError::Refused`]) or add summary properties computed from
 //!    the current state (e.g. offsets merged with what the table already holds).
-//! 6. **Ambiguous outcomes are reconciled, never blindly retried.** When the
+//! 6. **Schema changes ride with the data.** A write whose files were written with
+//!    an evolved schema ([`TableWrite::with_schema`]) makes that schema current in
+//!    the same metadata update as its snapshot, after [`check_evolution`] accepted
+//!    it against the table's schema on this attempt: readers never see the new
+//!    files without their columns, or the columns without a writer's files.
+//! 7. **Ambiguous outcomes are reconciled, never blindly retried.** When the
 //!    database may or may not have applied the swap (a lost connection during
 //!    commit), the tables are reloaded and the commit id looked up: found means
 //!    done; absent means the swap did not land and a retry is safe.
@@ -41,6 +46,8 @@ use iceberg::TableIdent;
 use crate::catalog::{display, LakeCatalog};
 use crate::db::SwapError;
 use crate::error::{CatalogError, Result};
+#[cfg(doc)]
+use crate::evolution::check_evolution;
 
 pub use snapshot::live_entries;
 
@@ -105,6 +112,7 @@ pub struct TableWrite {
     properties: BTreeMap<String, String>,
     base: Option<Option<i64>>,
     guard: Option<std::sync::Arc<dyn CommitGuard>>,
+    schema: Option<iceberg::spec::SchemaRef>,
 }
 
 impl TableWrite {
@@ -117,6 +125,7 @@ impl TableWrite {
             properties: BTreeMap::new(),
             base: None,
             guard: None,
+            schema: None,
         }
     }
 
@@ -155,6 +164,15 @@ impl TableWrite {
     /// Run `guard` on every attempt (see the module docs).
     pub fn with_guard(mut self, guard: std::sync::Arc<dyn CommitGuard>) -> Self {
         self.guard = Some(guard);
+        self
+    }
+
+    /// The files were written with `schema`, an evolution of the table's schema
+    /// (see [`crate::evolution`]); the commit makes it current together with the
+    /// snapshot, or fails with [`CatalogError::Conflict`] when the table's schema
+    /// moved in a way that `schema` does not extend.
+    pub fn with_schema(mut self, schema: iceberg::spec::SchemaRef) -> Self {
+        self.schema = Some(schema);
         self
     }
 

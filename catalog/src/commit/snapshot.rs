@@ -8,14 +8,15 @@ use futures::future::try_join_all;
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestEntryRef, ManifestFile,
     ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct, Summary, TableMetadata,
-    MAIN_BRANCH,
+    Schema, SchemaRef, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct,
+    Summary, TableMetadata, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 
 use super::{ancestry, head_of, CommitId, TableWrite, WriteMode, COMMIT_ID_PROPERTY};
 use crate::catalog::display;
 use crate::error::{CatalogError, Result};
+use crate::evolution::check_evolution;
 
 /// The live data-file entries of a snapshot (all manifests, loaded concurrently).
 pub async fn live_entries(
@@ -141,11 +142,11 @@ pub(super) async fn produce(
 ) -> Result<(TableMetadata, i64)> {
     let metadata = table.metadata();
     let spec = metadata.default_partition_spec().clone();
-    let schema = metadata.current_schema().clone();
     let invalid = |message: String| CatalogError::InvalidCommit {
         table: display(&write.table),
         message,
     };
+    let (schema, new_schema_id) = evolved_schema(metadata, write, id)?;
     for file in &write.files {
         if file.content_type() != DataContentType::Data {
             return Err(invalid(format!("{} is not a data file", file.file_path())));
@@ -322,7 +323,7 @@ pub(super) async fn produce(
         .with_parent_snapshot_id(parent_id)
         .with_sequence_number(sequence_number)
         .with_manifest_list(manifest_list_path)
-        .with_schema_id(metadata.current_schema_id())
+        .with_schema_id(new_schema_id.unwrap_or(metadata.current_schema_id()))
         .with_timestamp_ms(next_timestamp_ms(metadata))
         .with_summary(Summary {
             operation,
@@ -335,9 +336,13 @@ pub(super) async fn produce(
         }
         None => builder.build(),
     };
-    let new_metadata = metadata
+    let mut builder = metadata
         .clone()
-        .into_builder(table.metadata_location().map(str::to_string))
+        .into_builder(table.metadata_location().map(str::to_string));
+    if new_schema_id.is_some() {
+        builder = builder.add_current_schema(schema.as_ref().clone())?;
+    }
+    let new_metadata = builder
         .add_snapshot(snapshot)?
         .set_ref(
             &write.branch,
@@ -345,7 +350,48 @@ pub(super) async fn produce(
         )?
         .build()?
         .metadata;
+    if new_metadata.current_schema_id() != new_schema_id.unwrap_or(metadata.current_schema_id()) {
+        return Err(invalid(format!(
+            "the new schema got id {}, but snapshot {snapshot_id} was built for {:?}",
+            new_metadata.current_schema_id(),
+            new_schema_id
+        )));
+    }
     Ok((new_metadata, snapshot_id))
+}
+
+/// The schema the write's files use, and its id when it becomes a new current
+/// schema (`None`: the table's current schema stays).
+fn evolved_schema(
+    metadata: &TableMetadata,
+    write: &TableWrite,
+    id: &CommitId,
+) -> Result<(SchemaRef, Option<i32>)> {
+    let current = metadata.current_schema();
+    let Some(next) = write.schema.as_ref() else {
+        return Ok((current.clone(), None));
+    };
+    let same = |a: &Schema, b: &Schema| {
+        a.as_struct() == b.as_struct()
+            && a.identifier_field_ids().eq(b.identifier_field_ids())
+    };
+    if same(next, current) {
+        return Ok((current.clone(), None));
+    }
+    check_evolution(current, metadata.last_column_id(), next).map_err(|reason| {
+        CatalogError::Conflict {
+            table: display(&write.table),
+            commit_id: id.to_string(),
+            reason: format!("schema evolution: {reason}"),
+        }
+    })?;
+    // The id TableMetadataBuilder gives it: an identical older schema's, or the next.
+    let schema_id = metadata
+        .schemas_iter()
+        .find(|s| same(s, next))
+        .map(|s| s.schema_id())
+        .unwrap_or_else(|| metadata.schemas_iter().map(|s| s.schema_id()).max().unwrap_or(0) + 1);
+    Ok((next.clone(), Some(schema_id)))
 }
 
 /// Snapshot timestamps must grow along the table's log; a clock that stepped back

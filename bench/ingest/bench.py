@@ -1,0 +1,211 @@
+"""Sink benchmark (issue 3): Kafka → Iceberg with `icefjord ingest --until-idle`,
+against DuckDB and Polars converting the same events from NDJSON to Parquet.
+
+1. Start Tansu (memory storage) on a free loopback port; create a 3-partition topic.
+2. Pre-fill it with N retail events from `icefjord simulate --seed` (deterministic).
+3. Dump the topic with confluent-kafka to NDJSON: the very bytes the sink reads.
+4. Measure, each as a child process (CPU = user + sys from wait4, peak RSS):
+   - icefjord ingest --until-idle (events/s = events / time to the last commit),
+   - DuckDB  read_json → Parquet (zstd),
+   - Polars  scan_ndjson → sink_parquet (zstd).
+5. Check that all three hold the same row count and sum(quantity * unit_price),
+   and write bench/out/ingest.json; bench/RESULTS.md quotes it.
+
+Run through bench/ingest/run (it builds the release binary and the venv).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT / "data" / "schemas" / "retail_event.json"
+DUCKDB_COLUMNS = (
+    "{event_time: 'TIMESTAMP', store_id: 'INTEGER', product_id: 'VARCHAR', category: 'VARCHAR', "
+    "transaction_type: 'VARCHAR', quantity: 'INTEGER', unit_price: 'DECIMAL(10,2)'}"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measured(args, **kwargs):
+    """Run a command to completion; returns (wall s, cpu s, peak RSS bytes, stdout)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, **kwargs)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{args[0]} failed with exit code {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out, started
+
+
+class Tansu:
+    def __init__(self, binary: str, workdir: Path):
+        self.port = free_port()
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.binary = binary
+        self.log = open(workdir / "tansu.log", "w")
+        self.proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", self.url, "--advertised-listener-url", self.url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    sys.exit(f"tansu did not start; see {workdir / 'tansu.log'}")
+                time.sleep(0.1)
+
+    def create_topic(self, name: str, partitions: int):
+        subprocess.run([self.binary, "topic", "create", "--broker", self.url,
+                        "--partitions", str(partitions), name], check=True, capture_output=True)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def dump_topic(bootstrap: str, topic: str, expected: int, path: Path) -> int:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dump-{time.time_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    n = 0
+    deadline = time.time() + 600
+    with open(path, "wb") as out:
+        while n < expected and time.time() < deadline:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                if msg.error() is None:
+                    out.write(msg.value())
+                    out.write(b"\n")
+                    n += 1
+    consumer.close()
+    return n
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "icefjord"))
+    parser.add_argument("--tansu", required=True)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    work = out / "ingest-work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    broker = Tansu(args.tansu, work)
+    topic = "bench_retail"
+    try:
+        broker.create_topic(topic, args.partitions)
+        fill_started = time.monotonic()
+        subprocess.run([args.binary, "simulate", "--brokers", broker.bootstrap, "--topic", topic,
+                        "--kind", "retail", "--events", str(args.events), "--seed", "7",
+                        "--producer-property", "linger.ms=50",
+                        "--producer-property", "batch.num.messages=10000"],
+                       check=True, stdout=subprocess.DEVNULL)
+        fill_seconds = time.monotonic() - fill_started
+        ndjson = work / "events.ndjson"
+        dumped = dump_topic(broker.bootstrap, topic, args.events, ndjson)
+        assert dumped == args.events, f"dumped {dumped} of {args.events} events"
+
+        lake = work / "lake"
+        wall, cpu, rss, report, started = measured(
+            [args.binary, "--lake", str(lake), "ingest", "--brokers", broker.bootstrap,
+             "--topic", topic, "--table", "raw.retail_events", "--schema", str(SCHEMA),
+             "--group", "bench", "--assign", "all", "--until-idle", "1s",
+             "--commit-rows", "1000000", "--commit-interval", "30s"])
+        report = json.loads(report)
+        assert report["written"] == args.events, report
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        catalog = SqlCatalog("icefjord", uri=f"sqlite:///{lake}/catalog.db",
+                             warehouse=f"file://{lake}/warehouse")
+        table = catalog.load_table("raw.retail_events")
+        snapshots = table.metadata.snapshots
+        last_commit = max(s.timestamp_ms for s in snapshots) / 1000
+        active = last_commit - (time.time() - (time.monotonic() - started))
+        summary = table.current_snapshot().summary.additional_properties
+        arrow = table.scan(selected_fields=("quantity", "unit_price")).to_arrow()
+        import pyarrow.compute as pc
+
+        icefjord_sum = pc.sum(pc.multiply(arrow["quantity"].cast("decimal128(20,2)"),
+                                          arrow["unit_price"])).as_py()
+        results = {"icefjord": {
+            "wall_s": wall, "active_s": active, "cpu_s": cpu, "peak_rss_mib": rss / 2**20,
+            "events_per_s": args.events / active, "cpu_us_per_event": cpu / args.events * 1e6,
+            "snapshots": len(snapshots), "data_files": int(summary["total-data-files"]),
+            "rows": arrow.num_rows, "amount": str(icefjord_sum)}}
+
+        peers = {
+            "duckdb": f"""
+import duckdb
+con = duckdb.connect(config={{'threads': 2}})
+con.execute(\"\"\"COPY (SELECT * FROM read_json('{ndjson}', format='newline_delimited',
+    columns={DUCKDB_COLUMNS}, timestampformat='%Y-%m-%d %H:%M:%S'))
+    TO '{work}/duckdb.parquet' (FORMAT parquet, COMPRESSION zstd)\"\"\")
+print(con.execute("SELECT count(*), sum(quantity * unit_price) FROM '{work}/duckdb.parquet'").fetchone())
+""",
+            "polars": f"""
+import polars as pl
+schema = {{'event_time': pl.String, 'store_id': pl.Int32, 'product_id': pl.String,
+          'category': pl.String, 'transaction_type': pl.String, 'quantity': pl.Int32,
+          'unit_price': pl.Decimal(10, 2)}}
+(pl.scan_ndjson('{ndjson}', schema=schema)
+   .with_columns(pl.col('event_time').str.to_datetime('%Y-%m-%d %H:%M:%S', time_unit='us'))
+   .sink_parquet('{work}/polars.parquet', compression='zstd'))
+df = pl.read_parquet('{work}/polars.parquet')
+print((df.height, (df['quantity'].cast(pl.Decimal(20, 2)) * df['unit_price']).sum()))
+""",
+        }
+        env = {**os.environ, "POLARS_MAX_THREADS": "2"}
+        for name, script in peers.items():
+            wall, cpu, rss, printed, _ = measured([sys.executable, "-c", script], env=env)
+            rows, amount = eval(printed.decode().strip(), {"Decimal": __import__("decimal").Decimal})
+            results[name] = {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss / 2**20,
+                             "cpu_us_per_event": cpu / args.events * 1e6,
+                             "rows": rows, "amount": str(amount)}
+    finally:
+        broker.stop()
+
+    checks = {name: (r["rows"], r["amount"].rstrip("0").rstrip(".")) for name, r in results.items()}
+    agreed = len(set(checks.values())) == 1
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    document = {
+        "benchmark": "ingest", "events": args.events, "partitions": args.partitions,
+        "prefill_s": fill_seconds, "commit": commit, "machine": {
+            "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version()},
+        "checksums_agree": agreed, "results": results,
+        "ratios": {f"cpu_vs_{peer}": results["icefjord"]["cpu_s"] / results[peer]["cpu_s"]
+                   for peer in peers},
+    }
+    (out / "ingest.json").write_text(json.dumps(document, indent=2))
+    print(json.dumps(document, indent=2))
+    if not agreed:
+        sys.exit(f"checksums differ across engines: {checks}")
+
+
+if __name__ == "__main__":
+    main()

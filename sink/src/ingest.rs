@@ -11,8 +11,9 @@
 //!    bad records to `<table>_dlq`, in ONE commit that also stores the merged
 //!    offsets, guarded by the offset fence: it lands only if the table still holds
 //!    each partition's batch start.
-//! 4. A refused commit (another writer moved a partition) drops the batch, re-reads
-//!    the table's offsets and seeks there. Lost compare-and-swaps and ambiguous
+//! 4. A refused commit (another writer moved a partition, or evolved the schema in
+//!    a way this batch's schema does not extend) drops the batch, re-reads the
+//!    table's offsets (and schema) and seeks there. Lost compare-and-swaps and ambiguous
 //!    outcomes are retried and reconciled inside the commit path (same commit id;
 //!    found in the history = already landed). A failure it cannot resolve (catalog
 //!    or storage down) stops the sink with a retryable error (exit code 3); the
@@ -456,7 +457,11 @@ impl Ingest {
             }
             if let Some(idle) = self.until_idle {
                 let wait = idle.max(assignment_wait);
-                if started.elapsed() >= wait && run.consumer.assignment()?.count() == 0 {
+                // Only when idle: asking librdkafka for the assignment is not free.
+                if last_record.elapsed() >= idle
+                    && started.elapsed() >= wait
+                    && run.consumer.assignment()?.count() == 0
+                {
                     return Err(SinkError::NoAssignment {
                         exists: self.topic_exists(&run.consumer)?,
                         topic: self.route.topic.clone(),
@@ -813,6 +818,15 @@ impl Run<'_> {
                 tracing::warn!(%reason, "batch refused by the offset fence; re-reading offsets from the table");
                 self.report.refused_commits += 1;
                 crate::metrics::commit_result(&table_name, "refused");
+                self.reset_to_table().await
+            }
+            Err(CatalogError::Conflict { reason, .. }) if decoded.evolution.is_some() => {
+                // Another writer evolved the schema first: nothing of this batch
+                // landed; decode it again against the table's schema as it is now.
+                tracing::warn!(%reason, "schema changed concurrently; re-reading the batch");
+                self.report.refused_commits += 1;
+                crate::metrics::commit_result(&table_name, "refused");
+                self.decoder = ingest.decoder().await?;
                 self.reset_to_table().await
             }
             Err(e) => {

@@ -42,7 +42,11 @@ pub fn write_batches(
 ) -> Result<()> {
     match format {
         OutputFormat::Json => {
-            let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+            // Every row object has every column, null or not (as DuckDB's and
+            // psql's JSON output do), so clients can index rows by column name.
+            let mut writer = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::JsonArray>(Vec::new());
             let refs: Vec<&RecordBatch> = batches.iter().collect();
             writer.write_batches(&refs)?;
             writer.finish()?;
@@ -137,7 +141,7 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             value,
-            serde_json::json!([{"category": "Home", "n": 3}, {"n": 4}])
+            serde_json::json!([{"category": "Home", "n": 3}, {"category": null, "n": 4}])
         );
         let mut out = Vec::new();
         write_batches(OutputFormat::Json, &schema, &[], &mut out).unwrap();

@@ -40,16 +40,19 @@ def free_port() -> int:
 
 
 def measured(args, **kwargs):
-    """Run a command to completion; returns (wall s, cpu s, peak RSS bytes, stdout)."""
+    """Run a command to completion under GNU time; returns (wall s, cpu s, peak RSS
+    bytes, stdout, start). GNU time forks the command from its own small process:
+    a child forked from this (large) Python process would inherit its RSS
+    high-water mark through exec and report that instead."""
+    stats = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-time-{os.getpid()}"
     started = time.monotonic()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, **kwargs)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(stats), *args],
+                          stdout=subprocess.PIPE, **kwargs)
     if proc.returncode != 0:
         sys.exit(f"{args[0]} failed with exit code {proc.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out, started
+    wall, user, system, rss_kib = stats.read_text().split()[-4:]
+    stats.unlink()
+    return float(wall), float(user) + float(system), int(rss_kib) * 1024, proc.stdout, started
 
 
 class Tansu:
@@ -147,9 +150,10 @@ def main():
         active = last_commit - (time.time() - (time.monotonic() - started))
         summary = table.current_snapshot().summary.additional_properties
         arrow = table.scan(selected_fields=("quantity", "unit_price")).to_arrow()
+        import pyarrow as pa
         import pyarrow.compute as pc
 
-        icefjord_sum = pc.sum(pc.multiply(arrow["quantity"].cast("decimal128(20,2)"),
+        icefjord_sum = pc.sum(pc.multiply(arrow["quantity"].cast(pa.decimal128(20, 2)),
                                           arrow["unit_price"])).as_py()
         results = {"icefjord": {
             "wall_s": wall, "active_s": active, "cpu_s": cpu, "peak_rss_mib": rss / 2**20,
@@ -170,9 +174,10 @@ print(con.execute("SELECT count(*), sum(quantity * unit_price) FROM '{work}/duck
 import polars as pl
 schema = {{'event_time': pl.String, 'store_id': pl.Int32, 'product_id': pl.String,
           'category': pl.String, 'transaction_type': pl.String, 'quantity': pl.Int32,
-          'unit_price': pl.Decimal(10, 2)}}
+          'unit_price': pl.Float64}}
 (pl.scan_ndjson('{ndjson}', schema=schema)
-   .with_columns(pl.col('event_time').str.to_datetime('%Y-%m-%d %H:%M:%S', time_unit='us'))
+   .with_columns(pl.col('event_time').str.to_datetime('%Y-%m-%d %H:%M:%S', time_unit='us'),
+                 pl.col('unit_price').cast(pl.Decimal(10, 2)))
    .sink_parquet('{work}/polars.parquet', compression='zstd'))
 df = pl.read_parquet('{work}/polars.parquet')
 print((df.height, (df['quantity'].cast(pl.Decimal(20, 2)) * df['unit_price']).sum()))

@@ -15,6 +15,7 @@
 pub mod demo;
 pub mod error;
 pub mod generate;
+pub mod partition;
 pub mod scan;
 pub mod schema;
 pub mod session;

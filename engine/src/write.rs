@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{new_null_array, RecordBatch};
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::SchemaRef;
-use iceberg::arrow::{schema_to_arrow_schema, RecordBatchPartitionSplitter};
+use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataFile, DataFileFormat};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
@@ -23,6 +23,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{EngineError, Result};
+use crate::partition::PartitionSplitter;
 
 type FileWriterBuilder =
     DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
@@ -30,7 +31,7 @@ type FileWriter =
     DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
 struct Partitioned {
-    splitter: RecordBatchPartitionSplitter,
+    splitter: PartitionSplitter,
     fanout: FanoutWriter<FileWriterBuilder>,
 }
 
@@ -89,10 +90,7 @@ impl TableWriter {
             Sink::Unpartitioned(Box::new(builder.build(None).await?))
         } else {
             Sink::Partitioned(Box::new(Partitioned {
-                splitter: RecordBatchPartitionSplitter::try_new_with_computed_values(
-                    iceberg_schema,
-                    spec,
-                )?,
+                splitter: PartitionSplitter::try_new(iceberg_schema, spec)?,
                 fanout: FanoutWriter::new(builder),
             }))
         };

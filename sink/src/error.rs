@@ -44,6 +44,9 @@ pub enum SinkError {
     /// The events need a schema change that is not a safe evolution.
     #[error("cannot evolve the schema of table {table}: {message}")]
     SchemaEvolution { table: String, message: String },
+    /// A background task of the sink (decoding, writing files) panicked.
+    #[error("sink task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("invalid sink setting {field}: {message}")]
     Config { field: String, message: String },
 }

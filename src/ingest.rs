@@ -113,7 +113,10 @@ impl IngestArgs {
                 if !seen.insert(entry.table.clone()) {
                     return Err(Usage::new(
                         "[[ingest.routes]].table",
-                        format!("table {} has more than one route (one writer per table)", entry.table),
+                        format!(
+                            "table {} has more than one route (one writer per table)",
+                            entry.table
+                        ),
                     )
                     .into());
                 }
@@ -125,12 +128,14 @@ impl IngestArgs {
                     .ok_or_else(|| {
                         Usage::new(
                             "--group",
-                            format!("topic {}: no consumer group (--group or [ingest].group)", entry.topic),
+                            format!(
+                                "topic {}: no consumer group (--group or [ingest].group)",
+                                entry.topic
+                            ),
                         )
                     })?;
-                let text = std::fs::read_to_string(&entry.schema).with_context(|| {
-                    format!("cannot read schema {}", entry.schema.display())
-                })?;
+                let text = std::fs::read_to_string(&entry.schema)
+                    .with_context(|| format!("cannot read schema {}", entry.schema.display()))?;
                 let schema = EventSchema::parse(&entry.schema.display().to_string(), &text)?;
                 let ratio = self
                     .max_error_ratio
@@ -138,7 +143,11 @@ impl IngestArgs {
                     .or(section.max_error_ratio)
                     .unwrap_or(1.0);
                 if !(0.0..=1.0).contains(&ratio) {
-                    return Err(Usage::new("--max-error-ratio", format!("{ratio} is not within 0..1")).into());
+                    return Err(Usage::new(
+                        "--max-error-ratio",
+                        format!("{ratio} is not within 0..1"),
+                    )
+                    .into());
                 }
                 Ok(Planned {
                     route: Route {
@@ -147,7 +156,10 @@ impl IngestArgs {
                         schema,
                         group,
                         evolve_schema: self.evolve_schema
-                            || entry.evolve_schema.or(section.evolve_schema).unwrap_or(false),
+                            || entry
+                                .evolve_schema
+                                .or(section.evolve_schema)
+                                .unwrap_or(false),
                     },
                     max_error_ratio: ratio,
                 })
@@ -163,8 +175,14 @@ impl IngestArgs {
                 (None, Some(text)) => file_duration("[ingest].commit_interval", text)?,
                 (None, None) => DEFAULT_COMMIT_INTERVAL,
             },
-            rows: self.commit_rows.or(section.commit_rows).unwrap_or(defaults.rows),
-            bytes: self.commit_bytes.or(section.commit_bytes).unwrap_or(defaults.bytes),
+            rows: self
+                .commit_rows
+                .or(section.commit_rows)
+                .unwrap_or(defaults.rows),
+            bytes: self
+                .commit_bytes
+                .or(section.commit_bytes)
+                .unwrap_or(defaults.bytes),
         })
     }
 }

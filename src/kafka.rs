@@ -80,11 +80,9 @@ impl KafkaArgs {
             }
             (None, None) => None,
             _ => {
-                return Err(Usage::new(
-                    "--sasl-mechanism/--sasl-username",
-                    "give both or neither",
+                return Err(
+                    Usage::new("--sasl-mechanism/--sasl-username", "give both or neither").into(),
                 )
-                .into())
             }
         };
         Ok(KafkaSettings {

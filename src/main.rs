@@ -279,7 +279,8 @@ async fn run(cli: Cli) -> Result<()> {
             .with_rate(args.rate)
             .with_seed(args.seed)
             .with_bad_ratio(args.bad_ratio);
-            for (key, value) in kafka::key_values("--producer-property", &args.producer_properties)? {
+            for (key, value) in kafka::key_values("--producer-property", &args.producer_properties)?
+            {
                 simulation = simulation.with_producer_property(key, value);
             }
             let report = simulation.run().await?;

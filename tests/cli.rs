@@ -235,9 +235,22 @@ fn ingest_refuses_to_let_settings_break_exactly_once() {
     let out = icefjord(
         &dir.path().join("lake"),
         &[
-            "ingest", "--brokers", "127.0.0.1:1", "--topic", "t", "--table", "raw.t",
-            "--schema", concat!(env!("CARGO_MANIFEST_DIR"), "/data/schemas/retail_event.json"),
-            "--group", "g", "--consumer-property", "enable.auto.commit=true",
+            "ingest",
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "t",
+            "--table",
+            "raw.t",
+            "--schema",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/data/schemas/retail_event.json"
+            ),
+            "--group",
+            "g",
+            "--consumer-property",
+            "enable.auto.commit=true",
         ],
     );
     assert_clean_error(&out, 2, "enable.auto.commit");

@@ -58,7 +58,9 @@ impl SchemaEvolution {
     /// Widen a top-level column to `ty` (a no-op when it already has that type).
     pub fn promote(mut self, name: &str, ty: PrimitiveType) -> Result<Self, String> {
         let Some(slot) = self.fields.iter_mut().find(|f| f.name == name) else {
-            return Err(format!("cannot widen column {name}: the table has no such column"));
+            return Err(format!(
+                "cannot widen column {name}: the table has no such column"
+            ));
         };
         let from = slot
             .field_type
@@ -111,7 +113,10 @@ pub fn is_promotion(from: &PrimitiveType, to: &PrimitiveType) -> bool {
 pub fn check_evolution(current: &Schema, last_column_id: i32, next: &Schema) -> Result<(), String> {
     for field in current.as_struct().fields() {
         let Some(new) = next.field_by_id(field.id) else {
-            return Err(format!("column {} (id {}) would be dropped", field.name, field.id));
+            return Err(format!(
+                "column {} (id {}) would be dropped",
+                field.name, field.id
+            ));
         };
         if new.name != field.name {
             return Err(format!(
@@ -120,7 +125,10 @@ pub fn check_evolution(current: &Schema, last_column_id: i32, next: &Schema) -> 
             ));
         }
         if new.required && !field.required {
-            return Err(format!("optional column {} cannot become required", field.name));
+            return Err(format!(
+                "optional column {} cannot become required",
+                field.name
+            ));
         }
         if new.field_type != field.field_type {
             let promoted = match (
@@ -150,7 +158,10 @@ pub fn check_evolution(current: &Schema, last_column_id: i32, next: &Schema) -> 
             ));
         }
         if current.field_by_name(&field.name).is_some() {
-            return Err(format!("column {} already exists with another id", field.name));
+            return Err(format!(
+                "column {} already exists with another id",
+                field.name
+            ));
         }
         if field.required {
             return Err(format!("new column {} must be optional", field.name));
@@ -187,7 +198,10 @@ mod tests {
             .build()
             .unwrap();
         let coupon = next.field_by_name("coupon").unwrap();
-        assert_eq!(coupon.id, 6, "above last-column-id, not the schema's highest id");
+        assert_eq!(
+            coupon.id, 6,
+            "above last-column-id, not the schema's highest id"
+        );
         assert!(!coupon.required);
         assert_eq!(
             *next.field_by_name("quantity").unwrap().field_type,

@@ -470,8 +470,8 @@ async fn an_evolved_schema_becomes_current_with_its_snapshot(lake: Lake) {
     let ident = table(&lake, "raw.evolving", true).await;
     append(&lake, &ident, "c1", vec![file("a", 1, Some("d1"))]).await;
     let next = evolve(&lake, &ident, "coupon").await;
-    let write = TableWrite::append(ident.clone(), vec![file("b", 1, Some("d2"))])
-        .with_schema(next.clone());
+    let write =
+        TableWrite::append(ident.clone(), vec![file("b", 1, Some("d2"))]).with_schema(next.clone());
     let report = lake
         .catalog
         .commit(CommitId::new("c2"))
@@ -484,11 +484,19 @@ async fn an_evolved_schema_becomes_current_with_its_snapshot(lake: Lake) {
     let coupon = metadata.current_schema().field_by_name("coupon").unwrap();
     assert_eq!(coupon.id, 3);
     assert!(!coupon.required);
-    let snapshot = metadata.snapshot_by_id(report.tables[0].snapshot_id).unwrap();
+    let snapshot = metadata
+        .snapshot_by_id(report.tables[0].snapshot_id)
+        .unwrap();
     assert_eq!(snapshot.schema_id(), Some(metadata.current_schema_id()));
     // The first snapshot keeps the schema it was written with.
-    let first = metadata.snapshot_by_id(snapshot.parent_snapshot_id().unwrap()).unwrap();
-    assert!(first.schema(metadata).unwrap().field_by_name("coupon").is_none());
+    let first = metadata
+        .snapshot_by_id(snapshot.parent_snapshot_id().unwrap())
+        .unwrap();
+    assert!(first
+        .schema(metadata)
+        .unwrap()
+        .field_by_name("coupon")
+        .is_none());
     // Retrying the same commit is a no-op; a later plain append keeps the schema.
     let again = lake
         .catalog
@@ -500,7 +508,11 @@ async fn an_evolved_schema_becomes_current_with_its_snapshot(lake: Lake) {
     assert!(again.already_applied);
     append(&lake, &ident, "c3", vec![file("c", 1, Some("d3"))]).await;
     let table = lake.catalog.load(&ident).await.unwrap();
-    assert!(table.metadata().current_schema().field_by_name("coupon").is_some());
+    assert!(table
+        .metadata()
+        .current_schema()
+        .field_by_name("coupon")
+        .is_some());
     assert_eq!(table.metadata().schemas_iter().count(), 2);
 }
 

@@ -132,10 +132,7 @@ mod tests {
             .iter()
             .map(|(key, part)| {
                 let n = part.column(1).as_primitive::<arrow::datatypes::Int32Type>();
-                (
-                    key.data().fields()[0].clone().unwrap(),
-                    n.values().to_vec(),
-                )
+                (key.data().fields()[0].clone().unwrap(), n.values().to_vec())
             })
             .collect();
         let date = |d: i32| Literal::Primitive(PrimitiveLiteral::Int(d));

@@ -67,7 +67,10 @@ impl TableWriter {
 
     /// A writer for `iceberg_schema`, an evolution of the table's schema that the
     /// commit of these files will make current (`TableWrite::with_schema`).
-    pub async fn for_schema(table: &Table, iceberg_schema: iceberg::spec::SchemaRef) -> Result<Self> {
+    pub async fn for_schema(
+        table: &Table,
+        iceberg_schema: iceberg::spec::SchemaRef,
+    ) -> Result<Self> {
         let metadata = table.metadata();
         let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
         let props = WriterProperties::builder()

@@ -101,10 +101,12 @@ impl Evolution {
         let mut fields: Vec<Field> = events
             .fields()
             .iter()
-            .map(|f| match self.widened.iter().find(|(name, _)| name == f.name()) {
-                Some((_, wider)) => f.as_ref().clone().with_data_type(wider.clone()),
-                None => f.as_ref().clone(),
-            })
+            .map(
+                |f| match self.widened.iter().find(|(name, _)| name == f.name()) {
+                    Some((_, wider)) => f.as_ref().clone().with_data_type(wider.clone()),
+                    None => f.as_ref().clone(),
+                },
+            )
             .collect();
         fields.extend(
             self.added
@@ -115,7 +117,12 @@ impl Evolution {
     }
 
     /// Record that key `name` holds `value`; `Err` when that cannot be stored.
-    fn observe(&mut self, events: &Schema, name: &str, value: &serde_json::Value) -> Result<(), String> {
+    fn observe(
+        &mut self,
+        events: &Schema,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), String> {
         use serde_json::Value;
         match events.field_with_name(name) {
             Ok(field) => {
@@ -126,7 +133,8 @@ impl Evolution {
                         DataType::Int64
                     }
                     (DataType::Float32, Value::Number(n))
-                        if n.as_f64().is_some_and(|v| v.is_finite() && v.abs() > f32::MAX as f64) =>
+                        if n.as_f64()
+                            .is_some_and(|v| v.is_finite() && v.abs() > f32::MAX as f64) =>
                     {
                         DataType::Float64
                     }
@@ -253,7 +261,8 @@ impl EventDecoder {
         let Some(value) = record.value.as_deref() else {
             return Ok(());
         };
-        let Ok(object) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value)
+        let Ok(object) =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value)
         else {
             return Ok(());
         };
@@ -265,7 +274,11 @@ impl EventDecoder {
         Ok(())
     }
 
-    fn decoder(&self, capacity: usize, strict: bool) -> Result<arrow::json::reader::Decoder, ArrowError> {
+    fn decoder(
+        &self,
+        capacity: usize,
+        strict: bool,
+    ) -> Result<arrow::json::reader::Decoder, ArrowError> {
         ReaderBuilder::new(self.events.clone())
             .with_batch_size(capacity.max(1))
             .with_strict_mode(strict)

@@ -11,14 +11,20 @@
 //!    bad records to `<table>_dlq`, in ONE commit that also stores the merged
 //!    offsets, guarded by the offset fence: it lands only if the table still holds
 //!    each partition's batch start.
-//! 4. A refused commit (another writer moved a partition, or evolved the schema in
-//!    a way this batch's schema does not extend) drops the batch, re-reads the
-//!    table's offsets (and schema) and seeks there. Lost compare-and-swaps and ambiguous
+//! 4. A closed batch is decoded, written and committed in the background while the
+//!    next one fills. At most one batch is in flight, and it is settled before the
+//!    next is sealed, before a rebalance is handled, when idle and at shutdown:
+//!    commits land in offset order, so each batch's fence expects exactly what its
+//!    predecessor stored.
+//! 5. A refused commit (another writer moved a partition, or evolved the schema in
+//!    a way this batch's schema does not extend) drops the batch and the open one
+//!    that continues it, re-reads the table's offsets (and schema) and seeks
+//!    there. Lost compare-and-swaps and ambiguous
 //!    outcomes are retried and reconciled inside the commit path (same commit id;
 //!    found in the history = already landed). A failure it cannot resolve (catalog
 //!    or storage down) stops the sink with a retryable error (exit code 3); the
 //!    next start resumes from the table's offsets, so nothing is lost or doubled.
-//! 5. Kafka group offsets are committed after the table commit, for lag monitoring
+//! 6. Kafka group offsets are committed after the table commit, for lag monitoring
 //!    only; the sink never reads them back as truth.
 //!
 //! A crash at any point loses only uncommitted work, which is re-read from the
@@ -31,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{DataType, Schema};
+use futures::{FutureExt, StreamExt};
 use iceberg::spec::MAIN_BRANCH;
 use iceberg::TableIdent;
 use icefjord_catalog::{
@@ -42,7 +49,6 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
-use futures::{FutureExt, StreamExt};
 
 use crate::decode::{self, EventDecoder, Evolution};
 use crate::error::{Result, SinkError};
@@ -230,7 +236,8 @@ enum Settled {
 }
 
 /// The commit of a sealed batch, running while the loop fills the next batch.
-type InFlight<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Settled>> + Send + 'a>>;
+type InFlight<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Settled>> + Send + 'a>>;
 
 impl Ingest {
     pub fn new(catalog: LakeCatalog, kafka: KafkaSettings, route: Route) -> Self {
@@ -401,7 +408,8 @@ impl Ingest {
         let watermark = max_event_time(&decoded.rows);
         let mut main = TableWrite::append(
             route.table.clone(),
-            self.write(&route.table, decoded.rows, schema.clone()).await?,
+            self.write(&route.table, decoded.rows, schema.clone())
+                .await?,
         )
         .with_guard(fence)
         .with_property("icefjord.writer", "icefjord ingest")
@@ -476,7 +484,9 @@ impl Ingest {
             next = next.promote(name, primitive(name, ty)?).map_err(failed)?;
         }
         for (name, ty) in &evolution.added {
-            next = next.add_column(name, primitive(name, ty)?).map_err(failed)?;
+            next = next
+                .add_column(name, primitive(name, ty)?)
+                .map_err(failed)?;
         }
         Ok(Arc::new(next.build().map_err(failed)?))
     }

@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 use futures::future::try_join_all;
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestEntryRef, ManifestFile,
-    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
-    Schema, SchemaRef, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct,
-    Summary, TableMetadata, MAIN_BRANCH,
+    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Schema, SchemaRef,
+    Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct, Summary,
+    TableMetadata, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 
@@ -372,8 +372,7 @@ fn evolved_schema(
         return Ok((current.clone(), None));
     };
     let same = |a: &Schema, b: &Schema| {
-        a.as_struct() == b.as_struct()
-            && a.identifier_field_ids().eq(b.identifier_field_ids())
+        a.as_struct() == b.as_struct() && a.identifier_field_ids().eq(b.identifier_field_ids())
     };
     if same(next, current) {
         return Ok((current.clone(), None));
@@ -390,7 +389,14 @@ fn evolved_schema(
         .schemas_iter()
         .find(|s| same(s, next))
         .map(|s| s.schema_id())
-        .unwrap_or_else(|| metadata.schemas_iter().map(|s| s.schema_id()).max().unwrap_or(0) + 1);
+        .unwrap_or_else(|| {
+            metadata
+                .schemas_iter()
+                .map(|s| s.schema_id())
+                .max()
+                .unwrap_or(0)
+                + 1
+        });
     Ok((next.clone(), Some(schema_id)))
 }
 

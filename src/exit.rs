@@ -60,6 +60,9 @@ pub fn code(err: &anyhow::Error) -> i32 {
 }
 
 fn engine(e: &EngineError) -> i32 {
+    if matches!(e, EngineError::InvalidSchema { .. }) {
+        return USAGE;
+    }
     match e.catalog_error() {
         Some(c) => catalog(c),
         None if e.is_retryable() => UNAVAILABLE,

@@ -134,8 +134,12 @@ impl IngestArgs {
                             ),
                         )
                     })?;
-                let text = std::fs::read_to_string(&entry.schema)
-                    .with_context(|| format!("cannot read schema {}", entry.schema.display()))?;
+                let text = std::fs::read_to_string(&entry.schema).map_err(|e| {
+                    Usage::new(
+                        "--schema",
+                        format!("cannot read {}: {e}", entry.schema.display()),
+                    )
+                })?;
                 let schema = EventSchema::parse(&entry.schema.display().to_string(), &text)?;
                 let ratio = self
                     .max_error_ratio

@@ -255,3 +255,64 @@ fn ingest_refuses_to_let_settings_break_exactly_once() {
     );
     assert_clean_error(&out, 2, "enable.auto.commit");
 }
+
+#[test]
+fn ingest_without_a_route_or_a_broker_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // Run where no icefjord.toml is, so only flags count.
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_icefjord"))
+            .current_dir(dir.path())
+            .arg("--lake")
+            .arg(&lake)
+            .args(args)
+            .env_remove("ICEFJORD_KAFKA_BROKERS")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["ingest", "--brokers", "127.0.0.1:1"]);
+    assert_clean_error(&out, 2, "[[ingest.routes]]");
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/schemas/retail_event.json"
+    );
+    let out = run(&[
+        "ingest", "--topic", "t", "--table", "raw.t", "--schema", schema, "--group", "g",
+    ]);
+    assert_clean_error(&out, 2, "ICEFJORD_KAFKA_BROKERS");
+    let out = run(&[
+        "ingest",
+        "--brokers",
+        "127.0.0.1:1",
+        "--topic",
+        "t",
+        "--table",
+        "raw.t",
+        "--schema",
+        "/nonexistent/schema.json",
+        "--group",
+        "g",
+    ]);
+    assert_clean_error(&out, 2, "/nonexistent/schema.json");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"name": "x", "fields": [{"name": "a", "type": "uuidish"}]}"#,
+    )
+    .unwrap();
+    let out = run(&[
+        "ingest",
+        "--brokers",
+        "127.0.0.1:1",
+        "--topic",
+        "t",
+        "--table",
+        "raw.t",
+        "--schema",
+        bad.to_str().unwrap(),
+        "--group",
+        "g",
+    ]);
+    assert_clean_error(&out, 2, "uuidish");
+}

@@ -273,27 +273,22 @@ fn ingest_without_a_route_or_a_broker_is_a_usage_error() {
     };
     let out = run(&["ingest", "--brokers", "127.0.0.1:1"]);
     assert_clean_error(&out, 2, "[[ingest.routes]]");
-    let schema = concat!(
+    let with_schema = |brokers: &[&str], schema: &str| {
+        let mut args = vec!["ingest"];
+        args.extend_from_slice(brokers);
+        args.extend([
+            "--topic", "t", "--table", "raw.t", "--group", "g", "--schema",
+        ]);
+        args.push(schema);
+        run(&args)
+    };
+    let shipped = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/data/schemas/retail_event.json"
     );
-    let out = run(&[
-        "ingest", "--topic", "t", "--table", "raw.t", "--schema", schema, "--group", "g",
-    ]);
-    assert_clean_error(&out, 2, "ICEFJORD_KAFKA_BROKERS");
-    let out = run(&[
-        "ingest",
-        "--brokers",
-        "127.0.0.1:1",
-        "--topic",
-        "t",
-        "--table",
-        "raw.t",
-        "--schema",
-        "/nonexistent/schema.json",
-        "--group",
-        "g",
-    ]);
+    assert_clean_error(&with_schema(&[], shipped), 2, "ICEFJORD_KAFKA_BROKERS");
+    let broker = ["--brokers", "127.0.0.1:1"];
+    let out = with_schema(&broker, "/nonexistent/schema.json");
     assert_clean_error(&out, 2, "/nonexistent/schema.json");
     let bad = dir.path().join("bad.json");
     std::fs::write(
@@ -301,18 +296,6 @@ fn ingest_without_a_route_or_a_broker_is_a_usage_error() {
         r#"{"name": "x", "fields": [{"name": "a", "type": "uuidish"}]}"#,
     )
     .unwrap();
-    let out = run(&[
-        "ingest",
-        "--brokers",
-        "127.0.0.1:1",
-        "--topic",
-        "t",
-        "--table",
-        "raw.t",
-        "--schema",
-        bad.to_str().unwrap(),
-        "--group",
-        "g",
-    ]);
+    let out = with_schema(&broker, bad.to_str().unwrap());
     assert_clean_error(&out, 2, "uuidish");
 }

@@ -85,13 +85,28 @@ impl KafkaArgs {
                 )
             }
         };
+        let ca_file = self.tls_ca.clone().or_else(|| file.tls_ca.clone());
+        let cert_file = self.tls_cert.clone().or_else(|| file.tls_cert.clone());
+        let key_file = self.tls_key.clone().or_else(|| file.tls_key.clone());
+        // librdkafka's own error names the setting but not the file.
+        for (flag, path) in [
+            ("--tls-ca", &ca_file),
+            ("--tls-cert", &cert_file),
+            ("--tls-key", &key_file),
+        ] {
+            if let Some(path) = path {
+                std::fs::File::open(path).map_err(|e| {
+                    Usage::new(flag, format!("cannot read {}: {e}", path.display()))
+                })?;
+            }
+        }
         Ok(KafkaSettings {
             brokers,
             sasl,
             tls: self.tls || file.tls.unwrap_or(false),
-            ca_file: self.tls_ca.clone().or_else(|| file.tls_ca.clone()),
-            cert_file: self.tls_cert.clone().or_else(|| file.tls_cert.clone()),
-            key_file: self.tls_key.clone().or_else(|| file.tls_key.clone()),
+            ca_file,
+            cert_file,
+            key_file,
             key_password: secret("ICEFJORD_KAFKA_KEY_PASSWORD"),
         })
     }

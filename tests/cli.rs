@@ -268,6 +268,7 @@ fn ingest_without_a_route_or_a_broker_is_a_usage_error() {
             .arg(&lake)
             .args(args)
             .env_remove("ICEFJORD_KAFKA_BROKERS")
+            .env_remove("ICEFJORD_KAFKA_PASSWORD")
             .output()
             .unwrap()
     };
@@ -298,4 +299,23 @@ fn ingest_without_a_route_or_a_broker_is_a_usage_error() {
     .unwrap();
     let out = with_schema(&broker, bad.to_str().unwrap());
     assert_clean_error(&out, 2, "uuidish");
+    // Security settings are checked before any connection: a SASL user without a
+    // password in the environment, an unreadable CA file.
+    let sasl = [
+        "--brokers",
+        "127.0.0.1:1",
+        "--sasl-mechanism",
+        "SCRAM-SHA-512",
+        "--sasl-username",
+        "icefjord",
+    ];
+    let out = with_schema(&sasl, shipped);
+    assert_clean_error(&out, 2, "ICEFJORD_KAFKA_PASSWORD");
+    let tls = [
+        "--brokers",
+        "127.0.0.1:1",
+        "--tls-ca",
+        "/nonexistent/ca.pem",
+    ];
+    assert_clean_error(&with_schema(&tls, shipped), 2, "/nonexistent/ca.pem");
 }

@@ -19,7 +19,6 @@ use crate::config::{parse_duration, FileConfig, IngestFile, RouteFile};
 use crate::exit::Usage;
 use crate::kafka::{key_values, KafkaArgs};
 
-const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
@@ -177,7 +176,7 @@ impl IngestArgs {
             interval: match (self.commit_interval, &section.commit_interval) {
                 (Some(d), _) => d,
                 (None, Some(text)) => file_duration("[ingest].commit_interval", text)?,
-                (None, None) => DEFAULT_COMMIT_INTERVAL,
+                (None, None) => defaults.interval,
             },
             rows: self
                 .commit_rows

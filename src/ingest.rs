@@ -19,8 +19,6 @@ use crate::config::{parse_duration, FileConfig, IngestFile, RouteFile};
 use crate::exit::Usage;
 use crate::kafka::{key_values, KafkaArgs};
 
-const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     #[command(flatten)]
@@ -219,7 +217,7 @@ pub async fn run(args: IngestArgs, lake: LakeCatalog, file: &FileConfig) -> Resu
     let session_timeout = match (args.session_timeout, &section.session_timeout) {
         (Some(d), _) => d,
         (None, Some(text)) => file_duration("[ingest].session_timeout", text)?,
-        (None, None) => DEFAULT_SESSION_TIMEOUT,
+        (None, None) => icefjord_sink::ingest::DEFAULT_SESSION_TIMEOUT,
     };
     let mut properties: Vec<(String, String)> = section
         .consumer_properties

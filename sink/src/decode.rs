@@ -243,7 +243,7 @@ impl EventDecoder {
         // Keys whose values were all null stay unknown: ignored, as the new column
         // would read null for them anyway.
         let evolved = match evolution.is_empty() {
-            true => Self::new(self.events.clone()),
+            true => self.clone(),
             false => Self::new(Arc::new(evolution.apply(&self.events))),
         };
         let mut decoded = match evolved.decode_all(&kept, false)? {

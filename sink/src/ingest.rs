@@ -86,6 +86,9 @@ pub const DEFAULT_CONSUMER_SETTINGS: [(&str, &str); 6] = [
     ("fetch.queue.backoff.ms", "20"),
 ];
 
+/// How long a crashed sink holds its partitions, unless set otherwise.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often the consumer-lag gauges are refreshed.
 const LAG_UPDATE_EVERY: Duration = Duration::from_secs(5);
 
@@ -248,7 +251,7 @@ impl Ingest {
             limits: BatchLimits::default(),
             until_idle: None,
             max_error_ratio: 1.0,
-            session_timeout: Duration::from_secs(10),
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
             consumer_properties: Vec::new(),
             assign: Assign::Group,
             progress: None,

@@ -2,9 +2,12 @@
 //! that are not JSON, lack a required field or hold a value that does not fit its
 //! column. Nothing is dropped: `records = rows + dead letters`, always.
 //!
-//! The fast path decodes a whole batch with arrow-json; only when it fails (or when a
-//! message holds other than exactly one JSON object) is the batch decoded record by
-//! record to isolate the bad ones.
+//! Three tiers, each the fallback of the one before, all with the same meaning:
+//! 1. [`flat`]: a decoder specialised to the flat scalar events the sink mostly sees,
+//!    a strict subset of arrow-json's behaviour, for the whole batch;
+//! 2. arrow-json over the whole batch;
+//! 3. when that fails (or a message holds other than exactly one JSON object), the
+//!    batch record by record, to isolate the bad ones as dead letters.
 //!
 //! # Schema evolution ([`EventDecoder::with_schema_evolution`])
 //!
@@ -34,6 +37,8 @@ use arrow::error::ArrowError;
 use arrow::json::ReaderBuilder;
 
 use crate::record::SourceRecord;
+
+mod flat;
 
 /// The Kafka position columns appended to every row of a sink table.
 pub const KAFKA_COLUMNS: [&str; 4] = [
@@ -292,6 +297,19 @@ impl EventDecoder {
         records: &[&SourceRecord],
         strict: bool,
     ) -> Result<Option<Decoded>, ArrowError> {
+        if let Some(batch) = flat::FlatDecoder::new(&self.events, strict).and_then(|flat| {
+            flat.decode(
+                records
+                    .iter()
+                    .map(|r| r.value.as_deref().unwrap_or_default()),
+            )
+        }) {
+            return Ok(Some(Decoded {
+                rows: self.with_kafka_columns(&batch, records)?,
+                dead: Vec::new(),
+                evolution: None,
+            }));
+        }
         let mut decoder = self.decoder(records.len(), strict)?;
         for (i, record) in records.iter().enumerate() {
             let Some(value) = record.value.as_deref().filter(|v| !v.is_empty()) else {

@@ -17,7 +17,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use crate::config::CatalogUri;
 use crate::error::{CatalogError, Result};
 
-const SCHEMA: [&str; 2] = [
+const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS iceberg_tables (
         catalog_name VARCHAR(255) NOT NULL,
         table_namespace VARCHAR(255) NOT NULL,
@@ -32,6 +32,15 @@ const SCHEMA: [&str; 2] = [
         property_key VARCHAR(255) NOT NULL,
         property_value VARCHAR(1000),
         PRIMARY KEY (catalog_name, namespace, property_key))",
+    // Ours (DESIGN §4): SQL views published by pipelines, see `crate::views`.
+    "CREATE TABLE IF NOT EXISTS icefjord_views (
+        catalog_name VARCHAR(255) NOT NULL,
+        view_namespace VARCHAR(255) NOT NULL,
+        view_name VARCHAR(255) NOT NULL,
+        view_sql TEXT NOT NULL,
+        owner VARCHAR(1000),
+        commit_id VARCHAR(255),
+        PRIMARY KEY (catalog_name, view_namespace, view_name))",
 ];
 
 /// One row move of a compare-and-swap.
@@ -41,6 +50,16 @@ pub(crate) struct Swap {
     pub table: String,
     pub expected: String,
     pub new: String,
+}
+
+/// A view definition to publish with a swap.
+#[derive(Clone, Debug)]
+pub(crate) struct ViewRow {
+    pub namespace: String,
+    pub name: String,
+    pub sql: String,
+    pub owner: Option<String>,
+    pub commit_id: String,
 }
 
 /// Why a swap did not apply.
@@ -118,6 +137,8 @@ impl CatalogDb {
             "SELECT DISTINCT table_namespace FROM iceberg_tables WHERE catalog_name = $1
              UNION
              SELECT DISTINCT namespace FROM iceberg_namespace_properties WHERE catalog_name = $1
+             UNION
+             SELECT DISTINCT view_namespace FROM icefjord_views WHERE catalog_name = $1
              ORDER BY 1",
         )
         .bind(&self.catalog_name)
@@ -294,7 +315,50 @@ impl CatalogDb {
 
     /// Move every row of `swaps` from its expected to its new location in one
     /// transaction, or none of them.
-    pub async fn swap(&self, swaps: &[Swap]) -> Result<(), SwapError> {
+    pub async fn list_views(&self, namespace: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT view_name FROM icefjord_views
+             WHERE catalog_name = $1 AND view_namespace = $2 ORDER BY view_name",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// A view's SQL, owner and the commit that last published it.
+    pub async fn view(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT view_sql, owner, commit_id FROM icefjord_views
+             WHERE catalog_name = $1 AND view_namespace = $2 AND view_name = $3",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.map(|r| {
+            Ok((
+                r.try_get::<String, _>(0).map_err(|e| self.err(e))?,
+                r.try_get::<Option<String>, _>(1).map_err(|e| self.err(e))?,
+                r.try_get::<Option<String>, _>(2).map_err(|e| self.err(e))?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Move every table row of `swaps` and upsert every view of `views`, all in one
+    /// transaction (see the module docs).
+    pub async fn swap(&self, swaps: &[Swap], views: &[ViewRow]) -> Result<(), SwapError> {
         let mut tx = self
             .pool
             .begin()
@@ -321,6 +385,25 @@ impl CatalogDb {
                     table: format!("{}.{}", swap.namespace, swap.table),
                 });
             }
+        }
+        for view in views {
+            sqlx::query(
+                "INSERT INTO icefjord_views
+                   (catalog_name, view_namespace, view_name, view_sql, owner, commit_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (catalog_name, view_namespace, view_name)
+                 DO UPDATE SET view_sql = excluded.view_sql, owner = excluded.owner,
+                               commit_id = excluded.commit_id",
+            )
+            .bind(&self.catalog_name)
+            .bind(&view.namespace)
+            .bind(&view.name)
+            .bind(&view.sql)
+            .bind(&view.owner)
+            .bind(&view.commit_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| SwapError::Failed(self.err(e)))?;
         }
         if self.faults.take_lost_commit_response() {
             tx.commit()

@@ -29,13 +29,15 @@ mod db;
 pub mod error;
 pub mod evolution;
 pub mod storage;
+pub mod views;
 
 pub use catalog::{display, parse_table, LakeCatalog, TableSpec, CATALOG_NAME};
 pub use commit::{
-    Commit, CommitGuard, CommitId, CommitReport, CommittedTable, TableWrite, WriteMode,
-    COMMIT_ID_PROPERTY,
+    mint_snapshot_id, Commit, CommitGuard, CommitId, CommitReport, CommittedTable, TableWrite,
+    WriteMode, COMMIT_ID_PROPERTY,
 };
 pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
 pub use error::{CatalogError, Result};
 pub use evolution::SchemaEvolution;
 pub use storage::WarehouseStore;
+pub use views::{ViewDef, ViewWrite};

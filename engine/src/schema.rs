@@ -89,28 +89,86 @@ impl EventSchema {
     /// The partition spec named by `partition_by` (`day(col)`, `hour(col)`,
     /// `month(col)`, `year(col)`, `identity(col)` or `col`, `bucket(N, col)`).
     pub fn partition_spec(&self, schema: &Schema) -> Result<UnboundPartitionSpec> {
-        let invalid = |message: String| EngineError::InvalidSchema {
-            source_name: self.name.clone(),
-            message,
-        };
-        let mut builder = UnboundPartitionSpec::builder().with_spec_id(0);
-        for (i, entry) in self.partition_by.iter().enumerate() {
-            let (transform, column) = parse_transform(entry)
-                .ok_or_else(|| invalid(format!("partition_by {entry:?} is not a transform")))?;
-            let field = schema
-                .field_by_name(&column)
-                .ok_or_else(|| invalid(format!("partition_by {entry:?} names no field")))?;
-            let name = match transform {
-                Transform::Identity => column.clone(),
-                other => format!("{column}_{}", transform_name(other)),
-            };
-            builder = builder
-                .add_partition_field(field.id, name, transform)
-                .map_err(|e| invalid(e.to_string()))?;
-            let _ = i;
-        }
-        Ok(builder.build())
+        partition_spec(&self.name, &self.partition_by, schema)
     }
+}
+
+/// A partition spec from entries such as `day(event_time)`, `bucket(16, id)` or a
+/// bare column (identity); `source_name` appears in errors.
+pub fn partition_spec(
+    source_name: &str,
+    partition_by: &[String],
+    schema: &Schema,
+) -> Result<UnboundPartitionSpec> {
+    let invalid = |message: String| EngineError::InvalidSchema {
+        source_name: source_name.to_string(),
+        message,
+    };
+    let mut builder = UnboundPartitionSpec::builder().with_spec_id(0);
+    for entry in partition_by {
+        let (transform, column) = parse_transform(entry)
+            .ok_or_else(|| invalid(format!("partition_by {entry:?} is not a transform")))?;
+        let field = schema
+            .field_by_name(&column)
+            .ok_or_else(|| invalid(format!("partition_by {entry:?} names no column")))?;
+        let name = match transform {
+            Transform::Identity => column.clone(),
+            other => format!("{column}_{}", transform_name(other)),
+        };
+        builder = builder
+            .add_partition_field(field.id, name, transform)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    Ok(builder.build())
+}
+
+/// The Iceberg schema for query output of `arrow` (field ids 1..), e.g. a job
+/// model's table; `source_name` appears in errors. Strings of any Arrow layout
+/// become `string`, timestamps of any unit become µs `timestamp`/`timestamptz`.
+pub fn iceberg_schema_for(source_name: &str, arrow: &arrow::datatypes::Schema) -> Result<Schema> {
+    use arrow::datatypes::DataType as A;
+    let mut fields = Vec::with_capacity(arrow.fields().len());
+    for (i, field) in arrow.fields().iter().enumerate() {
+        let ty = match field.data_type() {
+            A::Boolean => PrimitiveType::Boolean,
+            A::Int8 | A::Int16 | A::Int32 | A::UInt8 | A::UInt16 => PrimitiveType::Int,
+            A::Int64 | A::UInt32 => PrimitiveType::Long,
+            A::Float16 | A::Float32 => PrimitiveType::Float,
+            A::Float64 => PrimitiveType::Double,
+            A::Decimal128(p, s) if *s >= 0 => PrimitiveType::Decimal {
+                precision: u32::from(*p),
+                scale: *s as u32,
+            },
+            A::Utf8 | A::LargeUtf8 | A::Utf8View => PrimitiveType::String,
+            A::Binary | A::LargeBinary | A::BinaryView => PrimitiveType::Binary,
+            A::Date32 | A::Date64 => PrimitiveType::Date,
+            A::Timestamp(_, None) => PrimitiveType::Timestamp,
+            A::Timestamp(_, Some(_)) => PrimitiveType::Timestamptz,
+            other => {
+                return Err(EngineError::InvalidSchema {
+                    source_name: source_name.to_string(),
+                    message: format!(
+                        "column {} has type {other}, which has no Iceberg counterpart here",
+                        field.name()
+                    ),
+                })
+            }
+        };
+        let id = i as i32 + 1;
+        let nested = if field.is_nullable() {
+            NestedField::optional(id, field.name(), Type::Primitive(ty))
+        } else {
+            NestedField::required(id, field.name(), Type::Primitive(ty))
+        };
+        fields.push(nested.into());
+    }
+    Schema::builder()
+        .with_fields(fields)
+        .build()
+        .map_err(|e| EngineError::InvalidSchema {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })
 }
 
 fn transform_name(t: Transform) -> String {

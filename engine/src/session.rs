@@ -1,15 +1,22 @@
 //! A DataFusion session over a lake: catalog `icefjord`, one schema per namespace
-//! (`SELECT … FROM raw.retail_events`), tables read through [`IcebergTable`].
+//! (`SELECT … FROM raw.retail_events`), tables read through [`IcebergTable`], and
+//! the lake's published views (`icefjord_views`) planned when they are read.
+//!
+//! A session can also *stage* table providers under lake names
+//! ([`LakeSession::stage`]): the job runner shows the unpublished output of a model
+//! to the models and audits after it, in its own session only.
 
 use std::any::Any;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 
 use async_trait::async_trait;
+use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider};
 use datafusion::datasource::TableProvider;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use iceberg::{NamespaceIdent, TableIdent};
@@ -61,7 +68,10 @@ impl LakeSession {
             catalog: catalog.clone(),
             namespaces: RwLock::default(),
             local: Arc::new(MemorySchemaProvider::new()),
+            staged: Arc::default(),
+            state: Arc::new(OnceLock::new()),
         });
+        let _ = provider.state.set(ctx.state_weak_ref());
         provider.refresh().await?;
         ctx.register_catalog(CATALOG_NAME, provider.clone());
         Ok(Self {
@@ -82,6 +92,27 @@ impl LakeSession {
     /// Pick up namespaces and tables created since the session started.
     pub async fn refresh(&self) -> Result<()> {
         self.provider.refresh().await
+    }
+
+    /// Read `provider` wherever this session's queries name `ident`, in place of the
+    /// lake's table or view of that name (until [`LakeSession::unstage`]).
+    pub fn stage(&self, ident: &TableIdent, provider: Arc<dyn TableProvider>) -> Result<()> {
+        self.provider
+            .staged
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(staged_key(ident), provider);
+        Ok(())
+    }
+
+    /// Read the lake's `ident` again.
+    pub fn unstage(&self, ident: &TableIdent) -> Result<()> {
+        self.provider
+            .staged
+            .write()
+            .map_err(|_| poisoned())?
+            .remove(&staged_key(ident));
+        Ok(())
     }
 
     /// A table provider for `ident` at `as_of`.
@@ -135,14 +166,31 @@ pub fn snapshot_at(table: &iceberg::table::Table, ms: i64) -> Option<i64> {
         .map(|log| log.snapshot_id)
 }
 
+fn staged_key(ident: &TableIdent) -> (String, String) {
+    (ident.namespace().join("."), ident.name().to_string())
+}
+
+type Staged = RwLock<BTreeMap<(String, String), Arc<dyn TableProvider>>>;
+
 /// `icefjord` as a DataFusion catalog: namespaces are schemas. The default schema
 /// `public` (unless the lake has a namespace of that name) holds tables registered
 /// in this session only, e.g. pinned inputs of a job or time-travel aliases.
-#[derive(Debug)]
 struct LakeCatalogProvider {
     catalog: LakeCatalog,
     namespaces: RwLock<BTreeMap<String, Arc<LakeSchemaProvider>>>,
     local: Arc<MemorySchemaProvider>,
+    /// Providers shown in place of lake tables (see [`LakeSession::stage`]).
+    staged: Arc<Staged>,
+    /// The session's state, to plan views with (weak: the session owns this).
+    state: Arc<OnceLock<Weak<parking_lot::RwLock<SessionState>>>>,
+}
+
+impl std::fmt::Debug for LakeCatalogProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeCatalogProvider")
+            .field("namespaces", &self.namespaces)
+            .finish_non_exhaustive()
+    }
 }
 
 const LOCAL_SCHEMA: &str = "public";
@@ -151,24 +199,31 @@ impl LakeCatalogProvider {
     async fn refresh(&self) -> Result<()> {
         let mut fresh = BTreeMap::new();
         for namespace in self.catalog.namespaces().await? {
-            let tables = self
-                .catalog
-                .tables(&namespace)
-                .await?
-                .into_iter()
-                .map(|t| t.name().to_string())
-                .collect();
+            let tables = self.catalog.tables(&namespace).await?;
+            let views = self.catalog.views(&namespace).await?;
             fresh.insert(
                 namespace.clone(),
-                Arc::new(LakeSchemaProvider {
-                    catalog: self.catalog.clone(),
-                    namespace,
-                    tables,
-                }),
+                Arc::new(self.schema_provider(namespace, tables, views)),
             );
         }
         *self.namespaces.write().map_err(|_| poisoned())? = fresh;
         Ok(())
+    }
+
+    fn schema_provider(
+        &self,
+        namespace: String,
+        tables: Vec<TableIdent>,
+        views: Vec<TableIdent>,
+    ) -> LakeSchemaProvider {
+        LakeSchemaProvider {
+            catalog: self.catalog.clone(),
+            namespace,
+            tables: tables.into_iter().map(|t| t.name().to_string()).collect(),
+            views: views.into_iter().map(|t| t.name().to_string()).collect(),
+            staged: self.staged.clone(),
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -200,16 +255,82 @@ impl CatalogProvider for LakeCatalogProvider {
         match namespaces.get(name) {
             Some(schema) => Some(schema.clone() as Arc<dyn SchemaProvider>),
             None if name == LOCAL_SCHEMA => Some(self.local.clone() as Arc<dyn SchemaProvider>),
+            // A namespace that so far holds only staged tables.
+            None if self
+                .staged
+                .read()
+                .ok()?
+                .keys()
+                .any(|(namespace, _)| namespace == name) =>
+            {
+                Some(Arc::new(self.schema_provider(
+                    name.to_string(),
+                    vec![],
+                    vec![],
+                )))
+            }
             None => None,
         }
     }
 }
 
-#[derive(Debug)]
 struct LakeSchemaProvider {
     catalog: LakeCatalog,
     namespace: String,
     tables: Vec<String>,
+    views: Vec<String>,
+    staged: Arc<Staged>,
+    state: Arc<OnceLock<Weak<parking_lot::RwLock<SessionState>>>>,
+}
+
+impl std::fmt::Debug for LakeSchemaProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeSchemaProvider")
+            .field("namespace", &self.namespace)
+            .field("tables", &self.tables)
+            .field("views", &self.views)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LakeSchemaProvider {
+    fn staged(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
+        let staged = self.staged.read().ok()?;
+        staged
+            .get(&(self.namespace.clone(), name.to_string()))
+            .cloned()
+    }
+
+    fn ident(&self, name: &str) -> TableIdent {
+        TableIdent::new(
+            NamespaceIdent::new(self.namespace.clone()),
+            name.to_string(),
+        )
+    }
+
+    /// Plan a published view with the session's state: it reads what it names as
+    /// of now (and sees staged tables, like any query of the session).
+    async fn view(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let external = |e: CatalogError| DataFusionError::External(Box::new(e));
+        let Some(view) = self
+            .catalog
+            .view(&self.ident(name))
+            .await
+            .map_err(external)?
+        else {
+            return Ok(None);
+        };
+        let state = self
+            .state
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| DataFusionError::Internal("the session is gone".into()))?;
+        let state = state.read().clone();
+        let plan = state.create_logical_plan(&view.sql).await.map_err(|e| {
+            DataFusionError::Plan(format!("view {}.{name} does not plan: {e}", self.namespace))
+        })?;
+        Ok(Some(Arc::new(ViewTable::new(plan, Some(view.sql)))))
+    }
 }
 
 #[async_trait]
@@ -219,18 +340,32 @@ impl SchemaProvider for LakeSchemaProvider {
     }
 
     fn table_names(&self) -> Vec<String> {
-        self.tables.clone()
+        let mut names = self.tables.clone();
+        names.extend(self.views.iter().cloned());
+        if let Ok(staged) = self.staged.read() {
+            names.extend(
+                staged
+                    .keys()
+                    .filter(|(namespace, _)| *namespace == self.namespace)
+                    .map(|(_, name)| name.clone()),
+            );
+        }
+        names.sort();
+        names.dedup();
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if !self.table_exist(name) {
+        if let Some(staged) = self.staged(name) {
+            return Ok(Some(staged));
+        }
+        if self.views.iter().any(|v| v == name) {
+            return self.view(name).await;
+        }
+        if !self.tables.iter().any(|t| t == name) {
             return Ok(None);
         }
-        let ident = TableIdent::new(
-            NamespaceIdent::new(self.namespace.clone()),
-            name.to_string(),
-        );
-        let table = match self.catalog.load(&ident).await {
+        let table = match self.catalog.load(&self.ident(name)).await {
             Ok(table) => table,
             Err(CatalogError::TableNotFound { .. }) => return Ok(None),
             Err(e) => return Err(DataFusionError::External(Box::new(e))),
@@ -241,6 +376,8 @@ impl SchemaProvider for LakeSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.iter().any(|t| t == name)
+        self.staged(name).is_some()
+            || self.tables.iter().any(|t| t == name)
+            || self.views.iter().any(|v| v == name)
     }
 }

@@ -28,7 +28,9 @@
 //!    the same metadata update as its snapshot, after [`check_evolution`] accepted
 //!    it against the table's schema on this attempt: readers never see the new
 //!    files without their columns, or the columns without a writer's files.
-//! 7. **Ambiguous outcomes are reconciled, never blindly retried.** When the
+//! 7. **Views ride along.** Views of the commit ([`Commit::with_view`]) are
+//!    created or replaced in the same database transaction as the table swaps.
+//! 8. **Ambiguous outcomes are reconciled, never blindly retried.** When the
 //!    database may or may not have applied the swap (a lost connection during
 //!    commit), the tables are reloaded and the commit id looked up: found means
 //!    done; absent means the swap did not land and a retry is safe.
@@ -43,13 +45,14 @@ use iceberg::spec::{DataFile, TableMetadata, MAIN_BRANCH};
 use iceberg::table::Table;
 use iceberg::TableIdent;
 
-use crate::catalog::{display, LakeCatalog};
-use crate::db::SwapError;
+use crate::catalog::{display, split, LakeCatalog};
+use crate::db::{SwapError, ViewRow};
 use crate::error::{CatalogError, Result};
 #[cfg(doc)]
 use crate::evolution::check_evolution;
+use crate::views::ViewWrite;
 
-pub use snapshot::live_entries;
+pub use snapshot::{live_entries, mint_snapshot_id};
 
 /// Summary property holding the commit id of the snapshot.
 pub const COMMIT_ID_PROPERTY: &str = "icefjord.commit-id";
@@ -113,6 +116,7 @@ pub struct TableWrite {
     base: Option<Option<i64>>,
     guard: Option<std::sync::Arc<dyn CommitGuard>>,
     schema: Option<iceberg::spec::SchemaRef>,
+    snapshot_id: Option<i64>,
 }
 
 impl TableWrite {
@@ -126,7 +130,16 @@ impl TableWrite {
             base: None,
             guard: None,
             schema: None,
+            snapshot_id: None,
         }
+    }
+
+    /// Give the new snapshot this id (e.g. from [`mint_snapshot_id`]), so the
+    /// writer can record it in another table of the same commit. The same id is
+    /// used by every attempt.
+    pub fn with_snapshot_id(mut self, id: i64) -> Self {
+        self.snapshot_id = Some(id);
+        self
     }
 
     pub fn append(table: TableIdent, files: Vec<DataFile>) -> Self {
@@ -205,6 +218,7 @@ pub struct Commit<'a> {
     catalog: &'a LakeCatalog,
     id: CommitId,
     writes: Vec<TableWrite>,
+    views: Vec<ViewWrite>,
     max_attempts: u32,
 }
 
@@ -215,6 +229,7 @@ impl LakeCatalog {
             catalog: self,
             id,
             writes: Vec::new(),
+            views: Vec::new(),
             max_attempts: 20,
         }
     }
@@ -223,6 +238,12 @@ impl LakeCatalog {
 impl<'a> Commit<'a> {
     pub fn with_write(mut self, write: TableWrite) -> Self {
         self.writes.push(write);
+        self
+    }
+
+    /// Create or replace a view in the same transaction as the table writes.
+    pub fn with_view(mut self, view: ViewWrite) -> Self {
+        self.views.push(view);
         self
     }
 
@@ -240,6 +261,28 @@ impl<'a> Commit<'a> {
             });
         }
         let mut seen = std::collections::HashSet::new();
+        for view in &self.views {
+            if !seen.insert((view.display(), String::new())) {
+                return Err(CatalogError::InvalidCommit {
+                    table: view.display(),
+                    message: "a commit may write each view once".into(),
+                });
+            }
+        }
+        let views: Vec<ViewRow> = self
+            .views
+            .iter()
+            .map(|view| {
+                let (namespace, name) = split(&view.ident);
+                ViewRow {
+                    namespace,
+                    name: name.to_string(),
+                    sql: view.sql.clone(),
+                    owner: view.owner.clone(),
+                    commit_id: self.id.to_string(),
+                }
+            })
+            .collect();
         for write in &self.writes {
             if !seen.insert((display(&write.table), write.branch.clone())) {
                 return Err(CatalogError::InvalidCommit {
@@ -284,7 +327,7 @@ impl<'a> Commit<'a> {
                 });
                 swaps.push(swap);
             }
-            let outcome = self.catalog.db().swap(&swaps).await;
+            let outcome = self.catalog.db().swap(&swaps, &views).await;
             let retry_reason = match outcome {
                 Ok(()) => {
                     return Ok(CommitReport {

@@ -164,7 +164,16 @@ pub(super) async fn produce(
 
     let parent_id = parent_of(metadata, &write.branch);
     let parent = parent_id.and_then(|id| metadata.snapshot_by_id(id));
-    let snapshot_id = unique_snapshot_id(metadata);
+    let snapshot_id = match write.snapshot_id {
+        None => unique_snapshot_id(metadata),
+        Some(id) if metadata.snapshot_by_id(id).is_none() => id,
+        Some(id) => {
+            return Err(CatalogError::InvalidCommit {
+                table: display(&write.table),
+                message: format!("snapshot id {id} is already taken"),
+            })
+        }
+    };
     let sequence_number = metadata.next_sequence_number();
     let commit_uuid = uuid::Uuid::now_v7();
     let mut manifest_counter = 0u32;
@@ -409,9 +418,20 @@ fn next_timestamp_ms(metadata: &TableMetadata) -> i64 {
 
 fn unique_snapshot_id(metadata: &TableMetadata) -> i64 {
     loop {
+        let id = mint_snapshot_id();
+        if metadata.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+/// A random positive snapshot id (63 random bits: a clash is not a practical
+/// concern, and the commit path refuses one anyway).
+pub fn mint_snapshot_id() -> i64 {
+    loop {
         let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
         let id = ((hi ^ lo) & (i64::MAX as u64)) as i64;
-        if id != 0 && metadata.snapshot_by_id(id).is_none() {
+        if id != 0 {
             return id;
         }
     }

@@ -1,0 +1,92 @@
+//! What a run did, as printed by `icefjord run --output json` and kept in
+//! `icefjord.runs`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::spec::Kind;
+
+/// The outcome of a whole run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every model ran and passed its audits; all outputs were published together.
+    Success,
+    /// A model failed or an audit did not pass: nothing was published.
+    Failed,
+    /// A run with this id was already published: nothing was done.
+    AlreadyDone,
+    /// `--dry-run`: every model ran and was audited; nothing was written.
+    DryRun,
+}
+
+/// The outcome of one model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    Published,
+    /// Ran and passed its audits, but the run published nothing (dry run, or
+    /// another model failed).
+    NotPublished,
+    Failed,
+    AuditFailed,
+    /// Not run: a model before it failed.
+    Skipped,
+    /// Audits of the published output passed (`icefjord test`).
+    Passed,
+}
+
+impl ModelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::NotPublished => "not_published",
+            Self::Failed => "failed",
+            Self::AuditFailed => "audit_failed",
+            Self::Skipped => "skipped",
+            Self::Passed => "passed",
+        }
+    }
+}
+
+/// One audit's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    pub audit: String,
+    pub passed: bool,
+    /// Rows (or keys, for `unique`) that break the audit.
+    pub failing: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelReport {
+    pub model: String,
+    pub kind: Kind,
+    pub status: ModelStatus,
+    pub rows: Option<u64>,
+    pub files: Option<usize>,
+    /// The snapshot of the output that the run published.
+    pub snapshot_id: Option<i64>,
+    pub audits: Vec<AuditReport>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub pipeline: String,
+    pub status: RunStatus,
+    /// The commit that published the run (`run:<pipeline>:<run id>`).
+    pub commit_id: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub duration_s: f64,
+    pub models: Vec<ModelReport>,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> bool {
+        self.status == RunStatus::Failed
+    }
+}

@@ -1,0 +1,713 @@
+//! Running a pipeline: write, audit, then publish everything at once.
+//!
+//! # Lifecycle and invariants (write-audit-publish)
+//!
+//! 1. **Plan.** Every selected model's query is planned, in dependency order, before
+//!    anything runs: an unknown table or column, an audit naming a missing column
+//!    or a bad partition column is a spec error (exit 2) naming the file, and
+//!    nothing has been written. Upstream outputs are staged as empty tables of
+//!    their planned schema so that downstream queries plan against them.
+//! 2. **Write.** Each model runs in order. Its rows go to new data files of its
+//!    output table that no snapshot references yet, and its output is *staged* in
+//!    the run's own session: later models and audits read the new version, no one
+//!    else does.
+//! 3. **Audit.** A model's audits run over its staged output. A failed model or
+//!    audit stops the run; later models are skipped.
+//! 4. **Publish.** Only when every model ran and passed, one commit
+//!    (`run:<pipeline>:<run id>`) moves every output table, replaces every view and
+//!    appends the run's rows to `icefjord.runs`, atomically: readers see the whole
+//!    run or none of it. A failed run publishes nothing (its history rows are
+//!    committed on their own); the data files it wrote are never referenced.
+//! 5. **Idempotent.** A run id whose publish commit is in `icefjord.runs` is done:
+//!    running it again does nothing. A failed run id can be run again.
+//!
+//! A new output table is created (empty) when its model first runs, before
+//! publishing; everything a reader could see before the run stays as it was.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use chrono::Utc;
+use datafusion::catalog::view::ViewTable;
+use datafusion::common::{Column, JoinType};
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, SortExpr};
+use datafusion::prelude::DataFrame;
+use iceberg::table::Table;
+use icefjord_catalog::commit::find_commit;
+use icefjord_catalog::{
+    mint_snapshot_id, CatalogError, CommitId, LakeCatalog, TableSpec, TableWrite, ViewWrite,
+};
+use icefjord_engine::schema::{iceberg_schema_for, partition_spec};
+use icefjord_engine::{IcebergTable, LakeSession, TableWriter};
+use serde::Serialize;
+
+use crate::audit;
+use crate::error::{Result, RunnerError};
+use crate::graph::Graph;
+use crate::history;
+use crate::report::{ModelReport, ModelStatus, RunReport, RunStatus};
+use crate::spec::{Kind, Model, Pipeline, SpecError};
+
+/// Called as models start and finish (e.g. a terminal progress line).
+pub type Progress = Arc<dyn Fn(ModelEvent<'_>) + Send + Sync>;
+
+/// A step of a run, for [`Progress`].
+#[derive(Clone, Copy, Debug)]
+pub enum ModelEvent<'a> {
+    Started {
+        model: &'a str,
+        position: usize,
+        of: usize,
+    },
+    Finished(&'a ModelReport),
+}
+
+/// What `icefjord plan` shows for a model.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedModel {
+    pub model: String,
+    pub kind: Kind,
+    /// What a run would do, and why.
+    pub action: String,
+    /// Models of this pipeline it reads (they run first when selected).
+    pub upstream: Vec<String>,
+    /// Tables and views it reads.
+    pub reads: Vec<String>,
+    /// The output's columns: name and type.
+    pub columns: Vec<(String, String)>,
+    pub audits: Vec<String>,
+}
+
+/// Runs (or plans, or tests) a pipeline over a lake.
+pub struct Runner<'a> {
+    catalog: &'a LakeCatalog,
+    pipeline: &'a Pipeline,
+    graph: Graph,
+    selected: Vec<usize>,
+    run_id: Option<String>,
+    dry_run: bool,
+    progress: Option<Progress>,
+}
+
+/// A model's result before publishing.
+enum Output {
+    View(ViewWrite),
+    Table { write: TableWrite, snapshot_id: i64 },
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(catalog: &'a LakeCatalog, pipeline: &'a Pipeline) -> Result<Self> {
+        let graph = Graph::of(pipeline)?;
+        let selected = graph.order.clone();
+        Ok(Self {
+            catalog,
+            pipeline,
+            graph,
+            selected,
+            run_id: None,
+            dry_run: false,
+            progress: None,
+        })
+    }
+
+    /// Run only these models (`model`, `model+`, `+model`; see [`crate::graph`]).
+    pub fn with_select(mut self, selectors: &[String]) -> Result<Self> {
+        self.selected = self
+            .graph
+            .select(self.pipeline, selectors)
+            .map_err(RunnerError::Usage)?;
+        Ok(self)
+    }
+
+    /// The run's id (default: a new UUID). A run id already published is a no-op.
+    pub fn with_run_id(mut self, run_id: Option<String>) -> Self {
+        self.run_id = run_id;
+        self
+    }
+
+    /// Run and audit every model, write nothing.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    pub fn with_progress(mut self, progress: Option<Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    fn models(&self) -> impl Iterator<Item = &'a Model> + '_ {
+        self.selected.iter().map(|&i| &self.pipeline.models[i])
+    }
+
+    /// Check and plan every selected model without running anything.
+    pub async fn plan(&self) -> Result<Vec<PlannedModel>> {
+        let session = LakeSession::new(self.catalog).await?;
+        let schemas = self.prepare(&session).await?;
+        let mut planned = Vec::new();
+        for model in self.models() {
+            let exists = self.catalog.exists(&model.ident).await?;
+            let action = match (model.kind, exists) {
+                (Kind::View, _) => "publish the view's definition".to_string(),
+                (Kind::Table, false) => "create the table and fill it".to_string(),
+                (Kind::Table, true) => "replace all rows (full refresh)".to_string(),
+                (Kind::Append, false) => "create the table and append the query's rows".into(),
+                (Kind::Append, true) => "append the query's rows".to_string(),
+                (Kind::IncrementalByKey, exists) => format!(
+                    "{}merge the query's rows on ({})",
+                    if exists { "" } else { "create the table, " },
+                    model.unique_key.join(", ")
+                ),
+                (Kind::IncrementalByTime, _) => "process new intervals".to_string(),
+            };
+            let schema = schemas.get(&model.name);
+            planned.push(PlannedModel {
+                model: model.name.clone(),
+                kind: model.kind,
+                action,
+                upstream: model
+                    .sql
+                    .reads
+                    .iter()
+                    .filter(|r| self.pipeline.model(&r.table).is_some())
+                    .map(|r| r.table.clone())
+                    .collect(),
+                reads: model.sql.reads.iter().map(|r| r.table.clone()).collect(),
+                columns: schema
+                    .map(|s| {
+                        s.fields()
+                            .iter()
+                            .map(|f| (f.name().clone(), f.data_type().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                audits: model.audits.iter().map(|a| a.label()).collect(),
+            });
+        }
+        Ok(planned)
+    }
+
+    /// Steps 1–5 of the module docs.
+    pub async fn run(self) -> Result<RunReport> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let run_id = self
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let commit_id = history::publish_commit_id(&self.pipeline.name, &run_id);
+        let mut report = RunReport {
+            run_id: run_id.clone(),
+            pipeline: self.pipeline.name.clone(),
+            status: RunStatus::Success,
+            commit_id: None,
+            started_at,
+            duration_s: 0.0,
+            models: Vec::new(),
+        };
+        if !self.dry_run && self.already_published(&commit_id).await? {
+            report.status = RunStatus::AlreadyDone;
+            report.commit_id = Some(commit_id.to_string());
+            return Ok(report);
+        }
+        let session = LakeSession::new(self.catalog).await?;
+        self.prepare(&session).await?;
+        let total = self.selected.len();
+        let mut outputs: Vec<(usize, Output)> = Vec::new();
+        let mut failed = false;
+        for (position, model) in self.models().enumerate() {
+            let started = Utc::now();
+            if failed {
+                report.models.push(ModelReport {
+                    model: model.name.clone(),
+                    kind: model.kind,
+                    status: ModelStatus::Skipped,
+                    rows: None,
+                    files: None,
+                    snapshot_id: None,
+                    audits: vec![],
+                    started_at: started,
+                    finished_at: started,
+                    error: None,
+                });
+                continue;
+            }
+            if let Some(progress) = &self.progress {
+                progress(ModelEvent::Started {
+                    model: &model.name,
+                    position: position + 1,
+                    of: total,
+                });
+            }
+            let mut entry = ModelReport {
+                model: model.name.clone(),
+                kind: model.kind,
+                status: ModelStatus::NotPublished,
+                rows: None,
+                files: None,
+                snapshot_id: None,
+                audits: vec![],
+                started_at: started,
+                finished_at: started,
+                error: None,
+            };
+            match self.run_model(&session, model, &run_id).await {
+                Ok((output, rows, files)) => {
+                    entry.rows = rows;
+                    entry.files = files;
+                    match self.audit(&session, model).await {
+                        Ok(audits) => {
+                            if audits.iter().any(|a| !a.passed) {
+                                entry.status = ModelStatus::AuditFailed;
+                                let broken: Vec<String> = audits
+                                    .iter()
+                                    .filter(|a| !a.passed)
+                                    .map(|a| format!("{} ({} failing)", a.audit, a.failing))
+                                    .collect();
+                                entry.error = Some(format!("audit failed: {}", broken.join("; ")));
+                                failed = true;
+                            }
+                            entry.audits = audits;
+                        }
+                        Err(e) => {
+                            entry.status = ModelStatus::Failed;
+                            entry.error = Some(format!("audit could not run: {e}"));
+                            failed = true;
+                        }
+                    }
+                    if let Output::Table { snapshot_id, .. } = &output {
+                        entry.snapshot_id = Some(*snapshot_id);
+                    }
+                    outputs.push((position, output));
+                }
+                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) => {
+                    entry.status = ModelStatus::Failed;
+                    entry.error = Some(e.to_string());
+                    failed = true;
+                }
+            }
+            entry.finished_at = Utc::now();
+            if let Some(progress) = &self.progress {
+                progress(ModelEvent::Finished(&entry));
+            }
+            report.models.push(entry);
+        }
+        report.duration_s = clock.elapsed().as_secs_f64();
+        if failed {
+            report.status = RunStatus::Failed;
+            for entry in &mut report.models {
+                entry.snapshot_id = None;
+            }
+            if !self.dry_run {
+                self.record_failure(&report).await?;
+            }
+            return Ok(report);
+        }
+        if self.dry_run {
+            report.status = RunStatus::DryRun;
+            for entry in &mut report.models {
+                entry.snapshot_id = None;
+            }
+            return Ok(report);
+        }
+        for entry in &mut report.models {
+            entry.status = ModelStatus::Published;
+        }
+        self.publish(&commit_id, outputs, &report).await?;
+        report.commit_id = Some(commit_id.to_string());
+        report.duration_s = clock.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// `icefjord test`: run the selected models' audits over what is published.
+    pub async fn test(&self) -> Result<RunReport> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let session = LakeSession::new(self.catalog).await?;
+        let mut report = RunReport {
+            run_id: String::new(),
+            pipeline: self.pipeline.name.clone(),
+            status: RunStatus::Success,
+            commit_id: None,
+            started_at,
+            duration_s: 0.0,
+            models: Vec::new(),
+        };
+        for model in self.models() {
+            let started = Utc::now();
+            let mut entry = ModelReport {
+                model: model.name.clone(),
+                kind: model.kind,
+                status: ModelStatus::Passed,
+                rows: None,
+                files: None,
+                snapshot_id: None,
+                audits: vec![],
+                started_at: started,
+                finished_at: started,
+                error: None,
+            };
+            let published = match model.kind {
+                Kind::View => self.catalog.view(&model.ident).await?.is_some(),
+                _ => self.catalog.exists(&model.ident).await?,
+            };
+            if !published {
+                entry.status = ModelStatus::Failed;
+                entry.error = Some(format!("{} is not published yet", model.name));
+            } else {
+                let audits = self.audit(&session, model).await?;
+                if audits.iter().any(|a| !a.passed) {
+                    entry.status = ModelStatus::AuditFailed;
+                }
+                entry.audits = audits;
+            }
+            entry.finished_at = Utc::now();
+            if entry.status != ModelStatus::Passed {
+                report.status = RunStatus::Failed;
+            }
+            report.models.push(entry);
+        }
+        report.duration_s = clock.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    async fn already_published(&self, commit_id: &CommitId) -> Result<bool> {
+        let runs = history::runs_table();
+        match self.catalog.load(&runs).await {
+            Ok(table) => Ok(find_commit(table.metadata(), "main", commit_id).is_some()),
+            Err(CatalogError::TableNotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Step 1: check what each model reads and plan it; returns the planned
+    /// output schemas by model name.
+    async fn prepare(&self, session: &LakeSession) -> Result<BTreeMap<String, SchemaRef>> {
+        let mut schemas = BTreeMap::new();
+        for model in self.models() {
+            for read in &model.sql.reads {
+                let in_pipeline = self.pipeline.model(&read.table);
+                let selected = in_pipeline.is_some_and(|m| schemas.contains_key(&m.name));
+                if selected {
+                    continue;
+                }
+                let ident = icefjord_catalog::parse_table(&read.table)?;
+                let exists = self.catalog.exists(&ident).await?
+                    || self.catalog.view(&ident).await?.is_some();
+                if !exists {
+                    let message = match in_pipeline {
+                        Some(_) => format!(
+                            "reads {}, a model of this pipeline that is not published yet: \
+                             select it too (--select +{})",
+                            read.table, model.name
+                        ),
+                        None => format!(
+                            "reads {}, which is no table or view of the lake",
+                            read.table
+                        ),
+                    };
+                    return Err(SpecError {
+                        file: model.sql.file.clone(),
+                        line: read.line,
+                        model: Some(model.name.clone()),
+                        field: Some("sql".into()),
+                        message,
+                    }
+                    .into());
+                }
+            }
+            let frame = plan_error(model, session.context().sql(&model.sql.text).await)?;
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            for audit in &model.audits {
+                for column in audit.columns() {
+                    if schema.field_with_name(column).is_err() {
+                        return Err(model
+                            .error(
+                                Some("audits"),
+                                format!(
+                                    "audit {} names no column {column} of the output",
+                                    audit.label()
+                                ),
+                            )
+                            .into());
+                    }
+                }
+            }
+            for (field, columns) in [
+                ("unique_key", &model.unique_key),
+                ("sort_by", &model.sort_by),
+            ] {
+                for column in columns {
+                    if schema.field_with_name(column).is_err() {
+                        return Err(model
+                            .error(
+                                Some(field),
+                                format!("names no column {column} of the output"),
+                            )
+                            .into());
+                    }
+                }
+            }
+            if !model.partition_by.is_empty() {
+                let iceberg = iceberg_schema_for(&model.name, &schema)
+                    .map_err(|e| model.error(None, e.to_string()))?;
+                partition_spec(&model.name, &model.partition_by, &iceberg)
+                    .map_err(|e| model.error(Some("partition_by"), e.to_string()))?;
+            }
+            let stub: Arc<dyn TableProvider> = match model.kind {
+                Kind::View => Arc::new(ViewTable::new(frame.into_unoptimized_plan(), None)),
+                _ => Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?),
+            };
+            session.stage(&model.ident, stub)?;
+            schemas.insert(model.name.clone(), schema);
+        }
+        Ok(schemas)
+    }
+
+    /// Step 2 for one model: its output, rows and files.
+    async fn run_model(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+        run_id: &str,
+    ) -> Result<(Output, Option<u64>, Option<usize>)> {
+        let ctx = session.context();
+        if model.kind == Kind::View {
+            let frame = ctx.sql(&model.sql.text).await?;
+            session.stage(
+                &model.ident,
+                Arc::new(ViewTable::new(
+                    frame.into_unoptimized_plan(),
+                    Some(model.sql.text.clone()),
+                )),
+            )?;
+            let view = ViewWrite::new(model.ident.clone(), model.sql.text.clone())
+                .with_owner(format!("pipeline {}", self.pipeline.name));
+            return Ok((Output::View(view), None, None));
+        }
+        let mut frame = ctx.sql(&model.sql.text).await?;
+        if !model.sort_by.is_empty() {
+            let order: Vec<SortExpr> = model
+                .sort_by
+                .iter()
+                .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, false))
+                .collect();
+            frame = frame.sort(order)?;
+        }
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let produced = frame.collect().await?;
+        let table = self.output_table(model, &schema).await?;
+        let published = Arc::new(IcebergTable::try_new(
+            table.clone(),
+            None,
+            self.catalog.store().clone(),
+        )?);
+        let base = table.metadata().current_snapshot_id();
+        let new_rows = Arc::new(MemTable::try_new(schema.clone(), vec![produced.clone()])?);
+        // The output's new content, as later models and audits will read it.
+        let (content, staged): (Vec<RecordBatch>, Arc<dyn TableProvider>) = match model.kind {
+            Kind::Table => (produced.clone(), new_rows.clone()),
+            Kind::Append => {
+                let old = conformed(ctx.read_table(published.clone())?, &schema)?;
+                let all = old.union(ctx.read_table(new_rows.clone())?)?;
+                (
+                    produced.clone(),
+                    Arc::new(ViewTable::new(all.into_unoptimized_plan(), None)),
+                )
+            }
+            Kind::IncrementalByKey => {
+                let keys: Vec<&str> = model.unique_key.iter().map(String::as_str).collect();
+                let old = conformed(ctx.read_table(published.clone())?, &schema)?;
+                let new = ctx.read_table(new_rows.clone())?;
+                let kept = old.join(
+                    new.clone().select_columns(&keys)?,
+                    JoinType::LeftAnti,
+                    &keys,
+                    &keys,
+                    None,
+                )?;
+                let merged = kept.union(new)?.collect().await?;
+                let staged = Arc::new(MemTable::try_new(schema.clone(), vec![merged.clone()])?);
+                (merged, staged)
+            }
+            Kind::View | Kind::IncrementalByTime => {
+                return Err(RunnerError::Usage(format!(
+                    "{}: kind {} cannot be run here",
+                    model.name, model.kind
+                )))
+            }
+        };
+        session.stage(&model.ident, staged)?;
+        let rows = produced.iter().map(|b| b.num_rows() as u64).sum();
+        let mut files = Vec::new();
+        if !self.dry_run {
+            let mut writer = TableWriter::new(&table).await?;
+            for batch in content {
+                writer.write(batch).await?;
+            }
+            files = writer.close().await?.0;
+        }
+        let file_count = files.len();
+        let snapshot_id = mint_snapshot_id();
+        let write = match model.kind {
+            Kind::Append => TableWrite::append(model.ident.clone(), files),
+            Kind::IncrementalByKey => {
+                TableWrite::overwrite(model.ident.clone(), files).with_base_snapshot(base)
+            }
+            _ => TableWrite::overwrite(model.ident.clone(), files),
+        }
+        .with_snapshot_id(snapshot_id)
+        .with_property("icefjord.writer", "icefjord run")
+        .with_property("icefjord.pipeline", self.pipeline.name.clone())
+        .with_property("icefjord.model", model.name.clone())
+        .with_property("icefjord.run-id", run_id.to_string());
+        Ok((
+            Output::Table { write, snapshot_id },
+            Some(rows),
+            Some(file_count),
+        ))
+    }
+
+    /// The model's output table, created from the planned schema when missing.
+    async fn output_table(&self, model: &Model, schema: &SchemaRef) -> Result<Table> {
+        match self.catalog.load(&model.ident).await {
+            Ok(table) => Ok(table),
+            Err(CatalogError::TableNotFound { .. }) => {
+                let iceberg = iceberg_schema_for(&model.name, schema)?;
+                let partition_spec = match model.partition_by.is_empty() {
+                    true => None,
+                    false => Some(partition_spec(&model.name, &model.partition_by, &iceberg)?),
+                };
+                let properties = [("icefjord.pipeline".to_string(), self.pipeline.name.clone())];
+                Ok(self
+                    .catalog
+                    .load_or_create(&model.ident, || {
+                        Ok(TableSpec {
+                            schema: iceberg,
+                            partition_spec,
+                            properties: properties.into(),
+                        })
+                    })
+                    .await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Step 3 for one model.
+    async fn audit(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+    ) -> Result<Vec<crate::report::AuditReport>> {
+        let ctx = session.context();
+        let mut reports = Vec::new();
+        for check in &model.audits {
+            let output = ctx.table(model.name.as_str()).await?;
+            reports.push(audit::run(check, output, ctx).await?);
+        }
+        Ok(reports)
+    }
+
+    /// Step 4: one commit for every output, view and history row.
+    async fn publish(
+        &self,
+        commit_id: &CommitId,
+        outputs: Vec<(usize, Output)>,
+        report: &RunReport,
+    ) -> Result<()> {
+        let runs = history::ensure_runs_table(self.catalog).await?;
+        let mut writer = TableWriter::new(&runs).await?;
+        writer.write(history::rows(report, commit_id)?).await?;
+        let (files, _) = writer.close().await?;
+        let mut commit = self.catalog.commit(commit_id.clone()).with_write(
+            TableWrite::append(history::runs_table(), files)
+                .with_property("icefjord.writer", "icefjord run")
+                .with_property("icefjord.pipeline", self.pipeline.name.clone())
+                .with_property("icefjord.run-id", report.run_id.clone()),
+        );
+        for (_, output) in outputs {
+            commit = match output {
+                Output::View(view) => {
+                    let namespace = view.ident.namespace().join(".");
+                    self.catalog.ensure_namespace(&namespace).await?;
+                    commit.with_view(view)
+                }
+                Output::Table { write, .. } => commit.with_write(write),
+            };
+        }
+        commit.execute().await?;
+        Ok(())
+    }
+
+    /// A failed run's history rows, committed on their own.
+    async fn record_failure(&self, report: &RunReport) -> Result<()> {
+        let runs = history::ensure_runs_table(self.catalog).await?;
+        let commit_id = CommitId::new(format!(
+            "run:{}:{}:failed:{}",
+            report.pipeline,
+            report.run_id,
+            uuid::Uuid::now_v7()
+        ));
+        let mut writer = TableWriter::new(&runs).await?;
+        writer.write(history::rows(report, &commit_id)?).await?;
+        let (files, _) = writer.close().await?;
+        self.catalog
+            .commit(commit_id)
+            .with_write(
+                TableWrite::append(history::runs_table(), files)
+                    .with_property("icefjord.writer", "icefjord run")
+                    .with_property("icefjord.pipeline", report.pipeline.clone()),
+            )
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
+
+/// `frame` with `schema`'s columns, in its order (a published table may carry its
+/// columns with other Arrow layouts than the query produces).
+fn conformed(frame: DataFrame, schema: &SchemaRef) -> Result<DataFrame> {
+    let columns: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            datafusion::logical_expr::cast(
+                Expr::Column(Column::new_unqualified(f.name())),
+                f.data_type().clone(),
+            )
+            .alias(f.name())
+        })
+        .collect();
+    Ok(frame.select(columns)?)
+}
+
+/// A planning error of a model's query: a spec error naming the SQL file, unless
+/// the catalog or storage failed underneath.
+fn plan_error(model: &Model, planned: Result<DataFrame, DataFusionError>) -> Result<DataFrame> {
+    match planned {
+        Ok(frame) => Ok(frame),
+        Err(DataFusionError::External(e)) => match e.downcast::<CatalogError>() {
+            Ok(catalog) => Err(RunnerError::Catalog(*catalog)),
+            Err(other) => Err(spec_error(model, &other.to_string())),
+        },
+        Err(e) => Err(spec_error(model, &e.to_string())),
+    }
+}
+
+fn spec_error(model: &Model, message: &str) -> RunnerError {
+    SpecError {
+        file: model.sql.file.clone(),
+        line: 0,
+        model: Some(model.name.clone()),
+        field: Some("sql".into()),
+        message: format!("does not plan: {message}"),
+    }
+    .into()
+}

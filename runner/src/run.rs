@@ -500,8 +500,10 @@ impl<'a> Runner<'a> {
                 .collect();
             frame = frame.sort(order)?;
         }
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let planned: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let produced = frame.collect().await?;
+        // The batches' own schema (nullability may be tighter than planned).
+        let schema = produced.first().map_or(planned, RecordBatch::schema);
         let table = self.output_table(model, &schema).await?;
         let published = Arc::new(IcebergTable::try_new(
             table.clone(),

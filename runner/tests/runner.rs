@@ -1,0 +1,511 @@
+//! The runner over a real lake on a temporary directory: write-audit-publish,
+//! history, idempotent run ids and spec errors found by planning.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use iceberg::spec::{NestedField, PrimitiveType, Type};
+use icefjord_catalog::{parse_table, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite};
+use icefjord_engine::{LakeSession, TableWriter};
+use icefjord_runner::{ModelStatus, Pipeline, RunStatus, Runner, RunnerError};
+
+async fn lake() -> (tempfile::TempDir, LakeCatalog) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = LakeCatalog::open(&LakeConfig::local(&dir.path().join("lake")).unwrap())
+        .await
+        .unwrap();
+    (dir, lake)
+}
+
+/// Append orders `(id, store, amount in cents, kind)` to `raw.orders`.
+async fn add_orders(lake: &LakeCatalog, orders: &[(i64, i32, i128, &str)]) {
+    let ident = parse_table("raw.orders").unwrap();
+    let table = lake
+        .load_or_create(&ident, || {
+            let fields = [
+                ("id", PrimitiveType::Long),
+                ("store", PrimitiveType::Int),
+                (
+                    "amount",
+                    PrimitiveType::Decimal {
+                        precision: 10,
+                        scale: 2,
+                    },
+                ),
+                ("kind", PrimitiveType::String),
+            ]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, ty))| {
+                Arc::new(NestedField::required(
+                    i as i32 + 1,
+                    name,
+                    Type::Primitive(ty),
+                ))
+            })
+            .collect::<Vec<_>>();
+            Ok(TableSpec {
+                schema: iceberg::spec::Schema::builder()
+                    .with_fields(fields)
+                    .build()
+                    .unwrap(),
+                partition_spec: None,
+                properties: Default::default(),
+            })
+        })
+        .await
+        .unwrap();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("store", DataType::Int32, false),
+            Field::new("amount", DataType::Decimal128(10, 2), false),
+            Field::new("kind", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(orders.iter().map(|o| o.0))),
+            Arc::new(Int32Array::from_iter_values(orders.iter().map(|o| o.1))),
+            Arc::new(
+                Decimal128Array::from_iter_values(orders.iter().map(|o| o.2))
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+            Arc::new(StringArray::from_iter_values(orders.iter().map(|o| o.3))),
+        ],
+    )
+    .unwrap();
+    let mut writer = TableWriter::new(&table).await.unwrap();
+    writer.write(batch).await.unwrap();
+    let (files, _) = writer.close().await.unwrap();
+    lake.commit(CommitId::mint())
+        .with_write(TableWrite::append(ident, files))
+        .execute()
+        .await
+        .unwrap();
+}
+
+const ORDERS: [(i64, i32, i128, &str); 4] = [
+    (1, 1, 1000, "SALE"),
+    (2, 1, 550, "SALE"),
+    (3, 2, 725, "RETURN"),
+    (4, 2, 300, "SALE"),
+];
+
+const PIPELINE: &str = r#"name = "shop"
+
+[[models]]
+name = "historical.store_totals"
+kind = "table"
+sort_by = ["store"]
+
+[[models.audits]]
+check = "not_null"
+columns = ["store", "sales"]
+
+[[models.audits]]
+check = "unique"
+columns = ["store"]
+
+[[models.audits]]
+check = "row_count_min"
+min = 1
+
+[[models]]
+name = "historical.sale_log"
+kind = "append"
+
+[[models.audits]]
+check = "accepted_values"
+column = "kind"
+values = ["SALE"]
+
+[[models]]
+name = "historical.latest"
+kind = "incremental_by_key"
+unique_key = ["id"]
+"#;
+
+fn write_pipeline(dir: &Path, toml: &str, files: &[(&str, &str)]) -> Pipeline {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("pipeline.toml"), toml).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    Pipeline::load(dir).unwrap()
+}
+
+const FILES: [(&str, &str); 4] = [
+    (
+        "store_totals.sql",
+        "SELECT store,\n  sum(CASE WHEN kind = 'SALE' THEN amount ELSE 0 END) AS sales,\n  count(*) AS events\nFROM raw.orders GROUP BY store",
+    ),
+    ("sale_log.sql", "SELECT id, kind, amount FROM raw.orders WHERE kind = 'SALE'"),
+    ("latest.sql", "SELECT id, amount FROM raw.orders"),
+    (
+        "big_stores.sql",
+        "-- name = \"unified.big_stores\"\n-- kind = \"view\"\nSELECT store, sales FROM historical.store_totals WHERE sales > 5",
+    ),
+];
+
+async fn query(lake: &LakeCatalog, sql: &str) -> Vec<RecordBatch> {
+    LakeSession::new(lake)
+        .await
+        .unwrap()
+        .query(sql)
+        .await
+        .unwrap()
+}
+
+async fn snapshot(lake: &LakeCatalog, table: &str) -> Option<i64> {
+    lake.load(&parse_table(table).unwrap())
+        .await
+        .unwrap()
+        .metadata()
+        .current_snapshot_id()
+}
+
+fn int64s(batches: &[RecordBatch], column: usize) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(column)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = arrow::compute::cast(b.column(column), &DataType::Utf8).unwrap();
+            let s = c.as_string::<i32>();
+            (0..s.len())
+                .map(|i| s.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_publishes_tables_views_and_history_in_one_commit() {
+    let (dir, lake) = lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let pipeline = write_pipeline(&dir.path().join("shop"), PIPELINE, &FILES);
+
+    let report = Runner::new(&lake, &pipeline)
+        .unwrap()
+        .with_run_id(Some("r1".into()))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    assert!(report
+        .models
+        .iter()
+        .all(|m| m.status == ModelStatus::Published));
+
+    // Sales per store: 10.00 + 5.50 for store 1; the return does not count.
+    let totals = query(
+        &lake,
+        "SELECT store, sales, events FROM historical.store_totals ORDER BY store",
+    )
+    .await;
+    assert_eq!(strings(&totals, 0), ["1", "2"]);
+    assert_eq!(strings(&totals, 1), ["15.50", "3.00"]);
+    assert_eq!(int64s(&totals, 2), [2, 2]);
+    let view = query(&lake, "SELECT store FROM unified.big_stores").await;
+    assert_eq!(strings(&view, 0), ["1"]);
+    let log = query(&lake, "SELECT id FROM historical.sale_log ORDER BY id").await;
+    assert_eq!(int64s(&log, 0), [1, 2, 4]);
+
+    // Every output and the history row landed in the same commit, with the
+    // snapshot ids the history names.
+    let history = query(
+        &lake,
+        "SELECT model, status, snapshot_id, commit_id, rows FROM icefjord.runs WHERE run_id = 'r1' ORDER BY model",
+    )
+    .await;
+    let models = strings(&history, 0);
+    assert_eq!(
+        models,
+        [
+            "historical.latest",
+            "historical.sale_log",
+            "historical.store_totals",
+            "unified.big_stores"
+        ]
+    );
+    assert!(strings(&history, 1).iter().all(|s| s == "published"));
+    assert!(strings(&history, 3).iter().all(|c| c == "run:shop:r1"));
+    let ids = history[0].column(2).as_primitive::<Int64Type>();
+    for (i, model) in models.iter().enumerate() {
+        if model.starts_with("historical.") {
+            assert_eq!(Some(ids.value(i)), snapshot(&lake, model).await, "{model}");
+        } else {
+            assert!(ids.is_null(i), "a view has no snapshot");
+        }
+    }
+
+    // The same run id again: nothing happens.
+    let before = snapshot(&lake, "historical.sale_log").await;
+    let again = Runner::new(&lake, &pipeline)
+        .unwrap()
+        .with_run_id(Some("r1".into()))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(again.status, RunStatus::AlreadyDone);
+    assert_eq!(snapshot(&lake, "historical.sale_log").await, before);
+
+    // New input, a new run: full refresh, append and merge each do their part.
+    add_orders(&lake, &[(5, 2, 400, "SALE"), (2, 1, 999, "RETURN")]).await;
+    let second = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(second.status, RunStatus::Success, "{second:?}");
+    let totals = query(
+        &lake,
+        "SELECT store, sales FROM historical.store_totals ORDER BY store",
+    )
+    .await;
+    assert_eq!(strings(&totals, 1), ["15.50", "7.00"]);
+    let log = query(&lake, "SELECT id FROM historical.sale_log ORDER BY id").await;
+    assert_eq!(
+        int64s(&log, 0),
+        [1, 1, 2, 2, 4, 4, 5],
+        "append adds every run's rows"
+    );
+    let latest = query(&lake, "SELECT count(*) FROM historical.latest").await;
+    // ids 1–5, with id 2 twice in the input (two raw rows) merged as two new rows.
+    assert_eq!(int64s(&latest, 0), [6]);
+    let view = query(&lake, "SELECT store FROM unified.big_stores ORDER BY store").await;
+    assert_eq!(
+        strings(&view, 0),
+        ["1", "2"],
+        "the view reads the new totals"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_audit_or_model_publishes_nothing() {
+    let (dir, lake) = lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let pipeline = write_pipeline(&dir.path().join("shop"), PIPELINE, &FILES);
+    let first = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(first.status, RunStatus::Success, "{first:?}");
+    let tables = [
+        "historical.store_totals",
+        "historical.sale_log",
+        "historical.latest",
+    ];
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(snapshot(&lake, t).await);
+    }
+    let view_before = lake
+        .view(&parse_table("unified.big_stores").unwrap())
+        .await
+        .unwrap();
+
+    // An audit that fails (a RETURN reaches the sale log) after other models ran.
+    let failing = write_pipeline(
+        &dir.path().join("shop"),
+        PIPELINE,
+        &[("sale_log.sql", "SELECT id, kind, amount FROM raw.orders")],
+    );
+    let report = Runner::new(&lake, &failing)
+        .unwrap()
+        .with_run_id(Some("bad".into()))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    let status = |name: &str| {
+        report
+            .models
+            .iter()
+            .find(|m| m.model == name)
+            .unwrap()
+            .status
+    };
+    assert_eq!(status("historical.sale_log"), ModelStatus::AuditFailed);
+    let audit = &report
+        .models
+        .iter()
+        .find(|m| m.model == "historical.sale_log")
+        .unwrap()
+        .audits[0];
+    assert_eq!((audit.passed, audit.failing), (false, 1));
+    for (t, b) in tables.iter().zip(&before) {
+        assert_eq!(snapshot(&lake, t).await, *b, "{t} changed");
+    }
+    assert_eq!(
+        lake.view(&parse_table("unified.big_stores").unwrap())
+            .await
+            .unwrap(),
+        view_before
+    );
+    let history = query(
+        &lake,
+        "SELECT status FROM icefjord.runs WHERE run_id = 'bad' ORDER BY model",
+    )
+    .await;
+    assert!(strings(&history, 0).contains(&"audit_failed".to_string()));
+
+    // A model that fails while running (a cast that cannot hold), after others ran.
+    let erroring = write_pipeline(
+        &dir.path().join("shop"),
+        PIPELINE,
+        &[
+            (
+                "sale_log.sql",
+                "SELECT id, kind, amount FROM raw.orders WHERE kind = 'SALE'",
+            ),
+            (
+                "latest.sql",
+                "SELECT id, CAST(kind AS INT) AS amount FROM raw.orders",
+            ),
+        ],
+    );
+    let report = Runner::new(&lake, &erroring).unwrap().run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    let latest = report
+        .models
+        .iter()
+        .find(|m| m.model == "historical.latest")
+        .unwrap();
+    assert_eq!(latest.status, ModelStatus::Failed);
+    assert!(
+        latest.error.as_deref().unwrap().contains("SALE"),
+        "{latest:?}"
+    );
+    for (t, b) in tables.iter().zip(&before) {
+        assert_eq!(snapshot(&lake, t).await, *b, "{t} changed");
+    }
+
+    // A failed run id can be retried once fixed.
+    let fixed = write_pipeline(&dir.path().join("shop"), PIPELINE, &FILES);
+    let retry = Runner::new(&lake, &fixed)
+        .unwrap()
+        .with_run_id(Some("bad".into()))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(retry.status, RunStatus::Success);
+}
+
+#[tokio::test]
+async fn planning_finds_spec_errors_before_anything_runs() {
+    let (dir, lake) = lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let error_of = |files: &[(&'static str, &'static str)], toml: &str| {
+        let dir = dir.path().join("p");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut all: Vec<(&str, &str)> = FILES.to_vec();
+        all.retain(|(name, _)| !files.iter().any(|(n, _)| n == name));
+        all.extend_from_slice(files);
+        (write_pipeline(&dir, toml, &all), dir)
+    };
+    let cases: [(&[(&str, &str)], &str, &str, &str); 4] = [
+        (
+            &[("store_totals.sql", "SELECT store, nope FROM raw.orders")],
+            PIPELINE,
+            "store_totals.sql",
+            "nope",
+        ),
+        (
+            &[("latest.sql", "SELECT id, amount\nFROM raw.missing")],
+            PIPELINE,
+            "latest.sql:2",
+            "raw.missing",
+        ),
+        (
+            &[],
+            &PIPELINE.replace(
+                "columns = [\"store\", \"sales\"]",
+                "columns = [\"store\", \"salez\"]",
+            ),
+            "pipeline.toml:4",
+            "salez",
+        ),
+        (
+            &[],
+            &PIPELINE.replace("unique_key = [\"id\"]", "unique_key = [\"key\"]"),
+            "pipeline.toml",
+            "key",
+        ),
+    ];
+    for (files, toml, place, word) in cases {
+        let (pipeline, _) = error_of(files, toml);
+        let err = Runner::new(&lake, &pipeline)
+            .unwrap()
+            .run()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RunnerError::Spec(_)), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(place) && text.contains(word),
+            "{place}/{word}: {text}"
+        );
+        assert!(!lake
+            .exists(&parse_table("historical.store_totals").unwrap())
+            .await
+            .unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_and_plan_explains() {
+    let (dir, lake) = lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let pipeline = write_pipeline(&dir.path().join("shop"), PIPELINE, &FILES);
+    let plan = Runner::new(&lake, &pipeline).unwrap().plan().await.unwrap();
+    let names: Vec<&str> = plan.iter().map(|p| p.model.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "historical.latest",
+            "historical.sale_log",
+            "historical.store_totals",
+            "unified.big_stores"
+        ]
+    );
+    let view = plan
+        .iter()
+        .find(|p| p.model == "unified.big_stores")
+        .unwrap();
+    assert_eq!(view.upstream, ["historical.store_totals"]);
+    assert!(plan[2].action.contains("create"), "{:?}", plan[2]);
+
+    let report = Runner::new(&lake, &pipeline)
+        .unwrap()
+        .with_dry_run(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::DryRun);
+    let log = report
+        .models
+        .iter()
+        .find(|m| m.model == "historical.sale_log")
+        .unwrap();
+    assert_eq!(log.rows, Some(3));
+    assert_eq!(
+        snapshot(&lake, "historical.sale_log").await,
+        None,
+        "nothing published"
+    );
+    assert!(lake
+        .view(&parse_table("unified.big_stores").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -28,6 +28,14 @@ impl Usage {
     }
 }
 
+/// A job run ended with a failed model or audit (exit 1); the report was printed.
+#[derive(Debug, thiserror::Error)]
+#[error("pipeline {pipeline} failed: {message}")]
+pub struct JobFailed {
+    pub pipeline: String,
+    pub message: String,
+}
+
 /// The exit code for an error that ended a command.
 pub fn code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {
@@ -51,6 +59,20 @@ pub fn code(err: &anyhow::Error) -> i32 {
                 e if e.is_retryable() => UNAVAILABLE,
                 _ => FAILED,
             };
+        }
+        if let Some(e) = cause.downcast_ref::<icefjord_runner::RunnerError>() {
+            return match e {
+                icefjord_runner::RunnerError::Spec(_) | icefjord_runner::RunnerError::Usage(_) => {
+                    USAGE
+                }
+                icefjord_runner::RunnerError::Catalog(c) => catalog(c),
+                icefjord_runner::RunnerError::Engine(c) => engine(c),
+                e if e.is_retryable() => UNAVAILABLE,
+                _ => FAILED,
+            };
+        }
+        if cause.downcast_ref::<icefjord_runner::SpecError>().is_some() {
+            return USAGE;
         }
         if cause.downcast_ref::<toml::de::Error>().is_some() {
             return USAGE;

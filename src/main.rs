@@ -4,6 +4,7 @@
 mod config;
 mod exit;
 mod ingest;
+mod jobs;
 mod kafka;
 
 use std::io::{IsTerminal, Write};
@@ -96,6 +97,25 @@ enum Command {
     /// Produce realistic events (retail, clickstream, activity) to a Kafka topic,
     /// deterministic for a seed; prints a JSON report.
     Simulate(Box<SimulateArgs>),
+    /// Run a pipeline (jobs/<name>/: pipeline.toml + SQL models): every model is
+    /// written and audited, then all outputs are published in one commit.
+    ///
+    /// Exit codes: 0 ok · 1 a model or audit failed (nothing was published) ·
+    /// 2 bad spec or usage · 3 a service was unavailable (retrying may help).
+    ///
+    /// Example: icefjord run jobs/retail --select historical.sales_hourly+ --output json
+    Run(jobs::RunArgs),
+    /// Show what `run` would do, in order, and why; checks every query and audit.
+    Plan(jobs::PlanArgs),
+    /// Run the audits of a pipeline's published outputs (exit 1 if one fails).
+    Test(jobs::PlanArgs),
+    /// List the models of a pipeline, or of every pipeline under a folder.
+    List {
+        #[command(flatten)]
+        args: jobs::ListArgs,
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Show the resolved lake configuration (secrets redacted).
     Config,
 }
@@ -286,6 +306,13 @@ async fn run(cli: Cli) -> Result<()> {
             let report = simulation.run().await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
+        }
+        Command::Run(args) => jobs::run(args, open(&cli.lake).await?).await,
+        Command::Plan(args) => jobs::plan(args, open(&cli.lake).await?).await,
+        Command::Test(args) => jobs::test(args, open(&cli.lake).await?).await,
+        Command::List { args, output } => {
+            let batch = jobs::list(&args)?;
+            print(output.format(), &batch.schema(), &[batch])
         }
         Command::Config => {
             let config = lake_config(&cli.lake, &config::read_file(cli.lake.config.as_deref())?)?;

@@ -319,3 +319,121 @@ fn ingest_without_a_route_or_a_broker_is_a_usage_error() {
     ];
     assert_clean_error(&with_schema(&tls, shipped), 2, "/nonexistent/ca.pem");
 }
+
+/// A small pipeline over the demo's raw.retail_events.
+fn write_job(dir: &Path, min_rows: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("pipeline.toml"),
+        format!(
+            "name = \"units\"\n\n[[models]]\nname = \"historical.units_by_category\"\nkind = \"table\"\n\n\
+             [[models.audits]]\ncheck = \"not_null\"\ncolumns = [\"category\"]\n\n\
+             [[models.audits]]\ncheck = \"row_count_min\"\nmin = {min_rows}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("units_by_category.sql"),
+        "SELECT category, sum(quantity) AS units\nFROM raw.retail_events\nGROUP BY category",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("top.sql"),
+        "-- name = \"unified.top_category\"\n-- kind = \"view\"\n\
+         SELECT category FROM historical.units_by_category ORDER BY units DESC LIMIT 1",
+    )
+    .unwrap();
+}
+
+#[test]
+fn run_plan_list_and_test_a_pipeline_with_stable_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    assert!(icefjord(&lake, &["demo", "--events", "3000"])
+        .status
+        .success());
+    let job = dir.path().join("jobs").join("units");
+    write_job(&job, 1);
+    let job_arg = job.to_str().unwrap();
+
+    let out = icefjord(&lake, &["plan", job_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan = stdout(&out);
+    let first = plan.find("historical.units_by_category").unwrap();
+    let second = plan.find("unified.top_category").unwrap();
+    assert!(first < second, "run order: {plan}");
+
+    let out = icefjord(
+        &lake,
+        &[
+            "list",
+            dir.path().join("jobs").to_str().unwrap(),
+            "-o",
+            "csv",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).lines().count(),
+        3,
+        "header + two models: {}",
+        stdout(&out)
+    );
+
+    let out = icefjord(&lake, &["run", job_arg, "--run-id", "r1", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["status"], "success", "{report}");
+    assert_eq!(report["commit_id"], "run:units:r1");
+    // The view answers like the same query over the raw table.
+    let top = json(&lake, "SELECT category FROM unified.top_category");
+    let direct = json(
+        &lake,
+        "SELECT category FROM raw.retail_events GROUP BY category ORDER BY sum(quantity) DESC LIMIT 1",
+    );
+    assert_eq!(top, direct);
+    let runs = json(
+        &lake,
+        "SELECT count(*) AS n FROM icefjord.runs WHERE run_id = 'r1'",
+    );
+    assert_eq!(runs[0]["n"], 2);
+
+    let out = icefjord(&lake, &["run", job_arg, "--run-id", "r1", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(again["status"], "already_done");
+
+    let out = icefjord(&lake, &["test", job_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A failing audit: exit 1, the report still on stdout, nothing published.
+    let before = json(
+        &lake,
+        "SELECT count(*) AS n FROM icefjord.runs WHERE status = 'published'",
+    );
+    write_job(&job, 1_000_000);
+    let out = icefjord(&lake, &["run", job_arg, "-o", "json"]);
+    assert_clean_error(&out, 1, "row_count_min(1000000)");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["status"], "failed");
+    assert_eq!(
+        json(
+            &lake,
+            "SELECT count(*) AS n FROM icefjord.runs WHERE status = 'published'"
+        ),
+        before
+    );
+    let out = icefjord(&lake, &["test", job_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // A bad spec: exit 2, naming file and line.
+    std::fs::write(
+        job.join("pipeline.toml"),
+        "name = \"units\"\n\n[[models]]\nname = \"historical.units_by_category\"\nkind = \"tabel\"\n",
+    )
+    .unwrap();
+    let out = icefjord(&lake, &["run", job_arg]);
+    assert_clean_error(&out, 2, "pipeline.toml:5");
+    let out = icefjord(&lake, &["run", dir.path().join("nope").to_str().unwrap()]);
+    assert_clean_error(&out, 2, "pipeline.toml");
+}

@@ -413,7 +413,8 @@ async fn planning_finds_spec_errors_before_anything_runs() {
         all.extend_from_slice(files);
         (write_pipeline(&dir, toml, &all), dir)
     };
-    let cases: [(&[(&str, &str)], &str, &str, &str); 4] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
+    let cases: [Case; 4] = [
         (
             &[("store_totals.sql", "SELECT store, nope FROM raw.orders")],
             PIPELINE,

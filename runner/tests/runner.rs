@@ -405,46 +405,34 @@ async fn a_failed_audit_or_model_publishes_nothing() {
 async fn planning_finds_spec_errors_before_anything_runs() {
     let (dir, lake) = lake().await;
     add_orders(&lake, &ORDERS).await;
-    let error_of = |files: &[(&'static str, &'static str)], toml: &str| {
-        let dir = dir.path().join("p");
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut all: Vec<(&str, &str)> = FILES.to_vec();
-        all.retain(|(name, _)| !files.iter().any(|(n, _)| n == name));
-        all.extend_from_slice(files);
-        (write_pipeline(&dir, toml, &all), dir)
-    };
-    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
-    let cases: [Case; 4] = [
+    let bad_audit = PIPELINE.replace(
+        "columns = [\"store\", \"sales\"]",
+        "columns = [\"store\", \"salez\"]",
+    );
+    let bad_key = PIPELINE.replace("unique_key = [\"id\"]", "unique_key = [\"key\"]");
+    let cases = [
         (
-            &[("store_totals.sql", "SELECT store, nope FROM raw.orders")],
-            PIPELINE,
+            vec![("store_totals.sql", "SELECT store, nope FROM raw.orders")],
+            PIPELINE.to_string(),
             "store_totals.sql",
             "nope",
         ),
         (
-            &[("latest.sql", "SELECT id, amount\nFROM raw.missing")],
-            PIPELINE,
+            vec![("latest.sql", "SELECT id, amount\nFROM raw.missing")],
+            PIPELINE.to_string(),
             "latest.sql:2",
             "raw.missing",
         ),
-        (
-            &[],
-            &PIPELINE.replace(
-                "columns = [\"store\", \"sales\"]",
-                "columns = [\"store\", \"salez\"]",
-            ),
-            "pipeline.toml:4",
-            "salez",
-        ),
-        (
-            &[],
-            &PIPELINE.replace("unique_key = [\"id\"]", "unique_key = [\"key\"]"),
-            "pipeline.toml",
-            "key",
-        ),
+        (vec![], bad_audit, "pipeline.toml:4", "salez"),
+        (vec![], bad_key, "pipeline.toml", "key"),
     ];
     for (files, toml, place, word) in cases {
-        let (pipeline, _) = error_of(files, toml);
+        let folder = dir.path().join("p");
+        let _ = std::fs::remove_dir_all(&folder);
+        let mut all: Vec<(&str, &str)> = FILES.to_vec();
+        all.retain(|(name, _)| !files.iter().any(|(n, _)| n == name));
+        all.extend_from_slice(&files);
+        let pipeline = write_pipeline(&folder, &toml, &all);
         let err = Runner::new(&lake, &pipeline)
             .unwrap()
             .run()

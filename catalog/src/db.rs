@@ -315,6 +315,34 @@ impl CatalogDb {
 
     /// Move every row of `swaps` from its expected to its new location in one
     /// transaction, or none of them.
+    /// Every table's metadata location and every view's SQL, read by ONE statement
+    /// so that they are one consistent state of the catalog (a multi-table commit
+    /// is either wholly in it or not at all). Rows: (is_view, namespace, name, text).
+    pub async fn state(&self) -> Result<Vec<(bool, String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT 'table', table_namespace, table_name, metadata_location FROM iceberg_tables
+             WHERE catalog_name = $1 AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)
+               AND metadata_location IS NOT NULL
+             UNION ALL
+             SELECT 'view', view_namespace, view_name, view_sql FROM icefjord_views
+             WHERE catalog_name = $1",
+        )
+        .bind(&self.catalog_name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>(0).map_err(|e| self.err(e))? == "view",
+                    r.try_get::<String, _>(1).map_err(|e| self.err(e))?,
+                    r.try_get::<String, _>(2).map_err(|e| self.err(e))?,
+                    r.try_get::<String, _>(3).map_err(|e| self.err(e))?,
+                ))
+            })
+            .collect()
+    }
+
     pub async fn list_views(&self, namespace: &str) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT view_name FROM icefjord_views

@@ -40,4 +40,4 @@ pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
 pub use error::{CatalogError, Result};
 pub use evolution::SchemaEvolution;
 pub use storage::WarehouseStore;
-pub use views::{ViewDef, ViewWrite};
+pub use views::{CatalogState, ViewDef, ViewWrite};

@@ -6,6 +6,8 @@
 //! commit path ([`Commit::with_view`]) in the same database transaction as the
 //! tables of the commit: a run's tables and views change together or not at all.
 
+use std::collections::BTreeMap;
+
 use iceberg::{NamespaceIdent, TableIdent};
 
 use crate::catalog::{display, split, LakeCatalog};
@@ -53,6 +55,43 @@ impl LakeCatalog {
             owner,
             commit_id,
         }))
+    }
+}
+
+/// One consistent state of the catalog: where each table's metadata is and what
+/// each view says, read at one instant ([`LakeCatalog::state`]).
+#[derive(Clone, Debug, Default)]
+pub struct CatalogState {
+    /// `namespace → table → metadata location`.
+    pub tables: BTreeMap<String, BTreeMap<String, String>>,
+    /// `namespace → view → SQL`.
+    pub views: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl LakeCatalog {
+    /// Every table and view as of one instant: a reader that resolves all the
+    /// tables of a query from one state sees each multi-table commit wholly or not
+    /// at all.
+    pub async fn state(&self) -> Result<CatalogState> {
+        let mut state = CatalogState::default();
+        for (is_view, namespace, name, text) in self.db().state().await? {
+            let into = if is_view {
+                &mut state.views
+            } else {
+                &mut state.tables
+            };
+            into.entry(namespace).or_default().insert(name, text);
+        }
+        Ok(state)
+    }
+
+    /// A table at a metadata location (e.g. from a [`CatalogState`]).
+    pub async fn load_at(
+        &self,
+        ident: &TableIdent,
+        metadata_location: &str,
+    ) -> Result<iceberg::table::Table> {
+        self.table_at(ident, metadata_location).await
     }
 }
 

@@ -83,6 +83,7 @@ suite!(
     iceberg_rust_transactions_commit_through_the_catalog_trait,
     an_evolved_schema_becomes_current_with_its_snapshot,
     a_schema_evolution_that_lost_its_ids_to_another_writer_conflicts,
+    views_are_published_with_the_tables_of_their_commit,
 );
 
 fn schema() -> Schema {
@@ -538,4 +539,80 @@ async fn a_schema_evolution_that_lost_its_ids_to_another_writer_conflicts(lake: 
         "{err}"
     );
     assert_eq!(live_paths(&lake, &ident, "main").await, vec!["t.parquet"]);
+}
+
+async fn views_are_published_with_the_tables_of_their_commit(lake: Lake) {
+    use icefjord_catalog::ViewWrite;
+    let a = table(&lake, "historical.a", false).await;
+    let view = parse_table("unified.v").unwrap();
+    let before = lake.catalog.state().await.unwrap();
+    assert!(before.views.is_empty());
+    let report = lake
+        .catalog
+        .commit(CommitId::new("run-1"))
+        .with_write(
+            TableWrite::overwrite(a.clone(), vec![file("a", 1, None)]).with_snapshot_id(4242),
+        )
+        .with_view(
+            ViewWrite::new(view.clone(), "SELECT * FROM historical.a").with_owner("pipeline t"),
+        )
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        report.tables[0].snapshot_id, 4242,
+        "the pre-minted snapshot id is used"
+    );
+    let published = lake.catalog.view(&view).await.unwrap().unwrap();
+    assert_eq!(published.sql, "SELECT * FROM historical.a");
+    assert_eq!(published.commit_id.as_deref(), Some("run-1"));
+    assert_eq!(published.owner.as_deref(), Some("pipeline t"));
+    assert!(lake
+        .catalog
+        .namespaces()
+        .await
+        .unwrap()
+        .contains(&"unified".to_string()));
+
+    // One state holds both: the table's new metadata and the view.
+    let state = lake.catalog.state().await.unwrap();
+    let location = lake
+        .catalog
+        .load(&a)
+        .await
+        .unwrap()
+        .metadata_location()
+        .unwrap()
+        .to_string();
+    assert_eq!(state.tables["historical"]["a"], location);
+    assert_ne!(before.tables["historical"]["a"], location);
+    assert_eq!(state.views["unified"]["v"], "SELECT * FROM historical.a");
+
+    // A failed commit (stale base) changes neither the table nor the view.
+    let stale = head_of(lake.catalog.load(&a).await.unwrap().metadata(), "main");
+    append(&lake, &a, "sneak", vec![file("sneak", 1, None)]).await;
+    let err = lake
+        .catalog
+        .commit(CommitId::new("run-2"))
+        .with_write(
+            TableWrite::overwrite(a.clone(), vec![file("a2", 1, None)]).with_base_snapshot(stale),
+        )
+        .with_view(ViewWrite::new(view.clone(), "SELECT 2"))
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Conflict { .. }), "{err}");
+    assert_eq!(
+        lake.catalog.view(&view).await.unwrap().unwrap().sql,
+        "SELECT * FROM historical.a"
+    );
+    // A snapshot id that is taken is refused.
+    let err = lake
+        .catalog
+        .commit(CommitId::new("run-3"))
+        .with_write(TableWrite::append(a.clone(), vec![file("a3", 1, None)]).with_snapshot_id(4242))
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("4242"), "{err}");
 }

@@ -2,6 +2,13 @@
 //! (`SELECT … FROM raw.retail_events`), tables read through [`IcebergTable`], and
 //! the lake's published views (`icefjord_views`) planned when they are read.
 //!
+//! # Consistent reads
+//!
+//! A session resolves every table and view from one [`CatalogState`], read in one
+//! statement when the session starts (and again on [`LakeSession::refresh`]): the
+//! tables of a query (a view over a historical table and its raw input, say) are
+//! all as of one instant, so a multi-table commit is seen wholly or not at all.
+//!
 //! A session can also *stage* table providers under lake names
 //! ([`LakeSession::stage`]): the job runner shows the unpublished output of a model
 //! to the models and audits after it, in its own session only.
@@ -20,7 +27,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use iceberg::{NamespaceIdent, TableIdent};
-use icefjord_catalog::{CatalogError, LakeCatalog, CATALOG_NAME};
+use icefjord_catalog::{CatalogError, CatalogState, LakeCatalog, CATALOG_NAME};
 
 use crate::error::{EngineError, Result};
 use crate::scan::IcebergTable;
@@ -197,30 +204,22 @@ const LOCAL_SCHEMA: &str = "public";
 
 impl LakeCatalogProvider {
     async fn refresh(&self) -> Result<()> {
+        let state = self.catalog.state().await?;
         let mut fresh = BTreeMap::new();
         for namespace in self.catalog.namespaces().await? {
-            let tables = self.catalog.tables(&namespace).await?;
-            let views = self.catalog.views(&namespace).await?;
-            fresh.insert(
-                namespace.clone(),
-                Arc::new(self.schema_provider(namespace, tables, views)),
-            );
+            let provider = self.schema_provider(namespace.clone(), &state);
+            fresh.insert(namespace, Arc::new(provider));
         }
         *self.namespaces.write().map_err(|_| poisoned())? = fresh;
         Ok(())
     }
 
-    fn schema_provider(
-        &self,
-        namespace: String,
-        tables: Vec<TableIdent>,
-        views: Vec<TableIdent>,
-    ) -> LakeSchemaProvider {
+    fn schema_provider(&self, namespace: String, state: &CatalogState) -> LakeSchemaProvider {
         LakeSchemaProvider {
             catalog: self.catalog.clone(),
+            tables: state.tables.get(&namespace).cloned().unwrap_or_default(),
+            views: state.views.get(&namespace).cloned().unwrap_or_default(),
             namespace,
-            tables: tables.into_iter().map(|t| t.name().to_string()).collect(),
-            views: views.into_iter().map(|t| t.name().to_string()).collect(),
             staged: self.staged.clone(),
             state: self.state.clone(),
         }
@@ -263,11 +262,9 @@ impl CatalogProvider for LakeCatalogProvider {
                 .keys()
                 .any(|(namespace, _)| namespace == name) =>
             {
-                Some(Arc::new(self.schema_provider(
-                    name.to_string(),
-                    vec![],
-                    vec![],
-                )))
+                Some(Arc::new(
+                    self.schema_provider(name.to_string(), &CatalogState::default()),
+                ))
             }
             None => None,
         }
@@ -277,8 +274,10 @@ impl CatalogProvider for LakeCatalogProvider {
 struct LakeSchemaProvider {
     catalog: LakeCatalog,
     namespace: String,
-    tables: Vec<String>,
-    views: Vec<String>,
+    /// Table → metadata location, from the session's catalog state.
+    tables: BTreeMap<String, String>,
+    /// View → SQL, from the same state.
+    views: BTreeMap<String, String>,
     staged: Arc<Staged>,
     state: Arc<OnceLock<Weak<parking_lot::RwLock<SessionState>>>>,
 }
@@ -309,27 +308,19 @@ impl LakeSchemaProvider {
     }
 
     /// Plan a published view with the session's state: it reads what it names as
-    /// of now (and sees staged tables, like any query of the session).
-    async fn view(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let external = |e: CatalogError| DataFusionError::External(Box::new(e));
-        let Some(view) = self
-            .catalog
-            .view(&self.ident(name))
-            .await
-            .map_err(external)?
-        else {
-            return Ok(None);
-        };
+    /// of the session's catalog state (and sees staged tables, like any query of
+    /// the session).
+    async fn view(&self, name: &str, sql: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let state = self
             .state
             .get()
             .and_then(Weak::upgrade)
             .ok_or_else(|| DataFusionError::Internal("the session is gone".into()))?;
         let state = state.read().clone();
-        let plan = state.create_logical_plan(&view.sql).await.map_err(|e| {
+        let plan = state.create_logical_plan(sql).await.map_err(|e| {
             DataFusionError::Plan(format!("view {}.{name} does not plan: {e}", self.namespace))
         })?;
-        Ok(Some(Arc::new(ViewTable::new(plan, Some(view.sql)))))
+        Ok(Some(Arc::new(ViewTable::new(plan, Some(sql.to_string())))))
     }
 }
 
@@ -340,8 +331,8 @@ impl SchemaProvider for LakeSchemaProvider {
     }
 
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.tables.clone();
-        names.extend(self.views.iter().cloned());
+        let mut names: Vec<String> = self.tables.keys().cloned().collect();
+        names.extend(self.views.keys().cloned());
         if let Ok(staged) = self.staged.read() {
             names.extend(
                 staged
@@ -359,17 +350,17 @@ impl SchemaProvider for LakeSchemaProvider {
         if let Some(staged) = self.staged(name) {
             return Ok(Some(staged));
         }
-        if self.views.iter().any(|v| v == name) {
-            return self.view(name).await;
+        if let Some(sql) = self.views.get(name) {
+            return self.view(name, sql).await;
         }
-        if !self.tables.iter().any(|t| t == name) {
+        let Some(location) = self.tables.get(name) else {
             return Ok(None);
-        }
-        let table = match self.catalog.load(&self.ident(name)).await {
-            Ok(table) => table,
-            Err(CatalogError::TableNotFound { .. }) => return Ok(None),
-            Err(e) => return Err(DataFusionError::External(Box::new(e))),
         };
+        let table = self
+            .catalog
+            .load_at(&self.ident(name), location)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let provider = IcebergTable::try_new(table, None, self.catalog.store().clone())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(Some(Arc::new(provider)))
@@ -377,7 +368,7 @@ impl SchemaProvider for LakeSchemaProvider {
 
     fn table_exist(&self, name: &str) -> bool {
         self.staged(name).is_some()
-            || self.tables.iter().any(|t| t == name)
-            || self.views.iter().any(|v| v == name)
+            || self.tables.contains_key(name)
+            || self.views.contains_key(name)
     }
 }

@@ -154,3 +154,99 @@ fn writes_that_do_not_fit_name_the_column() {
         "missing optional column is null"
     );
 }
+
+/// Create `ns.name` with one long column `n` (no rows).
+async fn long_table(lake: &LakeCatalog, name: &str) -> iceberg::TableIdent {
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+    let ident = parse_table(name).unwrap();
+    lake.create(
+        &ident,
+        icefjord_catalog::TableSpec {
+            schema: Schema::builder()
+                .with_fields(vec![NestedField::required(
+                    1,
+                    "n",
+                    Type::Primitive(PrimitiveType::Long),
+                )
+                .into()])
+                .build()
+                .unwrap(),
+            partition_spec: None,
+            properties: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    ident
+}
+
+/// Append `n` to every table in one commit.
+async fn append_everywhere(lake: &LakeCatalog, tables: &[&iceberg::TableIdent], n: i64) {
+    use icefjord_catalog::{CommitId, TableWrite};
+    let mut commit = lake.commit(CommitId::mint());
+    for ident in tables {
+        let table = lake.load(ident).await.unwrap();
+        let mut writer = icefjord_engine::TableWriter::new(&table).await.unwrap();
+        let schema = writer.schema().clone();
+        writer
+            .write(
+                arrow::array::RecordBatch::try_new(
+                    schema,
+                    vec![std::sync::Arc::new(Int64Array::from(vec![n]))],
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let (files, _) = writer.close().await.unwrap();
+        commit = commit.with_write(TableWrite::append((*ident).clone(), files));
+    }
+    commit.execute().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_reads_every_table_as_of_one_catalog_state() {
+    let (_dir, lake) = lake().await;
+    let a = long_table(&lake, "historical.a").await;
+    let b = long_table(&lake, "historical.b").await;
+    append_everywhere(&lake, &[&a, &b], 1).await;
+    let session = LakeSession::new(&lake).await.unwrap();
+    // Another writer commits to both tables after the session started.
+    append_everywhere(&lake, &[&a, &b], 2).await;
+    let pair =
+        "SELECT (SELECT count(*) FROM historical.a) * 10 + (SELECT count(*) FROM historical.b)";
+    let counts = |batches: Vec<arrow::array::RecordBatch>| {
+        batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert_eq!(
+        counts(session.query(pair).await.unwrap()),
+        11,
+        "both as of the start"
+    );
+    session.refresh().await.unwrap();
+    assert_eq!(
+        counts(session.query(pair).await.unwrap()),
+        22,
+        "both as of the refresh"
+    );
+
+    // Views published with a commit are part of the state too.
+    use icefjord_catalog::{CommitId, TableWrite, ViewWrite};
+    lake.commit(CommitId::mint())
+        .with_write(TableWrite::append(a.clone(), vec![]))
+        .with_view(ViewWrite::new(
+            parse_table("unified.both").unwrap(),
+            "SELECT n FROM historical.a UNION ALL SELECT n FROM historical.b",
+        ))
+        .execute()
+        .await
+        .unwrap();
+    assert!(session.query("SELECT * FROM unified.both").await.is_err());
+    session.refresh().await.unwrap();
+    assert_eq!(count(&session, "unified.both").await, 4);
+}

@@ -557,6 +557,7 @@ impl<'a> Runner<'a> {
         }
         let file_count = files.len();
         let snapshot_id = mint_snapshot_id();
+        let inputs = self.input_snapshots(session, model).await?;
         let write = match model.kind {
             Kind::Append => TableWrite::append(model.ident.clone(), files),
             Kind::IncrementalByKey => {
@@ -569,11 +570,43 @@ impl<'a> Runner<'a> {
         .with_property("icefjord.pipeline", self.pipeline.name.clone())
         .with_property("icefjord.model", model.name.clone())
         .with_property("icefjord.run-id", run_id.to_string());
+        let write = inputs.into_iter().fold(write, |write, (table, snapshot)| {
+            write.with_property(format!("icefjord.input.{table}"), snapshot)
+        });
         Ok((
             Output::Table { write, snapshot_id },
             Some(rows),
             Some(file_count),
         ))
+    }
+
+    /// The snapshot of each lake table the model read (as of the run's catalog
+    /// state), for the output's snapshot summary: `icefjord.input.<table>`.
+    async fn input_snapshots(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+    ) -> Result<Vec<(String, String)>> {
+        let mut inputs = Vec::new();
+        for read in &model.sql.reads {
+            if self.pipeline.model(&read.table).is_some() {
+                continue;
+            }
+            let provider = session
+                .context()
+                .table_provider(read.table.as_str())
+                .await?;
+            if let Some(table) = provider.as_any().downcast_ref::<IcebergTable>() {
+                let snapshot = table
+                    .snapshot_id()
+                    .or_else(|| table.table().metadata().current_snapshot_id());
+                inputs.push((
+                    read.table.clone(),
+                    snapshot.map_or("none".to_string(), |id| id.to_string()),
+                ));
+            }
+        }
+        Ok(inputs)
     }
 
     /// The model's output table, created from the planned schema when missing.

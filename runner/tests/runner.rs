@@ -255,6 +255,26 @@ async fn a_run_publishes_tables_views_and_history_in_one_commit() {
         }
     }
 
+    // The output's snapshot names the input snapshot it was computed from.
+    let totals_table = lake
+        .load(&parse_table("historical.store_totals").unwrap())
+        .await
+        .unwrap();
+    let summary = &totals_table
+        .metadata()
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
+    assert_eq!(
+        summary.get("icefjord.input.raw.orders").cloned(),
+        snapshot(&lake, "raw.orders").await.map(|id| id.to_string())
+    );
+    assert_eq!(
+        summary.get("icefjord.run-id").map(String::as_str),
+        Some("r1")
+    );
+
     // The same run id again: nothing happens.
     let before = snapshot(&lake, "historical.sale_log").await;
     let again = Runner::new(&lake, &pipeline)

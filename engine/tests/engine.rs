@@ -12,6 +12,11 @@ async fn count(session: &LakeSession, name: &str) -> i64 {
         .query(&format!("SELECT count(*) FROM {name}"))
         .await
         .unwrap();
+    first_i64(&batches)
+}
+
+/// The first value of the first column, a long.
+fn first_i64(batches: &[arrow::array::RecordBatch]) -> i64 {
     batches[0]
         .column(0)
         .as_any()
@@ -215,22 +220,14 @@ async fn a_session_reads_every_table_as_of_one_catalog_state() {
     append_everywhere(&lake, &[&a, &b], 2).await;
     let pair =
         "SELECT (SELECT count(*) FROM historical.a) * 10 + (SELECT count(*) FROM historical.b)";
-    let counts = |batches: Vec<arrow::array::RecordBatch>| {
-        batches[0]
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0)
-    };
     assert_eq!(
-        counts(session.query(pair).await.unwrap()),
+        first_i64(&session.query(pair).await.unwrap()),
         11,
         "both as of the start"
     );
     session.refresh().await.unwrap();
     assert_eq!(
-        counts(session.query(pair).await.unwrap()),
+        first_i64(&session.query(pair).await.unwrap()),
         22,
         "both as of the refresh"
     );

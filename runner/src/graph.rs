@@ -21,11 +21,21 @@ pub struct Graph {
 
 impl Graph {
     pub fn of(pipeline: &Pipeline) -> Result<Self, SpecError> {
-        let index: BTreeMap<&str, usize> = pipeline
+        // A model's output, and the boundary table of an incremental model, are
+        // provided by that model.
+        let index: BTreeMap<String, usize> = pipeline
             .models
             .iter()
             .enumerate()
-            .map(|(i, m)| (m.name.as_str(), i))
+            .flat_map(|(i, m)| {
+                let companion = m.incremental_input.as_ref().map(|_| {
+                    (
+                        icefjord_catalog::display(&crate::boundary::companion(&m.ident)),
+                        i,
+                    )
+                });
+                std::iter::once((m.name.clone(), i)).chain(companion)
+            })
             .collect();
         let upstream: Vec<BTreeSet<usize>> = pipeline
             .models

@@ -19,6 +19,7 @@
 //! - [`audit`]: the checks; [`history`]: `icefjord.runs`; [`report`]: run reports.
 
 pub mod audit;
+pub mod boundary;
 pub mod error;
 pub mod graph;
 pub mod history;

@@ -35,6 +35,7 @@ use datafusion::catalog::view::ViewTable;
 use datafusion::common::{Column, JoinType};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
+use datafusion::functions_aggregate::sum::sum;
 use datafusion::logical_expr::{Expr, SortExpr};
 use datafusion::prelude::DataFrame;
 use iceberg::table::Table;
@@ -47,11 +48,12 @@ use icefjord_engine::{IcebergTable, LakeSession, TableWriter};
 use serde::Serialize;
 
 use crate::audit;
+use crate::boundary;
 use crate::error::{Result, RunnerError};
 use crate::graph::Graph;
 use crate::history;
 use crate::report::{ModelReport, ModelStatus, RunReport, RunStatus};
-use crate::spec::{Kind, Model, Pipeline, SpecError};
+use crate::spec::{Kind, Merge, Model, Pipeline, SpecError};
 
 /// Called as models start and finish (e.g. a terminal progress line).
 pub type Progress = Arc<dyn Fn(ModelEvent<'_>) + Send + Sync>;
@@ -97,7 +99,12 @@ pub struct Runner<'a> {
 /// A model's result before publishing.
 enum Output {
     View(ViewWrite),
-    Table { write: TableWrite, snapshot_id: i64 },
+    Table {
+        write: TableWrite,
+        snapshot_id: i64,
+        /// The boundary table of an incremental model.
+        companion: Option<TableWrite>,
+    },
 }
 
 impl<'a> Runner<'a> {
@@ -393,7 +400,8 @@ impl<'a> Runner<'a> {
         for model in self.models() {
             for read in &model.sql.reads {
                 let in_pipeline = self.pipeline.model(&read.table);
-                let selected = in_pipeline.is_some_and(|m| schemas.contains_key(&m.name));
+                let selected = in_pipeline.is_some_and(|m| schemas.contains_key(&m.name))
+                    || schemas.contains_key(&read.table);
                 if selected {
                     continue;
                 }
@@ -460,6 +468,26 @@ impl<'a> Runner<'a> {
                 partition_spec(&model.name, &model.partition_by, &iceberg)
                     .map_err(|e| model.error(Some("partition_by"), e.to_string()))?;
             }
+            if let Some(input) = &model.incremental_input {
+                let provider = session.context().table_provider(input.as_str()).await?;
+                let input_schema = provider.schema();
+                for column in [boundary::TOPIC, boundary::PARTITION, boundary::OFFSET] {
+                    if input_schema.field_with_name(column).is_err() {
+                        return Err(model
+                            .error(
+                                Some("incremental_input"),
+                                format!(
+                                    "{input} has no column {column}: incremental inputs are sink tables"
+                                ),
+                            )
+                            .into());
+                    }
+                }
+                let companion = boundary::companion(&model.ident);
+                let empty = MemTable::try_new(boundary::schema(), vec![vec![]])?;
+                session.stage(&companion, Arc::new(empty))?;
+                schemas.insert(icefjord_catalog::display(&companion), boundary::schema());
+            }
             let stub: Arc<dyn TableProvider> = match model.kind {
                 Kind::View => Arc::new(ViewTable::new(frame.into_unoptimized_plan(), None)),
                 _ => Arc::new(MemTable::try_new(schema.clone(), vec![vec![]])?),
@@ -491,7 +519,31 @@ impl<'a> Runner<'a> {
                 .with_owner(format!("pipeline {}", self.pipeline.name));
             return Ok((Output::View(view), None, None));
         }
-        let mut frame = ctx.sql(&model.sql.text).await?;
+        let existing = match self.catalog.load(&model.ident).await {
+            Ok(table) => Some(table),
+            Err(CatalogError::TableNotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        // An incremental input shows only its fresh rows, to this model only.
+        let mut advanced = None;
+        if let Some(input) = &model.incremental_input {
+            let previous = boundary::previous(existing.as_ref(), input)?;
+            let fresh = ctx
+                .table(input.as_str())
+                .await?
+                .filter(boundary::fresh_filter(&previous))?;
+            advanced = Some(boundary::advance(&previous, fresh.clone()).await?);
+            session.stage(
+                &icefjord_catalog::parse_table(input)?,
+                Arc::new(ViewTable::new(fresh.into_unoptimized_plan(), None)),
+            )?;
+        }
+        let planned = ctx.sql(&model.sql.text).await;
+        if let Some(input) = &model.incremental_input {
+            session.unstage(&icefjord_catalog::parse_table(input)?)?;
+        }
+        // The plan holds the fresh rows' provider: it runs the same after unstaging.
+        let mut frame = planned?;
         if !model.sort_by.is_empty() {
             let order: Vec<SortExpr> = model
                 .sort_by
@@ -504,7 +556,9 @@ impl<'a> Runner<'a> {
         let produced = frame.collect().await?;
         // The batches' own schema (nullability may be tighter than planned).
         let schema = produced.first().map_or(planned, RecordBatch::schema);
-        let table = self.output_table(model, &schema).await?;
+        let table = self
+            .output_table(&model.ident, &model.partition_by, &schema)
+            .await?;
         let published = Arc::new(IcebergTable::try_new(
             table.clone(),
             None,
@@ -527,14 +581,27 @@ impl<'a> Runner<'a> {
                 let keys: Vec<&str> = model.unique_key.iter().map(String::as_str).collect();
                 let old = conformed(ctx.read_table(published.clone())?, &schema)?;
                 let new = ctx.read_table(new_rows.clone())?;
-                let kept = old.join(
+                let kept = old.clone().join(
                     new.clone().select_columns(&keys)?,
                     JoinType::LeftAnti,
                     &keys,
                     &keys,
                     None,
                 )?;
-                let merged = kept.union(new)?.collect().await?;
+                let merged = match model.merge {
+                    Merge::Replace => kept.union(new)?.collect().await?,
+                    Merge::Sum => {
+                        let measures: Vec<Expr> = schema
+                            .fields()
+                            .iter()
+                            .filter(|f| !keys.contains(&f.name().as_str()))
+                            .map(|f| sum(column_expr(f.name())).alias(f.name()))
+                            .collect();
+                        let key_columns: Vec<Expr> = keys.iter().map(|k| column_expr(k)).collect();
+                        let totals = old.union(new)?.aggregate(key_columns, measures)?;
+                        conformed(totals, &schema)?.collect().await?
+                    }
+                };
                 let staged = Arc::new(MemTable::try_new(schema.clone(), vec![merged.clone()])?);
                 (merged, staged)
             }
@@ -570,11 +637,43 @@ impl<'a> Runner<'a> {
         .with_property("icefjord.pipeline", self.pipeline.name.clone())
         .with_property("icefjord.model", model.name.clone())
         .with_property("icefjord.run-id", run_id.to_string());
-        let write = inputs.into_iter().fold(write, |write, (table, snapshot)| {
+        let mut write = inputs.into_iter().fold(write, |write, (table, snapshot)| {
             write.with_property(format!("icefjord.input.{table}"), snapshot)
         });
+        let mut companion = None;
+        if let (Some(input), Some(advanced)) = (&model.incremental_input, &advanced) {
+            let property = boundary::property(input);
+            let expected = existing
+                .as_ref()
+                .and_then(|t| t.metadata().current_snapshot())
+                .and_then(|s| s.summary().additional_properties.get(&property).cloned());
+            write = write
+                .with_property(property.clone(), boundary::to_json(advanced))
+                .with_guard(Arc::new(boundary::Fence { property, expected }));
+            let ident = boundary::companion(&model.ident);
+            let rows = boundary::rows(advanced)?;
+            let staged = MemTable::try_new(boundary::schema(), vec![vec![rows.clone()]])?;
+            session.stage(&ident, Arc::new(staged))?;
+            let mut files = Vec::new();
+            if !self.dry_run {
+                let table = self.output_table(&ident, &[], &boundary::schema()).await?;
+                let mut writer = TableWriter::new(&table).await?;
+                writer.write(rows).await?;
+                files = writer.close().await?.0;
+            }
+            companion = Some(
+                TableWrite::overwrite(ident, files)
+                    .with_property("icefjord.writer", "icefjord run")
+                    .with_property("icefjord.model", model.name.clone())
+                    .with_property("icefjord.run-id", run_id.to_string()),
+            );
+        }
         Ok((
-            Output::Table { write, snapshot_id },
+            Output::Table {
+                write,
+                snapshot_id,
+                companion,
+            },
             Some(rows),
             Some(file_count),
         ))
@@ -609,30 +708,31 @@ impl<'a> Runner<'a> {
         Ok(inputs)
     }
 
-    /// The model's output table, created from the planned schema when missing.
-    async fn output_table(&self, model: &Model, schema: &SchemaRef) -> Result<Table> {
-        match self.catalog.load(&model.ident).await {
-            Ok(table) => Ok(table),
-            Err(CatalogError::TableNotFound { .. }) => {
-                let iceberg = iceberg_schema_for(&model.name, schema)?;
-                let partition_spec = match model.partition_by.is_empty() {
-                    true => None,
-                    false => Some(partition_spec(&model.name, &model.partition_by, &iceberg)?),
-                };
-                let properties = [("icefjord.pipeline".to_string(), self.pipeline.name.clone())];
-                Ok(self
-                    .catalog
-                    .load_or_create(&model.ident, || {
-                        Ok(TableSpec {
-                            schema: iceberg,
-                            partition_spec,
-                            properties: properties.into(),
-                        })
-                    })
-                    .await?)
-            }
-            Err(e) => Err(e.into()),
-        }
+    /// A table of the run (an output or a boundary table), created from `schema`
+    /// when missing.
+    async fn output_table(
+        &self,
+        ident: &iceberg::TableIdent,
+        partition_by: &[String],
+        schema: &SchemaRef,
+    ) -> Result<Table> {
+        let name = icefjord_catalog::display(ident);
+        let iceberg = iceberg_schema_for(&name, schema)?;
+        let partition_spec = match partition_by.is_empty() {
+            true => None,
+            false => Some(partition_spec(&name, partition_by, &iceberg)?),
+        };
+        let properties = [("icefjord.pipeline".to_string(), self.pipeline.name.clone())];
+        Ok(self
+            .catalog
+            .load_or_create(ident, || {
+                Ok(TableSpec {
+                    schema: iceberg,
+                    partition_spec,
+                    properties: properties.into(),
+                })
+            })
+            .await?)
     }
 
     /// Step 3 for one model.
@@ -674,7 +774,12 @@ impl<'a> Runner<'a> {
                     self.catalog.ensure_namespace(&namespace).await?;
                     commit.with_view(view)
                 }
-                Output::Table { write, .. } => commit.with_write(write),
+                Output::Table {
+                    write, companion, ..
+                } => match companion {
+                    Some(companion) => commit.with_write(write).with_write(companion),
+                    None => commit.with_write(write),
+                },
             };
         }
         commit.execute().await?;
@@ -721,6 +826,10 @@ fn conformed(frame: DataFrame, schema: &SchemaRef) -> Result<DataFrame> {
         })
         .collect();
     Ok(frame.select(columns)?)
+}
+
+fn column_expr(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
 }
 
 /// A planning error of a model's query: a spec error naming the SQL file, unless

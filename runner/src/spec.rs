@@ -11,6 +11,8 @@
 //! sql = "sales_hourly.sql"           # default: <table>.sql
 //! partition_by = ["day(hour)"]
 //! sort_by = ["hour", "store_id"]
+//! # incremental_by_key: unique_key = [...], merge = "replace" | "sum",
+//! # incremental_input = "raw.retail_events" (read only rows new since the last run)
 //!
 //! [[models.audits]]
 //! check = "not_null"                 # not_null | unique | accepted_values | row_count_min | sql
@@ -111,6 +113,17 @@ impl fmt::Display for Kind {
     }
 }
 
+/// How an `incremental_by_key` model combines a key's new row with its old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Merge {
+    /// The new row replaces the old.
+    Replace,
+    /// Every column outside the key is added up (partial aggregates of new input
+    /// rows fold into the totals).
+    Sum,
+}
+
 /// A check on a model's output that must pass before anything is published.
 #[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(tag = "check", rename_all = "snake_case", deny_unknown_fields)]
@@ -206,6 +219,10 @@ pub struct Model {
     pub partition_by: Vec<String>,
     pub sort_by: Vec<String>,
     pub unique_key: Vec<String>,
+    /// How rows with a key already in the table combine with the new ones.
+    pub merge: Merge,
+    /// The raw input read incrementally (see [`crate::boundary`]).
+    pub incremental_input: Option<String>,
     pub audits: Vec<Audit>,
     pub description: Option<String>,
     /// Where the model is configured.
@@ -254,6 +271,10 @@ struct ModelFile {
     sort_by: Vec<String>,
     #[serde(default)]
     unique_key: Vec<String>,
+    #[serde(default)]
+    merge: Option<String>,
+    #[serde(default)]
+    incremental_input: Option<String>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
@@ -321,6 +342,8 @@ impl Pipeline {
                     partition_by: entry.partition_by,
                     sort_by: entry.sort_by,
                     unique_key: entry.unique_key,
+                    merge: entry.merge,
+                    incremental_input: entry.incremental_input,
                     description: entry.description,
                     audits: entry.audits,
                 },
@@ -364,6 +387,8 @@ impl Pipeline {
                     partition_by: header.partition_by,
                     sort_by: header.sort_by,
                     unique_key: header.unique_key,
+                    merge: header.merge,
+                    incremental_input: header.incremental_input,
                     description: header.description,
                     audits: header.audits,
                 },
@@ -407,6 +432,8 @@ struct ModelParts {
     partition_by: Vec<String>,
     sort_by: Vec<String>,
     unique_key: Vec<String>,
+    merge: Option<String>,
+    incremental_input: Option<String>,
     description: Option<String>,
     audits: Vec<Audit>,
 }
@@ -474,6 +501,33 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
         }
         _ => {}
     }
+    let merge = match parts.merge.as_deref() {
+        None | Some("replace") => Merge::Replace,
+        Some("sum") if kind == Kind::IncrementalByKey => Merge::Sum,
+        Some(other) => return Err(origin.error(
+            Some(&name),
+            Some("merge"),
+            format!(
+                "{other:?}: merge is \"replace\" or \"sum\", and \"sum\" is for incremental_by_key"
+            ),
+        )),
+    };
+    if let Some(input) = &parts.incremental_input {
+        if !matches!(kind, Kind::Append | Kind::IncrementalByKey) {
+            return Err(origin.error(
+                Some(&name),
+                Some("incremental_input"),
+                "only append and incremental_by_key models read an input incrementally",
+            ));
+        }
+        if !reads.iter().any(|r| &r.table == input) {
+            return Err(origin.error(
+                Some(&name),
+                Some("incremental_input"),
+                format!("{input} is not a table the query reads"),
+            ));
+        }
+    }
     for audit in &parts.audits {
         if let Audit::Sql {
             sql,
@@ -501,6 +555,8 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
         partition_by: parts.partition_by,
         sort_by: parts.sort_by,
         unique_key: parts.unique_key,
+        merge,
+        incremental_input: parts.incremental_input,
         audits: parts.audits,
         description: parts.description,
         origin,
@@ -518,6 +574,10 @@ struct HeaderFile {
     sort_by: Vec<String>,
     #[serde(default)]
     unique_key: Vec<String>,
+    #[serde(default)]
+    merge: Option<String>,
+    #[serde(default)]
+    incremental_input: Option<String>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]

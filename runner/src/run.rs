@@ -100,10 +100,10 @@ pub struct Runner<'a> {
 enum Output {
     View(ViewWrite),
     Table {
-        write: TableWrite,
+        write: Box<TableWrite>,
         snapshot_id: i64,
         /// The boundary table of an incremental model.
-        companion: Option<TableWrite>,
+        companion: Option<Box<TableWrite>>,
     },
 }
 
@@ -670,9 +670,9 @@ impl<'a> Runner<'a> {
         }
         Ok((
             Output::Table {
-                write,
+                write: Box::new(write),
                 snapshot_id,
-                companion,
+                companion: companion.map(Box::new),
             },
             Some(rows),
             Some(file_count),
@@ -777,8 +777,8 @@ impl<'a> Runner<'a> {
                 Output::Table {
                     write, companion, ..
                 } => match companion {
-                    Some(companion) => commit.with_write(write).with_write(companion),
-                    None => commit.with_write(write),
+                    Some(companion) => commit.with_write(*write).with_write(*companion),
+                    None => commit.with_write(*write),
                 },
             };
         }

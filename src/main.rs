@@ -6,6 +6,7 @@ mod exit;
 mod ingest;
 mod jobs;
 mod kafka;
+mod shipped;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -72,8 +73,9 @@ enum Command {
         output: OutputArg,
     },
     /// The main job on the embedded default: generate retail events into
-    /// raw.retail_events, build historical.sales_by_category, print it.
-    /// Safe to re-run: nothing is written twice.
+    /// raw.retail_events (in the sink's layout), run the shipped retail pipeline
+    /// (historical.sales_hourly + the unified views), print
+    /// unified.sales_by_category. Safe to re-run: nothing is written twice.
     Demo {
         /// How many synthetic retail events the raw table should hold.
         #[arg(long, default_value_t = 200_000)]
@@ -255,33 +257,53 @@ async fn run(cli: Cli) -> Result<()> {
             output,
         } => {
             let lake = open(&cli.lake).await?;
-            let report = Demo::new(&lake)
+            let raw = Demo::new(&lake)
                 .with_events(events)
                 .with_seed(seed)
                 .run()
                 .await?;
             eprintln!(
                 "raw.retail_events: {} new events in {} files ({:.2}s); snapshot {}",
-                report.events_written,
-                report.raw_files_written,
-                report.ingest_time.as_secs_f64(),
-                report.raw_snapshot_id
+                raw.events_written,
+                raw.raw_files_written,
+                raw.ingest_time.as_secs_f64(),
+                raw.raw_snapshot_id
             );
+            let scratch =
+                std::env::temp_dir().join(format!("icefjord-demo-{}", std::process::id()));
+            let folder = shipped::RETAIL.materialize(&scratch).with_context(|| {
+                format!("cannot write the shipped pipeline to {}", scratch.display())
+            })?;
+            let pipeline = icefjord_runner::Pipeline::load(&folder);
+            let _ = std::fs::remove_dir_all(&scratch);
+            let pipeline = pipeline?;
+            // One run per raw snapshot: re-running the demo on the same data is a no-op.
+            let report = icefjord_runner::Runner::new(&lake, &pipeline)?
+                .with_run_id(Some(format!("demo-{}", raw.raw_snapshot_id)))
+                .run()
+                .await?;
             eprintln!(
-                "historical.sales_by_category: snapshot {}{} ({:.2}s)",
-                report.output_snapshot_id,
-                if report.output_unchanged {
-                    " (unchanged)"
-                } else {
-                    ""
-                },
-                report.transform_time.as_secs_f64()
+                "pipeline retail: {} ({} models, {:.2}s)",
+                serde_json::to_value(report.status)?
+                    .as_str()
+                    .unwrap_or_default(),
+                report.models.len(),
+                report.duration_s
             );
-            let schema = match report.result.first() {
-                Some(b) => b.schema(),
-                None => Arc::new(Schema::empty()),
-            };
-            print(output.format(), &schema, &report.result)
+            if report.failed() {
+                return Err(exit::JobFailed {
+                    pipeline: report.pipeline,
+                    message: "see icefjord.runs".into(),
+                }
+                .into());
+            }
+            let session = LakeSession::new(&lake).await?;
+            let (schema, batches) = query::run(
+                &session,
+                "SELECT * FROM unified.sales_by_category ORDER BY net_revenue DESC, category",
+            )
+            .await?;
+            print(output.format(), &schema, &batches)
         }
         Command::Ingest(args) => {
             let file = config::read_file(cli.lake.config.as_deref())?;

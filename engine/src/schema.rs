@@ -93,6 +93,25 @@ impl EventSchema {
     }
 }
 
+/// The `_kafka_*` columns the sink appends to every row of a raw table (its
+/// ingestion position: topic, partition, offset, and the record's timestamp).
+pub fn kafka_field_specs() -> Vec<FieldSpec> {
+    [
+        ("_kafka_topic", "string", true),
+        ("_kafka_partition", "int", true),
+        ("_kafka_offset", "long", true),
+        ("_kafka_timestamp", "timestamp", false),
+    ]
+    .into_iter()
+    .map(|(name, ty, required)| FieldSpec {
+        name: name.into(),
+        data_type: ty.into(),
+        required,
+        doc: Some("Kafka position of the record".into()),
+    })
+    .collect()
+}
+
 /// A partition spec from entries such as `day(event_time)`, `bucket(16, id)` or a
 /// bare column (identity); `source_name` appears in errors.
 pub fn partition_spec(

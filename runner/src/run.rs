@@ -565,7 +565,7 @@ impl<'a> Runner<'a> {
             self.catalog.store().clone(),
         )?);
         let base = table.metadata().current_snapshot_id();
-        let new_rows = Arc::new(MemTable::try_new(schema.clone(), vec![produced.clone()])?);
+        let new_rows = mem_table(&schema, &produced)?;
         // The output's new content, as later models and audits will read it.
         let (content, staged): (Vec<RecordBatch>, Arc<dyn TableProvider>) = match model.kind {
             Kind::Table => (produced.clone(), new_rows.clone()),
@@ -602,7 +602,7 @@ impl<'a> Runner<'a> {
                         conformed(totals, &schema)?.collect().await?
                     }
                 };
-                let staged = Arc::new(MemTable::try_new(schema.clone(), vec![merged.clone()])?);
+                let staged = mem_table(&schema, &merged)?;
                 (merged, staged)
             }
             Kind::View | Kind::IncrementalByTime => {
@@ -826,6 +826,17 @@ fn conformed(frame: DataFrame, schema: &SchemaRef) -> Result<DataFrame> {
         })
         .collect();
     Ok(frame.select(columns)?)
+}
+
+/// Batches as a table; their own schema when there are any (it may differ from
+/// the planned one in nullability), else `schema`.
+fn mem_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Arc<MemTable>> {
+    let schema = batches.first().map_or(schema.clone(), RecordBatch::schema);
+    let batches = batches
+        .iter()
+        .map(|b| b.clone().with_schema(schema.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
 }
 
 fn column_expr(name: &str) -> Expr {

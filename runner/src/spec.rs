@@ -504,13 +504,15 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
     let merge = match parts.merge.as_deref() {
         None | Some("replace") => Merge::Replace,
         Some("sum") if kind == Kind::IncrementalByKey => Merge::Sum,
-        Some(other) => return Err(origin.error(
-            Some(&name),
-            Some("merge"),
-            format!(
+        Some(other) => {
+            return Err(origin.error(
+                Some(&name),
+                Some("merge"),
+                format!(
                 "{other:?}: merge is \"replace\" or \"sum\", and \"sum\" is for incremental_by_key"
             ),
-        )),
+            ))
+        }
     };
     if let Some(input) = &parts.incremental_input {
         if !matches!(kind, Kind::Append | Kind::IncrementalByKey) {

@@ -43,7 +43,7 @@ use iceberg::TableIdent;
 use icefjord_catalog::{
     CatalogError, CommitId, LakeCatalog, SchemaEvolution, TableSpec, TableWrite,
 };
-use icefjord_engine::schema::{EventSchema, FieldSpec};
+use icefjord_engine::schema::{kafka_field_specs, EventSchema};
 use icefjord_engine::TableWriter;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -1100,24 +1100,6 @@ impl Run<'_> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The `_kafka_*` columns as schema fields of a sink table.
-pub fn kafka_field_specs() -> Vec<FieldSpec> {
-    [
-        ("_kafka_topic", "string", true),
-        ("_kafka_partition", "int", true),
-        ("_kafka_offset", "long", true),
-        ("_kafka_timestamp", "timestamp", false),
-    ]
-    .into_iter()
-    .map(|(name, ty, required)| FieldSpec {
-        name: name.into(),
-        data_type: ty.into(),
-        required,
-        doc: Some("Kafka position of the record".into()),
-    })
-    .collect()
 }
 
 fn engine_to_catalog(e: icefjord_engine::EngineError) -> CatalogError {

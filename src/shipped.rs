@@ -32,7 +32,8 @@ pub const RETAIL: Shipped = shipped!("retail":
 );
 
 /// Every shipped pipeline.
-pub const ALL: &[&Shipped] = &[&RETAIL];
+#[cfg(test)]
+const ALL: &[&Shipped] = &[&RETAIL];
 
 impl Shipped {
     /// Write the folder under `dir` and return its path.

@@ -19,6 +19,7 @@ pub mod partition;
 pub mod scan;
 pub mod schema;
 pub mod session;
+pub mod transform;
 pub mod write;
 
 pub use error::{EngineError, Result};

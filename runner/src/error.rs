@@ -21,6 +21,9 @@ pub enum RunnerError {
     Query(#[from] datafusion::error::DataFusionError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A Rust transform failed outright (a bug, not bad input).
+    #[error("transform {transform}: {message}")]
+    Transform { transform: String, message: String },
 }
 
 impl RunnerError {

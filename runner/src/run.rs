@@ -431,7 +431,25 @@ impl<'a> Runner<'a> {
                 }
             }
             let frame = plan_error(model, session.context().sql(&model.sql.text).await)?;
-            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let mut schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            if let Some(transform) = model.transform {
+                for (column, what) in transform.input_columns() {
+                    if schema.field_with_name(column).is_err() {
+                        return Err(SpecError {
+                            file: model.sql.file.clone(),
+                            line: 0,
+                            model: Some(model.name.clone()),
+                            field: Some("sql".into()),
+                            message: format!(
+                                "transform {} needs a column {column} ({what}) from the query",
+                                transform.name()
+                            ),
+                        }
+                        .into());
+                    }
+                }
+                schema = transform.output_schema();
+            }
             for audit in &model.audits {
                 for column in audit.columns() {
                     if schema.field_with_name(column).is_err() {
@@ -553,7 +571,19 @@ impl<'a> Runner<'a> {
             frame = frame.sort(order)?;
         }
         let planned: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let produced = frame.collect().await?;
+        let mut produced = frame.collect().await?;
+        let mut planned = planned;
+        if let Some(transform) = model.transform {
+            // CPU work on all rows at once: off the runtime's threads.
+            let input = produced;
+            produced = vec![tokio::task::spawn_blocking(move || transform.apply(&input))
+                .await
+                .map_err(|e| RunnerError::Transform {
+                    transform: transform.name().into(),
+                    message: e.to_string(),
+                })??];
+            planned = transform.output_schema();
+        }
         // The batches' own schema (nullability may be tighter than planned).
         let schema = produced.first().map_or(planned, RecordBatch::schema);
         let table = self

@@ -11,6 +11,7 @@
 //! sql = "sales_hourly.sql"           # default: <table>.sql
 //! partition_by = ["day(hour)"]
 //! sort_by = ["hour", "store_id"]
+//! # transform = "sessionize"         # a Rust transform of the query's rows
 //! # incremental_by_key: unique_key = [...], merge = "replace" | "sum",
 //! # incremental_input = "raw.retail_events" (read only rows new since the last run)
 //!
@@ -223,6 +224,9 @@ pub struct Model {
     pub merge: Merge,
     /// The raw input read incrementally (see [`crate::boundary`]).
     pub incremental_input: Option<String>,
+    /// A Rust transform applied to the query's rows
+    /// (`icefjord_engine::transform::REGISTRY`).
+    pub transform: Option<&'static dyn icefjord_engine::transform::Transform>,
     pub audits: Vec<Audit>,
     pub description: Option<String>,
     /// Where the model is configured.
@@ -275,6 +279,8 @@ struct ModelFile {
     merge: Option<String>,
     #[serde(default)]
     incremental_input: Option<String>,
+    #[serde(default)]
+    transform: Option<String>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
@@ -344,6 +350,7 @@ impl Pipeline {
                     unique_key: entry.unique_key,
                     merge: entry.merge,
                     incremental_input: entry.incremental_input,
+                    transform: entry.transform,
                     description: entry.description,
                     audits: entry.audits,
                 },
@@ -389,6 +396,7 @@ impl Pipeline {
                     unique_key: header.unique_key,
                     merge: header.merge,
                     incremental_input: header.incremental_input,
+                    transform: header.transform,
                     description: header.description,
                     audits: header.audits,
                 },
@@ -434,6 +442,7 @@ struct ModelParts {
     unique_key: Vec<String>,
     merge: Option<String>,
     incremental_input: Option<String>,
+    transform: Option<String>,
     description: Option<String>,
     audits: Vec<Audit>,
 }
@@ -530,6 +539,29 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
             ));
         }
     }
+    let transform = match &parts.transform {
+        None => None,
+        Some(wanted) => {
+            let found = icefjord_engine::transform::lookup(wanted).ok_or_else(|| {
+                origin.error(
+                    Some(&name),
+                    Some("transform"),
+                    format!(
+                        "no transform {wanted:?} (known: {})",
+                        icefjord_engine::transform::names().join(", ")
+                    ),
+                )
+            })?;
+            if kind == Kind::View {
+                return Err(origin.error(
+                    Some(&name),
+                    Some("transform"),
+                    "a view cannot have a transform; make it a table",
+                ));
+            }
+            Some(found)
+        }
+    };
     for audit in &parts.audits {
         if let Audit::Sql {
             sql,
@@ -559,6 +591,7 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
         unique_key: parts.unique_key,
         merge,
         incremental_input: parts.incremental_input,
+        transform,
         audits: parts.audits,
         description: parts.description,
         origin,
@@ -580,6 +613,8 @@ struct HeaderFile {
     merge: Option<String>,
     #[serde(default)]
     incremental_input: Option<String>,
+    #[serde(default)]
+    transform: Option<String>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]

@@ -562,13 +562,14 @@ impl<'a> Runner<'a> {
         }
         // The plan holds the fresh rows' provider: it runs the same after unstaging.
         let mut frame = planned?;
-        if !model.sort_by.is_empty() {
-            let order: Vec<SortExpr> = model
-                .sort_by
-                .iter()
-                .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, false))
-                .collect();
-            frame = frame.sort(order)?;
+        let order: Vec<SortExpr> = model
+            .sort_by
+            .iter()
+            .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, false))
+            .collect();
+        // sort_by names output columns: a transform's output is sorted after it.
+        if !order.is_empty() && model.transform.is_none() {
+            frame = frame.sort(order.clone())?;
         }
         let planned: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut produced = frame.collect().await?;
@@ -583,6 +584,9 @@ impl<'a> Runner<'a> {
                     message: e.to_string(),
                 })??];
             planned = transform.output_schema();
+            if !order.is_empty() {
+                produced = ctx.read_batches(produced)?.sort(order)?.collect().await?;
+            }
         }
         // The batches' own schema (nullability may be tighter than planned).
         let schema = produced.first().map_or(planned, RecordBatch::schema);

@@ -78,8 +78,10 @@ def normal(value):
             return Decimal(value).normalize()
         except ArithmeticError:
             return value.replace("T", " ")
-    if hasattr(value, "isoformat"):
+    if hasattr(value, "hour"):
         return value.isoformat(sep=" ")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
     return value
 
 

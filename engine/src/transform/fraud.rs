@@ -128,7 +128,11 @@ fn check_user(purchases: &[Purchase], alerts: &mut Alerts) {
         }
         window.push_back(p.time);
         if window.len() >= BURST_COUNT {
-            alerts.push(p, "burst", format!("{} purchases within 10 minutes", window.len()));
+            alerts.push(
+                p,
+                "burst",
+                format!("{} purchases within 10 minutes", window.len()),
+            );
         }
         if n >= BIG_SPENDER_HISTORY && p.cents * n as i128 > BIG_SPENDER_FACTOR * total {
             alerts.push(
@@ -215,7 +219,11 @@ mod tests {
             Field::new("user_id", DataType::Utf8, false),
             Field::new("session_id", DataType::Utf8, true),
             Field::new("country", DataType::Utf8, true),
-            Field::new("event_time", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
             Field::new("price", DataType::Decimal128(10, 2), false),
             Field::new("quantity", DataType::Int64, true),
         ]));
@@ -241,7 +249,9 @@ mod tests {
 
     fn fired(out: &RecordBatch) -> Vec<(String, i64, String)> {
         let users = out.column(0).as_string::<i32>();
-        let times = out.column(2).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let times = out
+            .column(2)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
         let rules = out.column(3).as_string::<i32>();
         (0..out.num_rows())
             .map(|i| {
@@ -286,6 +296,9 @@ mod tests {
             ]
         );
         let detail = out.column(5).as_string::<i32>().value(1);
-        assert!(detail.contains("50.01") && detail.contains("10.00"), "{detail}");
+        assert!(
+            detail.contains("50.01") && detail.contains("10.00"),
+            "{detail}"
+        );
     }
 }

@@ -98,7 +98,10 @@ impl Transform for Sessionize {
         let mut out = Sessions::default();
         let mut current: Option<Open> = None;
         for i in rows {
-            let (id, t) = (session[i].as_deref().unwrap_or_default(), time[i].unwrap_or_default());
+            let (id, t) = (
+                session[i].as_deref().unwrap_or_default(),
+                time[i].unwrap_or_default(),
+            );
             let continues = current
                 .as_ref()
                 .is_some_and(|s| s.base == id && t - s.ended <= SESSION_GAP_MICROS);
@@ -224,14 +227,26 @@ mod tests {
     use super::*;
 
     /// (session, user, minute, type, product, price in cents, quantity)
-    type Event = (&'static str, &'static str, i64, &'static str, Option<&'static str>, Option<i128>, Option<i32>);
+    type Event = (
+        &'static str,
+        &'static str,
+        i64,
+        &'static str,
+        Option<&'static str>,
+        Option<i128>,
+        Option<i32>,
+    );
 
     fn input(events: &[Event]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("session_id", DataType::Utf8, false),
             Field::new("user_id", DataType::Utf8, false),
             Field::new("country", DataType::Utf8, false),
-            Field::new("event_time", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new(
+                "event_time",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                false,
+            ),
             Field::new("event_type", DataType::Utf8, false),
             Field::new("product_id", DataType::Utf8, true),
             Field::new("price", DataType::Decimal128(10, 2), true),
@@ -266,7 +281,15 @@ mod tests {
             ("s1", "u1", 1, "product_viewed", Some("a"), Some(1000), None),
             ("s1", "u1", 2, "product_viewed", Some("a"), Some(1000), None),
             ("s1", "u1", 3, "product_viewed", Some("b"), Some(250), None),
-            ("s1", "u1", 4, "product_added_to_cart", Some("b"), Some(250), None),
+            (
+                "s1",
+                "u1",
+                4,
+                "product_added_to_cart",
+                Some("b"),
+                Some(250),
+                None,
+            ),
             ("s1", "u1", 5, "purchase", Some("b"), Some(250), Some(3)),
             ("s1", "u1", 6, "purchase", Some("a"), Some(1000), None),
             // 31 idle minutes: a new session.
@@ -281,9 +304,14 @@ mod tests {
             let batch = input(&order);
             let half = batch.num_rows() / 2;
             let out = Sessionize
-                .apply(&[batch.slice(0, half), batch.slice(half, batch.num_rows() - half)])
+                .apply(&[
+                    batch.slice(0, half),
+                    batch.slice(half, batch.num_rows() - half),
+                ])
                 .unwrap();
-            let ids: Vec<&str> = (0..out.num_rows()).map(|i| out.column(0).as_string::<i32>().value(i)).collect();
+            let ids: Vec<&str> = (0..out.num_rows())
+                .map(|i| out.column(0).as_string::<i32>().value(i))
+                .collect();
             assert_eq!(ids, ["s1", "s1~2", "s2"]);
             let long = |c: usize| out.column(c).as_primitive::<Int64Type>().values().to_vec();
             assert_eq!(long(5), [360, 0, 1800], "duration_s");

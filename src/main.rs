@@ -72,9 +72,9 @@ enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// The main job on the embedded default: generate retail events into
-    /// raw.retail_events (in the sink's layout), run the shipped retail pipeline
-    /// (historical.sales_hourly + the unified views), print
+    /// The main job on the embedded default: generate retail, clickstream and
+    /// activity events into raw.* (in the sink's layout), run the three shipped
+    /// pipelines (jobs/retail, jobs/clickstream, jobs/activity), print
     /// unified.sales_by_category. Safe to re-run: nothing is written twice.
     Demo {
         /// How many synthetic retail events the raw table should hold.
@@ -257,46 +257,11 @@ async fn run(cli: Cli) -> Result<()> {
             output,
         } => {
             let lake = open(&cli.lake).await?;
-            let raw = Demo::new(&lake)
-                .with_events(events)
-                .with_seed(seed)
-                .run()
-                .await?;
-            eprintln!(
-                "raw.retail_events: {} new events in {} files ({:.2}s); snapshot {}",
-                raw.events_written,
-                raw.raw_files_written,
-                raw.ingest_time.as_secs_f64(),
-                raw.raw_snapshot_id
-            );
             let scratch =
                 std::env::temp_dir().join(format!("icefjord-demo-{}", std::process::id()));
-            let folder = shipped::RETAIL.materialize(&scratch).with_context(|| {
-                format!("cannot write the shipped pipeline to {}", scratch.display())
-            })?;
-            let pipeline = icefjord_runner::Pipeline::load(&folder);
+            let result = demo(&lake, events, seed, &scratch).await;
             let _ = std::fs::remove_dir_all(&scratch);
-            let pipeline = pipeline?;
-            // One run per raw snapshot: re-running the demo on the same data is a no-op.
-            let report = icefjord_runner::Runner::new(&lake, &pipeline)?
-                .with_run_id(Some(format!("demo-{}", raw.raw_snapshot_id)))
-                .run()
-                .await?;
-            eprintln!(
-                "pipeline retail: {} ({} models, {:.2}s)",
-                serde_json::to_value(report.status)?
-                    .as_str()
-                    .unwrap_or_default(),
-                report.models.len(),
-                report.duration_s
-            );
-            if report.failed() {
-                return Err(exit::JobFailed {
-                    pipeline: report.pipeline,
-                    message: "see icefjord.runs".into(),
-                }
-                .into());
-            }
+            result?;
             let session = LakeSession::new(&lake).await?;
             let (schema, batches) = query::run(
                 &session,
@@ -352,6 +317,87 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `icefjord demo`: generate the three raw tables (retail `events`, clickstream and
+/// activity half as many), then run the three shipped pipelines on them, each once
+/// per raw snapshot. Progress and a few figures go to stderr.
+async fn demo(lake: &LakeCatalog, events: u64, seed: u64, scratch: &std::path::Path) -> Result<()> {
+    use icefjord_engine::demo::DemoKind;
+    let plan = [
+        (DemoKind::Retail, events, &shipped::RETAIL),
+        (DemoKind::Clickstream, events / 2, &shipped::CLICKSTREAM),
+        (DemoKind::Activity, events / 2, &shipped::ACTIVITY),
+    ];
+    for (kind, count, pipeline) in plan {
+        let raw = Demo::new(lake)
+            .with_kind(kind)
+            .with_events(count)
+            .with_seed(seed)
+            .run()
+            .await?;
+        eprintln!(
+            "{}: {} new events in {} files ({:.2}s); snapshot {}",
+            kind.table(),
+            raw.events_written,
+            raw.raw_files_written,
+            raw.ingest_time.as_secs_f64(),
+            raw.raw_snapshot_id
+        );
+        let folder = pipeline.materialize(scratch).with_context(|| {
+            format!(
+                "cannot write the shipped pipelines to {}",
+                scratch.display()
+            )
+        })?;
+        let pipeline = icefjord_runner::Pipeline::load(&folder)?;
+        // One run per raw snapshot: re-running the demo on the same data is a no-op.
+        let report = icefjord_runner::Runner::new(lake, &pipeline)?
+            .with_run_id(Some(format!("demo-{}", raw.raw_snapshot_id)))
+            .run()
+            .await?;
+        eprintln!(
+            "pipeline {}: {} ({} models, {:.2}s)",
+            pipeline.name,
+            serde_json::to_value(report.status)?
+                .as_str()
+                .unwrap_or_default(),
+            report.models.len(),
+            report.duration_s
+        );
+        if report.failed() {
+            return Err(exit::JobFailed {
+                pipeline: report.pipeline,
+                message: "see SELECT * FROM icefjord.runs".into(),
+            }
+            .into());
+        }
+    }
+    let session = LakeSession::new(lake).await?;
+    for (label, sql) in [
+        ("sessions", "SELECT count(*) AS n FROM historical.sessions"),
+        (
+            "fraud alerts",
+            "SELECT count(*) AS n FROM historical.fraud_alerts",
+        ),
+        (
+            "users active in the last 7 days",
+            "SELECT active_users AS n FROM unified.active_users WHERE window_days = 7",
+        ),
+    ] {
+        let batches = session.query(sql).await?;
+        let n = batches
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0);
+        eprintln!("{label}: {n}");
+    }
+    Ok(())
 }
 
 /// One row per table: namespace, table, current snapshot, row count.

@@ -31,9 +31,23 @@ pub const RETAIL: Shipped = shipped!("retail":
     "retail_events.sql",
 );
 
+pub const CLICKSTREAM: Shipped = shipped!("clickstream":
+    "pipeline.toml",
+    "sessions.sql",
+    "fraud_alerts.sql",
+    "funnel_daily.sql",
+    "product_stats.sql",
+);
+
+pub const ACTIVITY: Shipped = shipped!("activity":
+    "pipeline.toml",
+    "active_users.sql",
+    "user_purchases.sql",
+);
+
 /// Every shipped pipeline.
 #[cfg(test)]
-const ALL: &[&Shipped] = &[&RETAIL];
+const ALL: &[&Shipped] = &[&RETAIL, &CLICKSTREAM, &ACTIVITY];
 
 impl Shipped {
     /// Write the folder under `dir` and return its path.

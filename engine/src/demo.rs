@@ -18,13 +18,55 @@ use icefjord_catalog::commit::latest_property;
 use icefjord_catalog::{parse_table, CommitId, LakeCatalog, TableSpec, TableWrite};
 
 use crate::error::{EngineError, Result};
-use crate::generate::retail;
+use crate::generate::{activity, clickstream, retail};
 use crate::schema::{builtin, kafka_field_specs, EventSchema};
 use crate::write::TableWriter;
 
 pub const RAW_TABLE: &str = "raw.retail_events";
-/// The topic the generated positions pretend to come from.
-pub const TOPIC: &str = "retail_events";
+
+/// Which events the demo generates, into which raw table (the layouts and names
+/// `icefjord ingest` would use for the shipped schemas).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DemoKind {
+    Retail,
+    Clickstream,
+    Activity,
+}
+
+impl DemoKind {
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Retail => RAW_TABLE,
+            Self::Clickstream => "raw.clickstream_events",
+            Self::Activity => "raw.user_activity",
+        }
+    }
+
+    /// The topic the generated positions pretend to come from.
+    pub fn topic(self) -> &'static str {
+        match self {
+            Self::Retail => "retail_events",
+            Self::Clickstream => "clickstream",
+            Self::Activity => "user_activity",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Retail => "retail",
+            Self::Clickstream => "clickstream",
+            Self::Activity => "activity",
+        }
+    }
+
+    fn schema(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Retail => ("retail_event.json", builtin::RETAIL_EVENT),
+            Self::Clickstream => ("clickstream_event.json", builtin::CLICKSTREAM_EVENT),
+            Self::Activity => ("user_activity.json", builtin::USER_ACTIVITY),
+        }
+    }
+}
 /// Its partitions: event `i` is offset `i / 3` of partition `i % 3`.
 pub const PARTITIONS: u64 = 3;
 const BATCH_ROWS: u64 = 128 * 1024;
@@ -32,6 +74,7 @@ const BATCH_ROWS: u64 = 128 * 1024;
 /// Generates the demo's raw events. Awaited through [`Demo::run`].
 pub struct Demo<'a> {
     catalog: &'a LakeCatalog,
+    kind: DemoKind,
     events: u64,
     seed: u64,
 }
@@ -50,9 +93,15 @@ impl<'a> Demo<'a> {
     pub fn new(catalog: &'a LakeCatalog) -> Self {
         Self {
             catalog,
+            kind: DemoKind::Retail,
             events: 200_000,
             seed: 42,
         }
+    }
+
+    pub fn with_kind(mut self, kind: DemoKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     pub fn with_events(mut self, events: u64) -> Self {
@@ -66,17 +115,21 @@ impl<'a> Demo<'a> {
     }
 
     fn position_key(&self) -> String {
-        format!("icefjord.generator.retail.seed-{}.next-position", self.seed)
+        format!(
+            "icefjord.generator.{}.seed-{}.next-position",
+            self.kind.name(),
+            self.seed
+        )
     }
 
     pub async fn run(self) -> Result<DemoReport> {
         let started = Instant::now();
-        let raw_ident = parse_table(RAW_TABLE)?;
+        let raw_ident = parse_table(self.kind.table())?;
         let raw = self
             .catalog
             .load_or_create(&raw_ident, || {
-                let schema = EventSchema::parse("retail_event.json", builtin::RETAIL_EVENT)
-                    .map_err(to_catalog)?;
+                let (file, text) = self.kind.schema();
+                let schema = EventSchema::parse(file, text).map_err(to_catalog)?;
                 let iceberg = schema
                     .iceberg_schema(&kafka_field_specs())
                     .map_err(to_catalog)?;
@@ -96,11 +149,12 @@ impl<'a> Demo<'a> {
             let mut position = start;
             while position < self.events {
                 let end = (position + BATCH_ROWS).min(self.events);
+                let events = match self.kind {
+                    DemoKind::Retail => retail::batch(self.seed, position, end)?,
+                    _ => self.decoded(&raw, position, end)?,
+                };
                 writer
-                    .write(with_positions(
-                        retail::batch(self.seed, position, end)?,
-                        position,
-                    )?)
+                    .write(with_positions(events, position, self.kind.topic())?)
                     .await?;
                 position = end;
             }
@@ -109,7 +163,12 @@ impl<'a> Demo<'a> {
             raw_files_written = metrics.files;
             // The id is derived from the position range: a retry after a crash
             // between commit and report finds it and writes nothing twice.
-            let id = CommitId::new(format!("demo-retail-{}-{start}-{}", self.seed, self.events));
+            let id = CommitId::new(format!(
+                "demo-{}-{}-{start}-{}",
+                self.kind.name(),
+                self.seed,
+                self.events
+            ));
             self.catalog
                 .commit(id)
                 .with_write(
@@ -124,7 +183,7 @@ impl<'a> Demo<'a> {
         let raw = self.catalog.load(&raw_ident).await?;
         let raw_snapshot_id = raw.metadata().current_snapshot_id().ok_or_else(|| {
             EngineError::Catalog(icefjord_catalog::CatalogError::SnapshotNotFound {
-                table: RAW_TABLE.into(),
+                table: self.kind.table().into(),
                 what: "(the table is empty)".into(),
             })
         })?;
@@ -137,8 +196,39 @@ impl<'a> Demo<'a> {
     }
 }
 
+impl Demo<'_> {
+    /// Events `start..end` of the JSON generators, decoded into the raw table's
+    /// event columns (as the sink decodes them).
+    fn decoded(&self, raw: &iceberg::table::Table, start: u64, end: u64) -> Result<RecordBatch> {
+        let lines: Vec<String> = match self.kind {
+            DemoKind::Clickstream => clickstream::Sessions::new(self.seed)
+                .skip(start as usize)
+                .take((end - start) as usize)
+                .map(|e| e.json)
+                .collect(),
+            _ => (start..end)
+                .map(|i| activity::event(self.seed, i).1)
+                .collect(),
+        };
+        let table_schema = iceberg::arrow::schema_to_arrow_schema(raw.metadata().current_schema())?;
+        let events: Vec<Field> = table_schema
+            .fields()
+            .iter()
+            .filter(|f| !f.name().starts_with("_kafka_"))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut decoder = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(events.clone())))
+            .with_batch_size(lines.len().max(1))
+            .build_decoder()?;
+        decoder.decode(lines.join("\n").as_bytes())?;
+        Ok(decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(Arc::new(Schema::new(events)))))
+    }
+}
+
 /// `batch` (events `start..`) with the `_kafka_*` columns of their positions.
-fn with_positions(batch: RecordBatch, start: u64) -> Result<RecordBatch> {
+fn with_positions(batch: RecordBatch, start: u64, topic: &str) -> Result<RecordBatch> {
     let n = batch.num_rows() as u64;
     let positions = start..start + n;
     let mut fields: Vec<Field> = batch
@@ -159,7 +249,7 @@ fn with_positions(batch: RecordBatch, start: u64) -> Result<RecordBatch> {
     ]);
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(StringArray::from_iter_values(
-        positions.clone().map(|_| TOPIC),
+        positions.clone().map(|_| topic),
     )));
     columns.push(Arc::new(Int32Array::from_iter_values(
         positions.clone().map(|i| (i % PARTITIONS) as i32),

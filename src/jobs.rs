@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// nothing, so a scheduler can retry safely; a failed one runs again.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Re-run this range of every incremental_by_time model, done or not:
+    /// START/END as dates or times (UTC), e.g. 2023-10-27/2023-10-29.
+    #[arg(long, value_name = "START/END")]
+    pub interval: Option<String>,
     /// Run and audit every model but write and publish nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -85,10 +89,20 @@ fn progress() -> Option<Progress> {
 }
 
 pub async fn run(args: RunArgs, lake: LakeCatalog) -> Result<()> {
+    let interval = match &args.interval {
+        None => None,
+        Some(text) => Some(icefjord_runner::interval::parse_range(text).ok_or_else(|| {
+            crate::exit::Usage::new(
+                "--interval",
+                format!("{text:?} is not START/END (dates or times, START before END)"),
+            )
+        })?),
+    };
     let pipeline = load(&args.pipeline)?;
     let report = Runner::new(&lake, &pipeline)?
         .with_select(&args.select)?
         .with_run_id(args.run_id)
+        .with_interval(interval)
         .with_dry_run(args.dry_run)
         .with_progress(progress())
         .run()

@@ -23,6 +23,7 @@ pub mod boundary;
 pub mod error;
 pub mod graph;
 pub mod history;
+pub mod interval;
 pub mod report;
 pub mod run;
 pub mod spec;

@@ -30,13 +30,14 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, TimeUnit};
 use chrono::Utc;
 use datafusion::catalog::view::ViewTable;
-use datafusion::common::{Column, JoinType};
+use datafusion::common::{Column, JoinType, ScalarValue};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::functions_aggregate::sum::sum;
-use datafusion::logical_expr::{Expr, SortExpr};
+use datafusion::logical_expr::{cast, lit, Expr, SortExpr};
 use datafusion::prelude::DataFrame;
 use iceberg::table::Table;
 use icefjord_catalog::commit::find_commit;
@@ -52,6 +53,7 @@ use crate::boundary;
 use crate::error::{Result, RunnerError};
 use crate::graph::Graph;
 use crate::history;
+use crate::interval;
 use crate::report::{ModelReport, ModelStatus, RunReport, RunStatus};
 use crate::spec::{Kind, Merge, Model, Pipeline, SpecError};
 
@@ -92,12 +94,15 @@ pub struct Runner<'a> {
     graph: Graph,
     selected: Vec<usize>,
     run_id: Option<String>,
+    interval: Option<(i64, i64)>,
     dry_run: bool,
     progress: Option<Progress>,
 }
 
 /// A model's result before publishing.
 enum Output {
+    /// An incremental_by_time model with no interval to process.
+    UpToDate,
     View(ViewWrite),
     Table {
         write: Box<TableWrite>,
@@ -117,6 +122,7 @@ impl<'a> Runner<'a> {
             graph,
             selected,
             run_id: None,
+            interval: None,
             dry_run: false,
             progress: None,
         })
@@ -134,6 +140,13 @@ impl<'a> Runner<'a> {
     /// The run's id (default: a new UUID). A run id already published is a no-op.
     pub fn with_run_id(mut self, run_id: Option<String>) -> Self {
         self.run_id = run_id;
+        self
+    }
+
+    /// Re-run this `[start, end)` range (µs) of every incremental_by_time model,
+    /// done or not (see [`crate::interval`]).
+    pub fn with_interval(mut self, interval: Option<(i64, i64)>) -> Self {
+        self.interval = interval;
         self
     }
 
@@ -465,7 +478,9 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
+            let time_column: Vec<String> = model.time.iter().map(|t| t.column.clone()).collect();
             for (field, columns) in [
+                ("time_column", &time_column),
                 ("unique_key", &model.unique_key),
                 ("sort_by", &model.sort_by),
             ] {
@@ -556,24 +571,74 @@ impl<'a> Runner<'a> {
                 Arc::new(ViewTable::new(fresh.into_unoptimized_plan(), None)),
             )?;
         }
-        let planned = ctx.sql(&model.sql.text).await;
+        // incremental_by_time: the intervals this run processes (none: up to date).
+        let done: interval::Ranges = existing
+            .as_ref()
+            .and_then(|t| t.metadata().current_snapshot())
+            .and_then(|s| {
+                s.summary()
+                    .additional_properties
+                    .get(interval::PROPERTY)
+                    .cloned()
+            })
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        let ranges: Option<interval::Ranges> =
+            model.time.as_ref().map(|axis| match self.interval {
+                Some((from, to)) => {
+                    let to = axis.grain.next(axis.grain.floor(to - 1));
+                    interval::missing(axis.grain, from, to, &Vec::new())
+                }
+                None => {
+                    let now = axis.grain.floor(Utc::now().timestamp_micros());
+                    interval::missing(axis.grain, axis.start, now, &done)
+                }
+            });
+        if ranges.as_ref().is_some_and(Vec::is_empty) {
+            return Ok((Output::UpToDate, Some(0), Some(0)));
+        }
+        let planned = match &ranges {
+            None => ctx.sql(&model.sql.text).await.map(|f| vec![f]),
+            Some(ranges) => {
+                let mut frames = Vec::new();
+                for (from, to) in ranges {
+                    let params = vec![
+                        (
+                            "interval_start",
+                            ScalarValue::TimestampMicrosecond(Some(*from), None),
+                        ),
+                        (
+                            "interval_end",
+                            ScalarValue::TimestampMicrosecond(Some(*to), None),
+                        ),
+                    ];
+                    frames.push(ctx.sql(&model.sql.text).await?.with_param_values(params)?);
+                }
+                Ok(frames)
+            }
+        };
         if let Some(input) = &model.incremental_input {
             session.unstage(&icefjord_catalog::parse_table(input)?)?;
         }
         // The plan holds the fresh rows' provider: it runs the same after unstaging.
-        let mut frame = planned?;
+        let frames = planned?;
         let order: Vec<SortExpr> = model
             .sort_by
             .iter()
             .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, false))
             .collect();
-        // sort_by names output columns: a transform's output is sorted after it.
-        if !order.is_empty() && model.transform.is_none() {
-            frame = frame.sort(order.clone())?;
+        let mut produced = Vec::new();
+        let mut planned: Option<SchemaRef> = None;
+        for mut frame in frames {
+            // sort_by names output columns: a transform's output is sorted after it.
+            if !order.is_empty() && model.transform.is_none() {
+                frame = frame.sort(order.clone())?;
+            }
+            planned = Some(Arc::new(frame.schema().as_arrow().clone()));
+            produced.extend(frame.collect().await?);
         }
-        let planned: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let mut produced = frame.collect().await?;
-        let mut planned = planned;
+        let mut planned =
+            planned.ok_or_else(|| RunnerError::Usage(format!("{}: nothing to run", model.name)))?;
         if let Some(transform) = model.transform {
             // CPU work on all rows at once: off the runtime's threads.
             let input = produced;
@@ -639,7 +704,42 @@ impl<'a> Runner<'a> {
                 let staged = mem_table(&schema, &merged)?;
                 (merged, staged)
             }
-            Kind::View | Kind::IncrementalByTime => {
+            Kind::IncrementalByTime => {
+                // Old rows outside the processed intervals, and the new rows.
+                let axis = model
+                    .time
+                    .as_ref()
+                    .ok_or_else(|| RunnerError::Usage(format!("{}: no time axis", model.name)))?;
+                let replaced = ranges
+                    .iter()
+                    .flatten()
+                    .map(|(from, to)| {
+                        let t = cast(
+                            column_expr(&axis.column),
+                            DataType::Timestamp(TimeUnit::Microsecond, None),
+                        );
+                        t.clone()
+                            .gt_eq(Expr::Literal(
+                                ScalarValue::TimestampMicrosecond(Some(*from), None),
+                                None,
+                            ))
+                            .and(t.lt(Expr::Literal(
+                                ScalarValue::TimestampMicrosecond(Some(*to), None),
+                                None,
+                            )))
+                    })
+                    .reduce(Expr::or)
+                    .unwrap_or_else(|| lit(false));
+                let old = conformed(ctx.read_table(published.clone())?, &schema)?;
+                let kept = old.filter(!replaced)?;
+                let all = kept.union(ctx.read_table(new_rows.clone())?)?;
+                (
+                    produced.clone(),
+                    Arc::new(ViewTable::new(all.into_unoptimized_plan(), None))
+                        as Arc<dyn TableProvider>,
+                )
+            }
+            Kind::View => {
                 return Err(RunnerError::Usage(format!(
                     "{}: kind {} cannot be run here",
                     model.name, model.kind
@@ -663,6 +763,20 @@ impl<'a> Runner<'a> {
             Kind::Append => TableWrite::append(model.ident.clone(), files),
             Kind::IncrementalByKey => {
                 TableWrite::overwrite(model.ident.clone(), files).with_base_snapshot(base)
+            }
+            Kind::IncrementalByTime => {
+                let covered = interval::merged(
+                    done.iter()
+                        .chain(ranges.iter().flatten())
+                        .copied()
+                        .collect(),
+                );
+                TableWrite::replace_partitions(model.ident.clone(), files)
+                    .with_base_snapshot(base)
+                    .with_property(
+                        interval::PROPERTY,
+                        serde_json::to_string(&covered).unwrap_or_default(),
+                    )
             }
             _ => TableWrite::overwrite(model.ident.clone(), files),
         }
@@ -803,6 +917,7 @@ impl<'a> Runner<'a> {
         );
         for (_, output) in outputs {
             commit = match output {
+                Output::UpToDate => commit,
                 Output::View(view) => {
                     let namespace = view.ident.namespace().join(".");
                     self.catalog.ensure_namespace(&namespace).await?;

@@ -125,6 +125,16 @@ pub enum Merge {
     Sum,
 }
 
+/// How an `incremental_by_time` model cuts time (see [`crate::interval`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeAxis {
+    /// The output column holding each row's time.
+    pub column: String,
+    pub grain: crate::interval::Grain,
+    /// The first interval starts here (µs since the epoch, UTC).
+    pub start: i64,
+}
+
 /// A check on a model's output that must pass before anything is published.
 #[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(tag = "check", rename_all = "snake_case", deny_unknown_fields)]
@@ -227,6 +237,8 @@ pub struct Model {
     /// A Rust transform applied to the query's rows
     /// (`icefjord_engine::transform::REGISTRY`).
     pub transform: Option<&'static dyn icefjord_engine::transform::Transform>,
+    /// The time axis of an `incremental_by_time` model.
+    pub time: Option<TimeAxis>,
     pub audits: Vec<Audit>,
     pub description: Option<String>,
     /// Where the model is configured.
@@ -281,6 +293,12 @@ struct ModelFile {
     incremental_input: Option<String>,
     #[serde(default)]
     transform: Option<String>,
+    #[serde(default)]
+    time_column: Option<String>,
+    #[serde(default)]
+    grain: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
@@ -351,6 +369,7 @@ impl Pipeline {
                     merge: entry.merge,
                     incremental_input: entry.incremental_input,
                     transform: entry.transform,
+                    time: (entry.time_column, entry.grain, entry.start),
                     description: entry.description,
                     audits: entry.audits,
                 },
@@ -397,6 +416,7 @@ impl Pipeline {
                     merge: header.merge,
                     incremental_input: header.incremental_input,
                     transform: header.transform,
+                    time: (header.time_column, header.grain, header.start),
                     description: header.description,
                     audits: header.audits,
                 },
@@ -443,6 +463,8 @@ struct ModelParts {
     merge: Option<String>,
     incremental_input: Option<String>,
     transform: Option<String>,
+    /// time_column, grain, start
+    time: (Option<String>, Option<String>, Option<String>),
     description: Option<String>,
     audits: Vec<Audit>,
 }
@@ -494,13 +516,7 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
                 "incremental_by_key needs unique_key = [\"column\", …]",
             ));
         }
-        Kind::IncrementalByTime => {
-            return Err(kind_origin.error(
-                Some(&name),
-                Some("kind"),
-                "incremental_by_time is not supported yet",
-            ));
-        }
+
         Kind::View if !parts.partition_by.is_empty() || !parts.sort_by.is_empty() => {
             return Err(origin.error(
                 Some(&name),
@@ -539,6 +555,64 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
             ));
         }
     }
+    let time = match (kind, parts.time) {
+        (Kind::IncrementalByTime, (Some(column), grain, Some(start))) => {
+            let grain_text = grain.unwrap_or_else(|| "day".into());
+            let grain = crate::interval::Grain::parse(&grain_text).ok_or_else(|| {
+                origin.error(
+                    Some(&name),
+                    Some("grain"),
+                    format!("{grain_text:?}: grain is hour, day or month"),
+                )
+            })?;
+            let start = crate::interval::parse_instant(&start).ok_or_else(|| {
+                origin.error(
+                    Some(&name),
+                    Some("start"),
+                    format!("{start:?} is not a date (YYYY-MM-DD) or time (YYYY-MM-DD HH:MM:SS)"),
+                )
+            })?;
+            let partition = format!("{}({column})", grain.as_str());
+            if !parts
+                .partition_by
+                .iter()
+                .any(|p| p.replace(' ', "") == partition)
+            {
+                return Err(origin.error(
+                    Some(&name),
+                    Some("partition_by"),
+                    format!("an incremental_by_time model is partitioned by its grain: add \"{partition}\""),
+                ));
+            }
+            Some(TimeAxis {
+                column,
+                grain,
+                start,
+            })
+        }
+        (Kind::IncrementalByTime, (None, _, _)) => {
+            return Err(origin.error(
+                Some(&name),
+                Some("time_column"),
+                "incremental_by_time needs time_column (the output's time), start and grain",
+            ))
+        }
+        (Kind::IncrementalByTime, (_, _, None)) => {
+            return Err(origin.error(
+                Some(&name),
+                Some("start"),
+                "incremental_by_time needs start = \"YYYY-MM-DD\" (its first interval)",
+            ))
+        }
+        (_, (Some(_), _, _) | (_, Some(_), _) | (_, _, Some(_))) => {
+            return Err(origin.error(
+                Some(&name),
+                Some("time_column"),
+                "time_column, grain and start are for incremental_by_time models",
+            ))
+        }
+        _ => None,
+    };
     let transform = match &parts.transform {
         None => None,
         Some(wanted) => {
@@ -592,6 +666,7 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
         merge,
         incremental_input: parts.incremental_input,
         transform,
+        time,
         audits: parts.audits,
         description: parts.description,
         origin,
@@ -615,6 +690,12 @@ struct HeaderFile {
     incremental_input: Option<String>,
     #[serde(default)]
     transform: Option<String>,
+    #[serde(default)]
+    time_column: Option<String>,
+    #[serde(default)]
+    grain: Option<String>,
+    #[serde(default)]
+    start: Option<String>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]

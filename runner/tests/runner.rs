@@ -518,3 +518,124 @@ async fn a_dry_run_writes_nothing_and_plan_explains() {
         .unwrap()
         .is_none());
 }
+
+/// Append visits `(day of October 2023, hour, n)` to `raw.visits`.
+async fn add_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)]) {
+    use arrow::array::TimestampMicrosecondArray;
+    let ident = parse_table("raw.visits").unwrap();
+    let table = lake
+        .load_or_create(&ident, || {
+            let fields = vec![
+                Arc::new(NestedField::required(
+                    1,
+                    "ts",
+                    Type::Primitive(PrimitiveType::Timestamp),
+                )),
+                Arc::new(NestedField::required(
+                    2,
+                    "n",
+                    Type::Primitive(PrimitiveType::Long),
+                )),
+            ];
+            Ok(TableSpec {
+                schema: iceberg::spec::Schema::builder()
+                    .with_fields(fields)
+                    .build()
+                    .unwrap(),
+                partition_spec: None,
+                properties: Default::default(),
+            })
+        })
+        .await
+        .unwrap();
+    let micros = |day: u32, hour: u32| {
+        chrono::NaiveDate::from_ymd_opt(2023, 10, day)
+            .unwrap()
+            .and_hms_opt(hour, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros()
+    };
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("n", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                visits.iter().map(|v| micros(v.0, v.1)),
+            )),
+            Arc::new(Int64Array::from_iter_values(visits.iter().map(|v| v.2))),
+        ],
+    )
+    .unwrap();
+    let mut writer = TableWriter::new(&table).await.unwrap();
+    writer.write(batch).await.unwrap();
+    let (files, _) = writer.close().await.unwrap();
+    lake.commit(CommitId::mint())
+        .with_write(TableWrite::append(ident, files))
+        .execute()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn incremental_by_time_processes_new_intervals_and_reruns_a_range_on_demand() {
+    let (dir, lake) = lake().await;
+    add_visits(&lake, &[(27, 1, 1), (27, 5, 2), (28, 3, 10), (29, 23, 100)]).await;
+    let pipeline = write_pipeline(
+        &dir.path().join("visits"),
+        r#"name = "visits"
+
+[[models]]
+name = "historical.daily_visits"
+kind = "incremental_by_time"
+time_column = "day"
+grain = "day"
+start = "2023-10-27"
+partition_by = ["day(day)"]
+"#,
+        &[(
+            "daily_visits.sql",
+            "SELECT date_trunc('day', ts) AS day, sum(n) AS visits, count(*) AS events\n\
+             FROM raw.visits WHERE ts >= $interval_start AND ts < $interval_end GROUP BY 1",
+        )],
+    );
+    let daily =
+        "SELECT CAST(day AS VARCHAR) AS day, visits FROM historical.daily_visits ORDER BY day";
+    let first = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(first.status, RunStatus::Success, "{first:?}");
+    let rows = query(&lake, daily).await;
+    assert_eq!(int64s(&rows, 1), [3, 10, 100]);
+
+    // A late visit for the 28th: its interval is done, so a plain run leaves it.
+    add_visits(&lake, &[(28, 4, 1000)]).await;
+    let before = snapshot(&lake, "historical.daily_visits").await;
+    let second = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(second.status, RunStatus::Success);
+    assert_eq!(second.models[0].rows, Some(0));
+    assert_eq!(
+        snapshot(&lake, "historical.daily_visits").await,
+        before,
+        "nothing to do"
+    );
+
+    // --interval re-runs the 28th only: its partition is replaced, the others kept.
+    let start = icefjord_runner::interval::parse_instant("2023-10-28").unwrap();
+    let end = icefjord_runner::interval::parse_instant("2023-10-29").unwrap();
+    let rerun = Runner::new(&lake, &pipeline)
+        .unwrap()
+        .with_interval(Some((start, end)))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(rerun.status, RunStatus::Success, "{rerun:?}");
+    assert_eq!(rerun.models[0].rows, Some(1));
+    let rows = query(&lake, daily).await;
+    assert_eq!(int64s(&rows, 1), [3, 1010, 100]);
+    assert_eq!(strings(&rows, 0)[1], "2023-10-28T00:00:00");
+}

@@ -676,6 +676,8 @@ impl<'a> Runner<'a> {
                     Arc::new(ViewTable::new(all.into_unoptimized_plan(), None)),
                 )
             }
+            // Nothing published yet: the new rows are the whole content.
+            Kind::IncrementalByKey if base.is_none() => (produced.clone(), new_rows.clone()),
             Kind::IncrementalByKey => {
                 let keys: Vec<&str> = model.unique_key.iter().map(String::as_str).collect();
                 let old = conformed(ctx.read_table(published.clone())?, &schema)?;

@@ -909,6 +909,54 @@ columns = ["day"]
     }
 
     #[test]
+    fn incremental_by_time_needs_its_time_axis() {
+        let model = |extra: &str| {
+            format!(
+                "name = \"t\"\n[[models]]\nname = \"historical.daily\"\nkind = \"incremental_by_time\"\n{extra}"
+            )
+        };
+        for (extra, field, words) in [
+            ("start = \"2023-10-27\"\npartition_by = [\"day(day)\"]", "time_column", "needs time_column"),
+            ("time_column = \"day\"\npartition_by = [\"day(day)\"]", "start", "needs start"),
+            ("time_column = \"day\"\nstart = \"27.10.2023\"\npartition_by = [\"day(day)\"]", "start", "not a date"),
+            ("time_column = \"day\"\nstart = \"2023-10-27\"\ngrain = \"week\"\npartition_by = [\"day(day)\"]", "grain", "hour, day or month"),
+            ("time_column = \"day\"\nstart = \"2023-10-27\"", "partition_by", "day(day)"),
+        ] {
+            let e = error_of(&[("pipeline.toml", &model(extra)), ("daily.sql", "SELECT 1 AS day")]);
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            assert!(e.message.contains(words), "{e}");
+            assert_eq!(e.line, 3, "{e}");
+        }
+        let e = error_of(&[
+            (
+                "pipeline.toml",
+                &TOML.replace("partition_by", "time_column = \"day\"\npartition_by"),
+            ),
+            ("daily.sql", "SELECT 1 AS day"),
+        ]);
+        assert!(e.message.contains("for incremental_by_time"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_transform_lists_the_known_ones() {
+        let e = error_of(&[
+            (
+                "pipeline.toml",
+                &TOML.replace(
+                    "kind = \"table\"",
+                    "kind = \"table\"\ntransform = \"sessionise\"",
+                ),
+            ),
+            ("daily.sql", "SELECT 1 AS day"),
+        ]);
+        assert_eq!(e.field.as_deref(), Some("transform"));
+        assert!(
+            e.message.contains("sessionize") && e.message.contains("fraud_rules"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn job_sql_is_one_query() {
         for (sql, words) in [
             ("DROP TABLE raw.events", "not a query"),

@@ -23,7 +23,7 @@ pub mod transform;
 pub mod write;
 
 pub use error::{EngineError, Result};
-pub use scan::IcebergTable;
+pub use scan::{IcebergTable, StagedMode};
 pub use session::{AsOf, LakeSession};
 pub use write::{TableWriter, WriteMetrics};
 

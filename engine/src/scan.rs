@@ -35,6 +35,26 @@ pub struct IcebergTable {
     snapshot_id: Option<i64>,
     schema: SchemaRef,
     store: WarehouseStore,
+    staged: Option<Staged>,
+}
+
+/// Data files written but not committed, read as if a commit had added them: how
+/// the job runner shows a model's new output to later models before publishing.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub files: Vec<iceberg::spec::DataFile>,
+    pub mode: StagedMode,
+}
+
+/// What the staged files do to the snapshot's files (as the commit will).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagedMode {
+    /// Added to them.
+    Append,
+    /// Replace them all.
+    Overwrite,
+    /// Replace those in the partitions the staged files fall into.
+    ReplacePartitions,
 }
 
 impl IcebergTable {
@@ -58,7 +78,14 @@ impl IcebergTable {
             snapshot_id,
             schema,
             store,
+            staged: None,
         })
+    }
+
+    /// This snapshot with uncommitted `files` applied as `mode` would apply them.
+    pub fn with_staged(mut self, files: Vec<iceberg::spec::DataFile>, mode: StagedMode) -> Self {
+        self.staged = Some(Staged { files, mode });
+        self
     }
 
     pub fn snapshot_id(&self) -> Option<i64> {
@@ -120,9 +147,23 @@ impl TableProvider for IcebergTable {
                 icefjord_catalog::display(self.table.identifier())
             )));
         }
-        let entries = live_entries(&self.table, self.snapshot_id)
+        let mut entries: Vec<iceberg::spec::DataFile> = live_entries(&self.table, self.snapshot_id)
             .await
-            .map_err(external)?;
+            .map_err(external)?
+            .iter()
+            .map(|e| e.data_file().clone())
+            .collect();
+        if let Some(staged) = &self.staged {
+            match staged.mode {
+                StagedMode::Append => {}
+                StagedMode::Overwrite => entries.clear(),
+                StagedMode::ReplacePartitions => {
+                    let replaced: Vec<_> = staged.files.iter().map(|f| f.partition()).collect();
+                    entries.retain(|e| !replaced.contains(&e.partition()));
+                }
+            }
+            entries.extend(staged.files.iter().cloned());
+        }
         if entries.is_empty() {
             let projected = project_schema(&self.schema, projection)?;
             return Ok(Arc::new(EmptyExec::new(projected)));

@@ -39,13 +39,14 @@ use datafusion::error::DataFusionError;
 use datafusion::functions_aggregate::sum::sum;
 use datafusion::logical_expr::{cast, lit, Expr, SortExpr};
 use datafusion::prelude::DataFrame;
+use futures::StreamExt;
 use iceberg::table::Table;
 use icefjord_catalog::commit::find_commit;
 use icefjord_catalog::{
     mint_snapshot_id, CatalogError, CommitId, LakeCatalog, TableSpec, TableWrite, ViewWrite,
 };
 use icefjord_engine::schema::{iceberg_schema_for, partition_spec};
-use icefjord_engine::{IcebergTable, LakeSession, TableWriter};
+use icefjord_engine::{IcebergTable, LakeSession, StagedMode, TableWriter};
 use serde::Serialize;
 
 use crate::audit;
@@ -627,70 +628,60 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, false))
             .collect();
-        let mut produced = Vec::new();
-        let mut planned: Option<SchemaRef> = None;
-        for mut frame in frames {
-            // sort_by names output columns: a transform's output is sorted after it.
-            if !order.is_empty() && model.transform.is_none() {
-                frame = frame.sort(order.clone())?;
-            }
-            planned = Some(Arc::new(frame.schema().as_arrow().clone()));
-            produced.extend(frame.collect().await?);
-        }
-        let mut planned =
-            planned.ok_or_else(|| RunnerError::Usage(format!("{}: nothing to run", model.name)))?;
+        // The new rows as one frame: the query (its interval ranges unioned), or
+        // the transform's output of all the query's rows.
+        let mut frames = frames.into_iter();
+        let first = frames
+            .next()
+            .ok_or_else(|| RunnerError::Usage(format!("{}: nothing to run", model.name)))?;
+        let mut new_frame = frames.try_fold(first, |all, frame| all.union(frame))?;
         if let Some(transform) = model.transform {
             // CPU work on all rows at once: off the runtime's threads.
-            let input = produced;
-            produced = vec![tokio::task::spawn_blocking(move || transform.apply(&input))
+            let input = new_frame.collect().await?;
+            let output = tokio::task::spawn_blocking(move || transform.apply(&input))
                 .await
                 .map_err(|e| RunnerError::Transform {
                     transform: transform.name().into(),
                     message: e.to_string(),
-                })??];
-            planned = transform.output_schema();
-            if !order.is_empty() {
-                produced = ctx.read_batches(produced)?.sort(order)?.collect().await?;
-            }
+                })??;
+            new_frame = ctx.read_batch(output)?;
         }
-        // The batches' own schema (nullability may be tighter than planned).
-        let schema = produced.first().map_or(planned, RecordBatch::schema);
+        if !order.is_empty() {
+            new_frame = new_frame.sort(order)?;
+        }
+        let schema: SchemaRef = Arc::new(new_frame.schema().as_arrow().clone());
         let table = self
             .output_table(&model.ident, &model.partition_by, &schema)
             .await?;
-        let published = Arc::new(IcebergTable::try_new(
-            table.clone(),
-            None,
-            self.catalog.store().clone(),
-        )?);
+        let published = IcebergTable::try_new(table.clone(), None, self.catalog.store().clone())?;
         let base = table.metadata().current_snapshot_id();
-        let new_rows = mem_table(&schema, &produced)?;
-        // The output's new content, as later models and audits will read it.
-        let (content, staged): (Vec<RecordBatch>, Arc<dyn TableProvider>) = match model.kind {
-            Kind::Table => (produced.clone(), new_rows.clone()),
-            Kind::Append => {
-                let old = conformed(ctx.read_table(published.clone())?, &schema)?;
-                let all = old.union(ctx.read_table(new_rows.clone())?)?;
-                (
-                    produced.clone(),
-                    Arc::new(ViewTable::new(all.into_unoptimized_plan(), None)),
-                )
-            }
+        // The output's new content (streamed into data files), and how its files
+        // relate to the published ones.
+        let mut new_rows = None;
+        let (content, mode) = match model.kind {
+            Kind::Table => (new_frame, StagedMode::Overwrite),
+            Kind::Append => (new_frame, StagedMode::Append),
+            Kind::IncrementalByTime => (new_frame, StagedMode::ReplacePartitions),
             // Nothing published yet: the new rows are the whole content.
-            Kind::IncrementalByKey if base.is_none() => (produced.clone(), new_rows.clone()),
+            Kind::IncrementalByKey if base.is_none() => (new_frame, StagedMode::Overwrite),
             Kind::IncrementalByKey => {
+                // The new rows are read twice (their keys, then the rows): hold them.
+                let batches = new_frame.collect().await?;
+                new_rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
+                let new = ctx.read_table(mem_table(&schema, &batches)?)?;
                 let keys: Vec<&str> = model.unique_key.iter().map(String::as_str).collect();
-                let old = conformed(ctx.read_table(published.clone())?, &schema)?;
-                let new = ctx.read_table(new_rows.clone())?;
-                let kept = old.clone().join(
-                    new.clone().select_columns(&keys)?,
-                    JoinType::LeftAnti,
-                    &keys,
-                    &keys,
-                    None,
-                )?;
+                let old = conformed(ctx.read_table(Arc::new(published.clone()))?, &schema)?;
                 let merged = match model.merge {
-                    Merge::Replace => kept.union(new)?.collect().await?,
+                    Merge::Replace => {
+                        let kept = old.join(
+                            new.clone().select_columns(&keys)?,
+                            JoinType::LeftAnti,
+                            &keys,
+                            &keys,
+                            None,
+                        )?;
+                        kept.union(new)?
+                    }
                     Merge::Sum => {
                         let measures: Vec<Expr> = schema
                             .fields()
@@ -699,47 +690,10 @@ impl<'a> Runner<'a> {
                             .map(|f| sum(column_expr(f.name())).alias(f.name()))
                             .collect();
                         let key_columns: Vec<Expr> = keys.iter().map(|k| column_expr(k)).collect();
-                        let totals = old.union(new)?.aggregate(key_columns, measures)?;
-                        conformed(totals, &schema)?.collect().await?
+                        conformed(old.union(new)?.aggregate(key_columns, measures)?, &schema)?
                     }
                 };
-                let staged = mem_table(&schema, &merged)?;
-                (merged, staged)
-            }
-            Kind::IncrementalByTime => {
-                // Old rows outside the processed intervals, and the new rows.
-                let axis = model
-                    .time
-                    .as_ref()
-                    .ok_or_else(|| RunnerError::Usage(format!("{}: no time axis", model.name)))?;
-                let replaced = ranges
-                    .iter()
-                    .flatten()
-                    .map(|(from, to)| {
-                        let t = cast(
-                            column_expr(&axis.column),
-                            DataType::Timestamp(TimeUnit::Microsecond, None),
-                        );
-                        t.clone()
-                            .gt_eq(Expr::Literal(
-                                ScalarValue::TimestampMicrosecond(Some(*from), None),
-                                None,
-                            ))
-                            .and(t.lt(Expr::Literal(
-                                ScalarValue::TimestampMicrosecond(Some(*to), None),
-                                None,
-                            )))
-                    })
-                    .reduce(Expr::or)
-                    .unwrap_or_else(|| lit(false));
-                let old = conformed(ctx.read_table(published.clone())?, &schema)?;
-                let kept = old.filter(!replaced)?;
-                let all = kept.union(ctx.read_table(new_rows.clone())?)?;
-                (
-                    produced.clone(),
-                    Arc::new(ViewTable::new(all.into_unoptimized_plan(), None))
-                        as Arc<dyn TableProvider>,
-                )
+                (merged, StagedMode::Overwrite)
             }
             Kind::View => {
                 return Err(RunnerError::Usage(format!(
@@ -748,16 +702,34 @@ impl<'a> Runner<'a> {
                 )))
             }
         };
-        session.stage(&model.ident, staged)?;
-        let rows = produced.iter().map(|b| b.num_rows() as u64).sum();
+        let mut written = 0u64;
         let mut files = Vec::new();
-        if !self.dry_run {
+        let staged: Arc<dyn TableProvider> = if self.dry_run {
+            let batches = content.collect().await?;
+            written = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let rows = ctx.read_table(mem_table(&schema, &batches)?)?;
+            let old = conformed(ctx.read_table(Arc::new(published.clone()))?, &schema)?;
+            let all = match mode {
+                StagedMode::Overwrite => rows,
+                StagedMode::Append => old.union(rows)?,
+                StagedMode::ReplacePartitions => old
+                    .filter(!replaced_ranges(model, ranges.as_ref()))?
+                    .union(rows)?,
+            };
+            Arc::new(ViewTable::new(all.into_unoptimized_plan(), None))
+        } else {
             let mut writer = TableWriter::new(&table).await?;
-            for batch in content {
+            let mut stream = content.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                written += batch.num_rows() as u64;
                 writer.write(batch).await?;
             }
             files = writer.close().await?.0;
-        }
+            Arc::new(published.with_staged(files.clone(), mode))
+        };
+        session.stage(&model.ident, staged)?;
+        let rows = new_rows.unwrap_or(written);
         let file_count = files.len();
         let snapshot_id = mint_snapshot_id();
         let inputs = self.input_snapshots(session, model).await?;
@@ -977,6 +949,28 @@ fn conformed(frame: DataFrame, schema: &SchemaRef) -> Result<DataFrame> {
         })
         .collect();
     Ok(frame.select(columns)?)
+}
+
+/// A filter for the rows of `model`'s time column inside `ranges`.
+fn replaced_ranges(model: &Model, ranges: Option<&interval::Ranges>) -> Expr {
+    let Some(axis) = model.time.as_ref() else {
+        return lit(false);
+    };
+    ranges
+        .into_iter()
+        .flatten()
+        .map(|(from, to)| {
+            let t = cast(
+                column_expr(&axis.column),
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+            );
+            let at = |micros: i64| {
+                Expr::Literal(ScalarValue::TimestampMicrosecond(Some(micros), None), None)
+            };
+            t.clone().gt_eq(at(*from)).and(t.lt(at(*to)))
+        })
+        .reduce(Expr::or)
+        .unwrap_or_else(|| lit(false))
 }
 
 /// Batches as a table; their own schema when there are any (it may differ from

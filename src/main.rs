@@ -86,6 +86,19 @@ enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Generate events straight into a raw table, in the sink's layout (no Kafka):
+    /// raw.retail_events, raw.clickstream_events or raw.user_activity. Tops the
+    /// table up to --events; deterministic for a seed.
+    Generate {
+        /// retail, clickstream or activity.
+        #[arg(long, default_value = "retail")]
+        kind: icefjord_sink::simulate::EventKind,
+        /// How many events the raw table should hold.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Move Kafka events into an Iceberg table, exactly once (offsets live in the
     /// table). Bad records go to <table>_dlq in the same commit.
     ///
@@ -269,6 +282,33 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await?;
             print(output.format(), &schema, &batches)
+        }
+        Command::Generate { kind, events, seed } => {
+            use icefjord_engine::demo::DemoKind;
+            use icefjord_sink::simulate::EventKind;
+            let lake = open(&cli.lake).await?;
+            let kind = match kind {
+                EventKind::Retail => DemoKind::Retail,
+                EventKind::Clickstream => DemoKind::Clickstream,
+                EventKind::Activity => DemoKind::Activity,
+            };
+            let raw = Demo::new(&lake)
+                .with_kind(kind)
+                .with_events(events)
+                .with_seed(seed)
+                .run()
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "table": kind.table(),
+                    "events_written": raw.events_written,
+                    "files": raw.raw_files_written,
+                    "snapshot_id": raw.raw_snapshot_id,
+                    "seconds": raw.ingest_time.as_secs_f64(),
+                })
+            );
+            Ok(())
         }
         Command::Ingest(args) => {
             let file = config::read_file(cli.lake.config.as_deref())?;

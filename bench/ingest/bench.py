@@ -20,13 +20,15 @@ Run through bench/ingest/run (it builds the release binary and the venv).
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import default_scratch, machine, measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "data" / "schemas" / "retail_event.json"
@@ -40,22 +42,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def measured(args, **kwargs):
-    """Run a command to completion under GNU time; returns (wall s, cpu s, peak RSS
-    bytes, stdout, start). GNU time forks the command from its own small process:
-    a child forked from this (large) Python process would inherit its RSS
-    high-water mark through exec and report that instead."""
-    stats = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-time-{os.getpid()}"
-    started = time.monotonic()
-    proc = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", str(stats), *args],
-                          stdout=subprocess.PIPE, **kwargs)
-    if proc.returncode != 0:
-        sys.exit(f"{args[0]} failed with exit code {proc.returncode}")
-    wall, user, system, rss_kib = stats.read_text().split()[-4:]
-    stats.unlink()
-    return float(wall), float(user) + float(system), int(rss_kib) * 1024, proc.stdout, started
 
 
 class Tansu:
@@ -173,13 +159,6 @@ def measure_peer(args, script: str) -> dict:
             "cpu_us_per_event": cpu / args.events * 1e6, "rows": rows, "amount": str(amount)}
 
 
-def default_scratch() -> str:
-    shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return str(shm)
-    return str(ROOT / "bench" / "out")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=2_000_000)
@@ -235,9 +214,7 @@ def main():
     document = {
         "benchmark": "ingest", "events": args.events, "partitions": args.partitions,
         "fetch_wait_max_ms": args.fetch_wait_ms, "scratch": args.scratch,
-        "prefill_s": fill_seconds, "commit": commit, "machine": {
-            "cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version()},
+        "prefill_s": fill_seconds, "commit": commit, "machine": machine(),
         "repeat": args.repeat, "checksums_agree": agreed, "results": results, "runs": runs,
         "ratios": {f"cpu_vs_{peer}": results["icefjord"]["cpu_s"] / results[peer]["cpu_s"]
                    for peer in results if peer != "icefjord"},

@@ -23,6 +23,7 @@ pub const RETAIL: Shipped = shipped!("retail":
     "pipeline.toml",
     "sales_hourly.sql",
     "realtime_sales_hourly.sql",
+    "sales_hourly_layers.sql",
     "sales_hourly_unified.sql",
     "sales_by_category.sql",
     "sales_by_store.sql",

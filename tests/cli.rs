@@ -442,3 +442,25 @@ fn run_plan_list_and_test_a_pipeline_with_stable_exit_codes() {
     let out = icefjord(&lake, &["run", dir.path().join("nope").to_str().unwrap()]);
     assert_clean_error(&out, 2, "pipeline.toml");
 }
+
+#[test]
+fn generate_fills_a_raw_table_in_the_sinks_layout_and_tops_it_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let out = icefjord(&lake, &["generate", "--kind", "activity", "--events", "1000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["table"], "raw.user_activity");
+    assert_eq!(report["events_written"], 1000);
+    let out = icefjord(&lake, &["generate", "--kind", "activity", "--events", "1500"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let counts = json(
+        &lake,
+        "SELECT count(*) AS n, count(DISTINCT (_kafka_partition, _kafka_offset)) AS positions,
+                count(DISTINCT user_id) > 100 AS many_users
+         FROM raw.user_activity",
+    );
+    assert_eq!(counts[0]["n"], 1500);
+    assert_eq!(counts[0]["positions"], 1500);
+    assert_eq!(counts[0]["many_users"], true);
+}

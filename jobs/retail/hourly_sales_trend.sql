@@ -5,5 +5,5 @@ SELECT
   sum(sales_units) AS sales_units,
   sum(sales_amount) AS sales_amount,
   sum(sales_amount) - sum(return_amount) AS net_revenue
-FROM unified.sales_hourly
+FROM unified.sales_hourly_layers
 GROUP BY hour

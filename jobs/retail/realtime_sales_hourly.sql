@@ -12,8 +12,9 @@ SELECT
   sum(CASE WHEN r.transaction_type = 'RETURN' THEN r.quantity * r.unit_price ELSE 0 END) AS return_amount,
   sum(CASE WHEN r.transaction_type = 'RESTOCK' THEN r.quantity ELSE 0 END) AS restock_units,
   count(*) AS event_count
-FROM raw.retail_events r
-LEFT JOIN historical.sales_hourly__boundary b
+-- The (tiny) boundary is the join's left, build side; the raw events stream past it.
+FROM historical.sales_hourly__boundary b
+RIGHT JOIN raw.retail_events r
   ON r._kafka_topic = b.topic AND r._kafka_partition = b.partition
 WHERE b.next_offset IS NULL OR r._kafka_offset >= b.next_offset
 GROUP BY 1, 2, 3, 4

@@ -6,5 +6,5 @@ SELECT
   sum(sales_amount) AS sales_amount,
   sum(return_amount) AS return_amount,
   sum(sales_amount) - sum(return_amount) AS net_revenue
-FROM unified.sales_hourly
+FROM unified.sales_hourly_layers
 GROUP BY store_id

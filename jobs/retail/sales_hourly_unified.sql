@@ -1,6 +1,6 @@
 -- name = "unified.sales_hourly"
 -- kind = "view"
--- description = "Batch + speed layer: hourly totals over every raw event, exactly once"
+-- description = "Batch + speed layer: hourly totals over every raw event, exactly once, one row per key"
 SELECT
   hour, store_id, category, product_id,
   sum(sales_units) AS sales_units,
@@ -9,13 +9,5 @@ SELECT
   sum(return_amount) AS return_amount,
   sum(restock_units) AS restock_units,
   sum(event_count) AS event_count
-FROM (
-  SELECT hour, store_id, category, product_id, sales_units, sales_amount, return_units,
-         return_amount, restock_units, event_count
-  FROM historical.sales_hourly
-  UNION ALL
-  SELECT hour, store_id, category, product_id, sales_units, sales_amount, return_units,
-         return_amount, restock_units, event_count
-  FROM unified.realtime_sales_hourly
-) AS layers
+FROM unified.sales_hourly_layers
 GROUP BY hour, store_id, category, product_id

@@ -109,6 +109,9 @@ impl Postgres {
             .arg("-k")
             .arg(dir.path())
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            // Dynamic shared memory in the data directory, not /dev/shm: a server
+            // killed at the end of a test leaves nothing behind outside its tempdir.
+            .args(["-c", "dynamic_shared_memory_type=mmap"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

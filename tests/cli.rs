@@ -447,12 +447,18 @@ fn run_plan_list_and_test_a_pipeline_with_stable_exit_codes() {
 fn generate_fills_a_raw_table_in_the_sinks_layout_and_tops_it_up() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let out = icefjord(&lake, &["generate", "--kind", "activity", "--events", "1000"]);
+    let out = icefjord(
+        &lake,
+        &["generate", "--kind", "activity", "--events", "1000"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["table"], "raw.user_activity");
     assert_eq!(report["events_written"], 1000);
-    let out = icefjord(&lake, &["generate", "--kind", "activity", "--events", "1500"]);
+    let out = icefjord(
+        &lake,
+        &["generate", "--kind", "activity", "--events", "1500"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let counts = json(
         &lake,

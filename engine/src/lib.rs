@@ -14,6 +14,7 @@
 
 pub mod demo;
 pub mod error;
+pub mod fresh;
 pub mod generate;
 pub mod partition;
 pub mod scan;

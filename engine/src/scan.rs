@@ -36,6 +36,10 @@ pub struct IcebergTable {
     schema: SchemaRef,
     store: WarehouseStore,
     staged: Option<Staged>,
+    /// Only files committed with a data sequence number above this.
+    after_sequence: Option<i64>,
+    /// A row filter always applied (not a pushed-down hint).
+    filter: Option<Expr>,
 }
 
 /// Data files written but not committed, read as if a commit had added them: how
@@ -79,7 +83,22 @@ impl IcebergTable {
             schema,
             store,
             staged: None,
+            after_sequence: None,
+            filter: None,
         })
+    }
+
+    /// Only the data files committed after the snapshot with this sequence number
+    /// (an incremental read; see [`crate::fresh`]).
+    pub fn with_files_after(mut self, sequence_number: i64) -> Self {
+        self.after_sequence = Some(sequence_number);
+        self
+    }
+
+    /// Only the rows `filter` keeps, whatever the query asks.
+    pub fn with_filter(mut self, filter: Expr) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     /// This snapshot with uncommitted `files` applied as `mode` would apply them.
@@ -147,10 +166,15 @@ impl TableProvider for IcebergTable {
                 icefjord_catalog::display(self.table.identifier())
             )));
         }
+        let after = self.after_sequence;
         let mut entries: Vec<iceberg::spec::DataFile> = live_entries(&self.table, self.snapshot_id)
             .await
             .map_err(external)?
             .iter()
+            .filter(|e| match (after, e.sequence_number()) {
+                (Some(after), Some(sequence)) => sequence > after,
+                _ => true,
+            })
             .map(|e| e.data_file().clone())
             .collect();
         if let Some(staged) = &self.staged {
@@ -186,12 +210,41 @@ impl TableProvider for IcebergTable {
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
         let source = format.file_source(TableSchema::from_file_schema(self.schema.clone()));
         let url = ObjectStoreUrl::parse(self.store.base_url().map_err(external)?.as_str())?;
+        // A fixed filter needs its columns: scan them all, filter, then project.
+        let (scan_projection, scan_limit) = match &self.filter {
+            Some(_) => (None, None),
+            None => (projection.cloned(), limit),
+        };
         let config = FileScanConfigBuilder::new(url, source)
             .with_file_groups(groups)
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
+            .with_projection_indices(scan_projection)?
+            .with_limit(scan_limit)
             .build();
-        format.create_physical_plan(state, config).await
+        let plan = format.create_physical_plan(state, config).await?;
+        let Some(filter) = &self.filter else {
+            return Ok(plan);
+        };
+        let df_schema = datafusion::common::DFSchema::try_from(self.schema.as_ref().clone())?;
+        let predicate = state.create_physical_expr(filter.clone(), &df_schema)?;
+        let filtered: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::filter::FilterExec::try_new(predicate, plan)?,
+        );
+        let Some(projection) = projection else {
+            return Ok(filtered);
+        };
+        let columns = projection
+            .iter()
+            .map(|&i| {
+                let field = self.schema.field(i);
+                let column: Arc<dyn datafusion::physical_expr::PhysicalExpr> = Arc::new(
+                    datafusion::physical_expr::expressions::Column::new(field.name(), i),
+                );
+                (column, field.name().clone())
+            })
+            .collect::<Vec<_>>();
+        Ok(Arc::new(
+            datafusion::physical_plan::projection::ProjectionExec::try_new(columns, filtered)?,
+        ))
     }
 }
 

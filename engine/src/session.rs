@@ -219,6 +219,7 @@ impl LakeCatalogProvider {
             catalog: self.catalog.clone(),
             tables: state.tables.get(&namespace).cloned().unwrap_or_default(),
             views: state.views.get(&namespace).cloned().unwrap_or_default(),
+            all_tables: Arc::new(state.tables.clone()),
             namespace,
             staged: self.staged.clone(),
             state: self.state.clone(),
@@ -278,6 +279,8 @@ struct LakeSchemaProvider {
     tables: BTreeMap<String, String>,
     /// View → SQL, from the same state.
     views: BTreeMap<String, String>,
+    /// Every namespace's tables in the same state (for `@since:` outputs).
+    all_tables: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     staged: Arc<Staged>,
     state: Arc<OnceLock<Weak<parking_lot::RwLock<SessionState>>>>,
 }
@@ -305,6 +308,61 @@ impl LakeSchemaProvider {
             NamespaceIdent::new(self.namespace.clone()),
             name.to_string(),
         )
+    }
+
+    /// `input@since:output` (see [`crate::fresh`]): the input's rows past the
+    /// boundary the output's snapshot records, as of the session's catalog state.
+    async fn since(&self, input: &str, output: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let external = |e: CatalogError| DataFusionError::External(Box::new(e));
+        let Some(location) = self.tables.get(input) else {
+            return Ok(None);
+        };
+        let input_table = self
+            .catalog
+            .load_at(&self.ident(input), location)
+            .await
+            .map_err(external)?;
+        let input_name = format!("{}.{input}", self.namespace);
+        let (namespace, table) = output.rsplit_once('.').unwrap_or_default();
+        let summary = match self.all_tables.get(namespace).and_then(|t| t.get(table)) {
+            Some(location) => {
+                let ident =
+                    TableIdent::new(NamespaceIdent::new(namespace.to_string()), table.into());
+                let output_table = self
+                    .catalog
+                    .load_at(&ident, location)
+                    .await
+                    .map_err(external)?;
+                output_table
+                    .metadata()
+                    .current_snapshot()
+                    .map(|s| s.summary().additional_properties.clone())
+            }
+            None => None,
+        };
+        let mut provider =
+            IcebergTable::try_new(input_table.clone(), None, self.catalog.store().clone())
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if let Some(summary) = summary {
+            if let Some(text) = summary.get(&crate::fresh::property(&input_name)) {
+                let boundary = crate::fresh::parse(text).map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "{output}: unreadable boundary of {input_name}: {e}"
+                    ))
+                })?;
+                provider = provider.with_filter(crate::fresh::fresh_filter(&boundary));
+                // Files committed up to the snapshot the output read hold no row
+                // past its boundary: skip them (if that snapshot is still known).
+                let read = summary
+                    .get(&crate::fresh::input_property(&input_name))
+                    .and_then(|id| id.parse::<i64>().ok())
+                    .and_then(|id| input_table.metadata().snapshot_by_id(id));
+                if let Some(snapshot) = read {
+                    provider = provider.with_files_after(snapshot.sequence_number());
+                }
+            }
+        }
+        Ok(Some(Arc::new(provider)))
     }
 
     /// Plan a published view with the session's state: it reads what it names as
@@ -350,6 +408,9 @@ impl SchemaProvider for LakeSchemaProvider {
         if let Some(staged) = self.staged(name) {
             return Ok(Some(staged));
         }
+        if let Some((input, output)) = crate::fresh::parse_since(name) {
+            return self.since(input, output).await;
+        }
         if let Some(sql) = self.views.get(name) {
             return self.view(name, sql).await;
         }
@@ -370,5 +431,7 @@ impl SchemaProvider for LakeSchemaProvider {
         self.staged(name).is_some()
             || self.tables.contains_key(name)
             || self.views.contains_key(name)
+            || crate::fresh::parse_since(name)
+                .is_some_and(|(input, _)| self.tables.contains_key(input))
     }
 }

@@ -32,19 +32,15 @@ use arrow::array::{Array, AsArray, Int32Array, Int64Array, RecordBatch, StringAr
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::functions_aggregate::min_max::max;
-use datafusion::logical_expr::{cast, lit, Expr};
+use datafusion::logical_expr::{cast, Expr};
 use datafusion::prelude::DataFrame;
 use iceberg::table::Table;
 use iceberg::TableIdent;
 
 use crate::error::Result;
-
-pub const TOPIC: &str = "_kafka_topic";
-pub const PARTITION: &str = "_kafka_partition";
-pub const OFFSET: &str = "_kafka_offset";
-
-/// `(topic, partition) → next offset`.
-pub type Boundary = BTreeMap<(String, i32), i64>;
+pub use icefjord_engine::fresh::{
+    fresh_filter, parse, property, since_name, to_json, Boundary, OFFSET, PARTITION, TOPIC,
+};
 
 /// The companion table of `output`: `<namespace>.<table>__boundary`.
 pub fn companion(output: &TableIdent) -> TableIdent {
@@ -52,11 +48,6 @@ pub fn companion(output: &TableIdent) -> TableIdent {
         output.namespace().clone(),
         format!("{}__boundary", output.name()),
     )
-}
-
-/// The summary property of the output's snapshot that holds the boundary.
-pub fn property(input: &str) -> String {
-    format!("icefjord.boundary.{input}")
 }
 
 /// The boundary the output's current snapshot records for `input` (empty for a
@@ -68,53 +59,15 @@ pub fn previous(output: Option<&Table>, input: &str) -> Result<Boundary> {
     else {
         return Ok(Boundary::new());
     };
-    let entries: Vec<(String, i32, i64)> = serde_json::from_str(text).map_err(|e| {
+    parse(text).map_err(|e| {
         crate::RunnerError::Usage(format!(
             "the boundary of {input} in the output's snapshot summary is unreadable: {e}"
         ))
-    })?;
-    Ok(entries
-        .into_iter()
-        .map(|(topic, partition, next)| ((topic, partition), next))
-        .collect())
-}
-
-/// The boundary as the summary property's JSON value.
-pub fn to_json(boundary: &Boundary) -> String {
-    let entries: Vec<(&str, i32, i64)> = boundary
-        .iter()
-        .map(|((topic, partition), next)| (topic.as_str(), *partition, *next))
-        .collect();
-    serde_json::to_string(&entries).unwrap_or_default()
+    })
 }
 
 fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
-}
-
-/// A filter keeping the rows at or past `boundary` (all rows when it is empty).
-/// Built from values, never from SQL text; a handful of partitions makes a small
-/// expression, and `_kafka_offset >= n` lets file statistics skip old files.
-pub fn fresh_filter(boundary: &Boundary) -> Expr {
-    let mut known: Option<Expr> = None;
-    let mut past: Option<Expr> = None;
-    for ((topic, partition), next) in boundary {
-        let here = cast(column(TOPIC), DataType::Utf8)
-            .eq(lit(topic.clone()))
-            .and(column(PARTITION).eq(lit(*partition)));
-        past = Some(match past {
-            None => here.clone().and(column(OFFSET).gt_eq(lit(*next))),
-            Some(e) => e.or(here.clone().and(column(OFFSET).gt_eq(lit(*next)))),
-        });
-        known = Some(match known {
-            None => here,
-            Some(e) => e.or(here),
-        });
-    }
-    match (known, past) {
-        (Some(known), Some(past)) => past.or(!known),
-        _ => lit(true),
-    }
 }
 
 /// The boundary after reading `fresh`: per partition, past its last offset.

@@ -34,7 +34,14 @@ impl Graph {
                         i,
                     )
                 });
-                std::iter::once((m.name.clone(), i)).chain(companion)
+                // `input@since:<model>` reads past the model's boundary: after it.
+                let since = m
+                    .incremental_input
+                    .as_ref()
+                    .map(|input| (crate::boundary::since_name(input, &m.name), i));
+                std::iter::once((m.name.clone(), i))
+                    .chain(companion)
+                    .chain(since)
             })
             .collect();
         let upstream: Vec<BTreeSet<usize>> = pipeline

@@ -521,6 +521,12 @@ impl<'a> Runner<'a> {
                 let empty = MemTable::try_new(boundary::schema(), vec![vec![]])?;
                 session.stage(&companion, Arc::new(empty))?;
                 schemas.insert(icefjord_catalog::display(&companion), boundary::schema());
+                // `input@since:<model>` is provided too (read from the lake until
+                // the model runs and stages it).
+                schemas.insert(
+                    boundary::since_name(input, &model.name),
+                    input_schema.clone(),
+                );
             }
             let stub: Arc<dyn TableProvider> = match model.kind {
                 Kind::View => Arc::new(ViewTable::new(frame.into_unoptimized_plan(), None)),
@@ -772,6 +778,20 @@ impl<'a> Runner<'a> {
             write = write
                 .with_property(property.clone(), boundary::to_json(advanced))
                 .with_guard(Arc::new(boundary::Fence { property, expected }));
+            // Later views of this run read `input@since:output` past the new boundary.
+            let input_ident = icefjord_catalog::parse_table(input)?;
+            let since = iceberg::TableIdent::new(
+                input_ident.namespace().clone(),
+                boundary::since_name(input_ident.name(), &model.name),
+            );
+            let unread = ctx
+                .table(input.as_str())
+                .await?
+                .filter(boundary::fresh_filter(advanced))?;
+            session.stage(
+                &since,
+                Arc::new(ViewTable::new(unread.into_unoptimized_plan(), None)),
+            )?;
             let ident = boundary::companion(&model.ident);
             let rows = boundary::rows(advanced)?;
             let staged = MemTable::try_new(boundary::schema(), vec![vec![rows.clone()]])?;

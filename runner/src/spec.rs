@@ -705,10 +705,19 @@ struct HeaderFile {
 /// The config header of a SQL file: its leading `-- key = value` comment lines,
 /// when they set `kind`. `None` for a file without one.
 fn header_of(path: &Path, text: &str) -> Result<Option<HeaderFile>, SpecError> {
-    let lines: Vec<&str> = text
+    // The leading comment lines that set a key (`-- key = value`); other leading
+    // comment lines are prose. The line numbers stay those of the file.
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text
         .lines()
         .map_while(|line| line.trim_start().strip_prefix("--"))
-        .collect();
+    {
+        let is_setting = line.split_once('=').is_some_and(|(key, _)| {
+            let key = key.trim();
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        lines.push(if is_setting { line } else { "" });
+    }
     if !lines
         .iter()
         .any(|l| l.trim_start().starts_with("kind") && l.contains('='))

@@ -247,3 +247,119 @@ async fn a_session_reads_every_table_as_of_one_catalog_state() {
     session.refresh().await.unwrap();
     assert_eq!(count(&session, "unified.both").await, 4);
 }
+
+/// Append sink-shaped rows `(partition, offset)` of topic `t` to `raw.events`.
+async fn append_positions(lake: &LakeCatalog, rows: &[(i32, i64)]) -> i64 {
+    use arrow::array::{Int32Array, RecordBatch, StringArray};
+    use icefjord_catalog::{CommitId, TableWrite};
+    let ident = parse_table("raw.events").unwrap();
+    let table = lake
+        .load_or_create(&ident, || {
+            use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+            Ok(icefjord_catalog::TableSpec {
+                schema: Schema::builder()
+                    .with_fields(vec![
+                        NestedField::required(
+                            1,
+                            "_kafka_topic",
+                            Type::Primitive(PrimitiveType::String),
+                        )
+                        .into(),
+                        NestedField::required(
+                            2,
+                            "_kafka_partition",
+                            Type::Primitive(PrimitiveType::Int),
+                        )
+                        .into(),
+                        NestedField::required(
+                            3,
+                            "_kafka_offset",
+                            Type::Primitive(PrimitiveType::Long),
+                        )
+                        .into(),
+                    ])
+                    .build()
+                    .unwrap(),
+                partition_spec: None,
+                properties: Default::default(),
+            })
+        })
+        .await
+        .unwrap();
+    let mut writer = icefjord_engine::TableWriter::new(&table).await.unwrap();
+    let schema = writer.schema().clone();
+    writer
+        .write(
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "t"))),
+                    std::sync::Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
+                    std::sync::Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                ],
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (files, _) = writer.close().await.unwrap();
+    let report = lake
+        .commit(CommitId::mint())
+        .with_write(TableWrite::append(ident, files))
+        .execute()
+        .await
+        .unwrap();
+    report.tables[0].snapshot_id
+}
+
+#[tokio::test]
+async fn since_tables_read_the_rows_past_an_outputs_boundary_from_newer_files() {
+    use icefjord_catalog::{CommitId, TableWrite};
+    let (_dir, lake) = lake().await;
+    // (3, 9) could not be there by the sink's invariants (a partition the boundary
+    // does not name has no rows yet): it shows that files up to the snapshot the
+    // output read are skipped, not merely filtered.
+    let read = append_positions(&lake, &[(0, 0), (0, 1), (1, 0), (3, 9)]).await;
+    // An output that read that snapshot: its boundary is t/0 → 2, t/1 → 1.
+    let output = long_table(&lake, "historical.out").await;
+    lake.commit(CommitId::mint())
+        .with_write(
+            TableWrite::append(output.clone(), vec![])
+                .with_property("icefjord.boundary.raw.events", r#"[["t",0,2],["t",1,1]]"#)
+                .with_property("icefjord.input.raw.events", read.to_string()),
+        )
+        .execute()
+        .await
+        .unwrap();
+    // New rows, plus an old position again (as a rewritten file would hold it).
+    append_positions(&lake, &[(0, 2), (1, 1), (2, 0), (0, 1)]).await;
+    let session = LakeSession::new(&lake).await.unwrap();
+    let rows = session
+        .query(
+            r#"SELECT _kafka_partition * 100 + _kafka_offset AS p
+               FROM raw."events@since:historical.out" ORDER BY p"#,
+        )
+        .await
+        .unwrap();
+    let positions: Vec<i64> = rows
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(
+        positions,
+        [2, 101, 200],
+        "past the boundary, once each, newer files only"
+    );
+    // An output with no boundary yet: every row is unread.
+    assert_eq!(
+        count(&session, r#"raw."events@since:historical.nothing""#).await,
+        8
+    );
+}

@@ -191,22 +191,24 @@ async fn append_everywhere(lake: &LakeCatalog, tables: &[&iceberg::TableIdent], 
     let mut commit = lake.commit(CommitId::mint());
     for ident in tables {
         let table = lake.load(ident).await.unwrap();
-        let mut writer = icefjord_engine::TableWriter::new(&table).await.unwrap();
-        let schema = writer.schema().clone();
-        writer
-            .write(
-                arrow::array::RecordBatch::try_new(
-                    schema,
-                    vec![std::sync::Arc::new(Int64Array::from(vec![n]))],
-                )
-                .unwrap(),
-            )
-            .await
-            .unwrap();
-        let (files, _) = writer.close().await.unwrap();
+        let files = data_files(&table, vec![std::sync::Arc::new(Int64Array::from(vec![n]))]).await;
         commit = commit.with_write(TableWrite::append((*ident).clone(), files));
     }
     commit.execute().await.unwrap();
+}
+
+/// Uncommitted data files of `table` holding `columns` (in the table's column order).
+async fn data_files(
+    table: &iceberg::table::Table,
+    columns: Vec<arrow::array::ArrayRef>,
+) -> Vec<iceberg::spec::DataFile> {
+    let mut writer = icefjord_engine::TableWriter::new(table).await.unwrap();
+    let schema = writer.schema().clone();
+    writer
+        .write(arrow::array::RecordBatch::try_new(schema, columns).unwrap())
+        .await
+        .unwrap();
+    writer.close().await.unwrap().0
 }
 
 #[tokio::test]
@@ -250,7 +252,7 @@ async fn a_session_reads_every_table_as_of_one_catalog_state() {
 
 /// Append sink-shaped rows `(partition, offset)` of topic `t` to `raw.events`.
 async fn append_positions(lake: &LakeCatalog, rows: &[(i32, i64)]) -> i64 {
-    use arrow::array::{Int32Array, RecordBatch, StringArray};
+    use arrow::array::{Int32Array, StringArray};
     use icefjord_catalog::{CommitId, TableWrite};
     let ident = parse_table("raw.events").unwrap();
     let table = lake
@@ -286,23 +288,15 @@ async fn append_positions(lake: &LakeCatalog, rows: &[(i32, i64)]) -> i64 {
         })
         .await
         .unwrap();
-    let mut writer = icefjord_engine::TableWriter::new(&table).await.unwrap();
-    let schema = writer.schema().clone();
-    writer
-        .write(
-            RecordBatch::try_new(
-                schema,
-                vec![
-                    std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "t"))),
-                    std::sync::Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
-                    std::sync::Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-                ],
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let (files, _) = writer.close().await.unwrap();
+    let files = data_files(
+        &table,
+        vec![
+            std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "t"))),
+            std::sync::Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
+            std::sync::Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+        ],
+    )
+    .await;
     let report = lake
         .commit(CommitId::mint())
         .with_write(TableWrite::append(ident, files))

@@ -73,6 +73,24 @@ pub struct ModelReport {
     pub error: Option<String>,
 }
 
+impl ModelReport {
+    /// A model's report as it starts: no rows, files, audits or error yet.
+    pub fn new(model: &str, kind: Kind, status: ModelStatus, started_at: DateTime<Utc>) -> Self {
+        Self {
+            model: model.to_string(),
+            kind,
+            status,
+            rows: None,
+            files: None,
+            snapshot_id: None,
+            audits: vec![],
+            started_at,
+            finished_at: started_at,
+            error: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub run_id: String,

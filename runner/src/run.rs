@@ -244,18 +244,12 @@ impl<'a> Runner<'a> {
         for (position, model) in self.models().enumerate() {
             let started = Utc::now();
             if failed {
-                report.models.push(ModelReport {
-                    model: model.name.clone(),
-                    kind: model.kind,
-                    status: ModelStatus::Skipped,
-                    rows: None,
-                    files: None,
-                    snapshot_id: None,
-                    audits: vec![],
-                    started_at: started,
-                    finished_at: started,
-                    error: None,
-                });
+                report.models.push(ModelReport::new(
+                    &model.name,
+                    model.kind,
+                    ModelStatus::Skipped,
+                    started,
+                ));
                 continue;
             }
             if let Some(progress) = &self.progress {
@@ -265,18 +259,8 @@ impl<'a> Runner<'a> {
                     of: total,
                 });
             }
-            let mut entry = ModelReport {
-                model: model.name.clone(),
-                kind: model.kind,
-                status: ModelStatus::NotPublished,
-                rows: None,
-                files: None,
-                snapshot_id: None,
-                audits: vec![],
-                started_at: started,
-                finished_at: started,
-                error: None,
-            };
+            let mut entry =
+                ModelReport::new(&model.name, model.kind, ModelStatus::NotPublished, started);
             match self.run_model(&session, model, &run_id).await {
                 Ok((output, rows, files)) => {
                     entry.rows = rows;
@@ -362,18 +346,7 @@ impl<'a> Runner<'a> {
         };
         for model in self.models() {
             let started = Utc::now();
-            let mut entry = ModelReport {
-                model: model.name.clone(),
-                kind: model.kind,
-                status: ModelStatus::Passed,
-                rows: None,
-                files: None,
-                snapshot_id: None,
-                audits: vec![],
-                started_at: started,
-                finished_at: started,
-                error: None,
-            };
+            let mut entry = ModelReport::new(&model.name, model.kind, ModelStatus::Passed, started);
             let published = match model.kind {
                 Kind::View => self.catalog.view(&model.ident).await?.is_some(),
                 _ => self.catalog.exists(&model.ident).await?,
@@ -656,9 +629,14 @@ impl<'a> Runner<'a> {
             new_frame = new_frame.sort(order)?;
         }
         let schema: SchemaRef = Arc::new(new_frame.schema().as_arrow().clone());
-        let table = self
-            .output_table(&model.ident, &model.partition_by, &schema)
-            .await?;
+        // The table loaded before the run read its boundary and intervals, or a new one.
+        let table = match &existing {
+            Some(table) => table.clone(),
+            None => {
+                self.output_table(&model.ident, &model.partition_by, &schema)
+                    .await?
+            }
+        };
         let published = IcebergTable::try_new(table.clone(), None, self.catalog.store().clone())?;
         let base = table.metadata().current_snapshot_id();
         // The output's new content (streamed into data files), and how its files

@@ -358,24 +358,12 @@ impl Pipeline {
                 .as_ref()
                 .map_or(origin.clone(), |s| at(s.span().start));
             let kind_origin = at(entry.kind.span().start);
-            let model = build_model(
-                ModelParts {
-                    name: model_name,
-                    kind: (entry.kind.into_inner(), kind_origin),
-                    sql_file: (sql_file.clone(), sql_origin),
-                    partition_by: entry.partition_by,
-                    sort_by: entry.sort_by,
-                    unique_key: entry.unique_key,
-                    merge: entry.merge,
-                    incremental_input: entry.incremental_input,
-                    transform: entry.transform,
-                    time: (entry.time_column, entry.grain, entry.start),
-                    description: entry.description,
-                    audits: entry.audits,
-                },
-                origin,
-                false,
-            )?;
+            let origins = Origins {
+                model: origin,
+                kind: kind_origin,
+                sql: sql_origin,
+            };
+            let model = build_model(entry, sql_file.clone(), origins, false)?;
             configured_files.insert(sql_file);
             models.push(model);
         }
@@ -405,24 +393,22 @@ impl Pipeline {
                 file: path.clone(),
                 line: 1,
             };
-            let model = build_model(
-                ModelParts {
-                    name: header.name.into_inner(),
-                    kind: (header.kind.into_inner(), origin.clone()),
-                    sql_file: (path.clone(), origin.clone()),
-                    partition_by: header.partition_by,
-                    sort_by: header.sort_by,
-                    unique_key: header.unique_key,
-                    merge: header.merge,
-                    incremental_input: header.incremental_input,
-                    transform: header.transform,
-                    time: (header.time_column, header.grain, header.start),
-                    description: header.description,
-                    audits: header.audits,
-                },
-                origin,
-                true,
-            )?;
+            if let Some(sql) = &header.sql {
+                return Err(origin.error(
+                    Some(header.name.get_ref()),
+                    Some("sql"),
+                    format!(
+                        "{:?}: a header configures the file it is in; sql belongs in {PIPELINE_FILE}",
+                        sql.get_ref()
+                    ),
+                ));
+            }
+            let origins = Origins {
+                model: origin.clone(),
+                kind: origin.clone(),
+                sql: origin,
+            };
+            let model = build_model(header, path.clone(), origins, true)?;
             models.push(model);
         }
         let mut seen = BTreeMap::new();
@@ -453,24 +439,26 @@ impl Pipeline {
     }
 }
 
-struct ModelParts {
-    name: String,
-    kind: (String, Origin),
-    sql_file: (PathBuf, Origin),
-    partition_by: Vec<String>,
-    sort_by: Vec<String>,
-    unique_key: Vec<String>,
-    merge: Option<String>,
-    incremental_input: Option<String>,
-    transform: Option<String>,
-    /// time_column, grain, start
-    time: (Option<String>, Option<String>, Option<String>),
-    description: Option<String>,
-    audits: Vec<Audit>,
+/// Where the parts of a model's configuration were written.
+struct Origins {
+    /// The model as a whole (its `name`).
+    model: Origin,
+    kind: Origin,
+    sql: Origin,
 }
 
-fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<Model, SpecError> {
-    let name = parts.name.trim().to_string();
+fn build_model(
+    parts: ModelFile,
+    sql_path: PathBuf,
+    origins: Origins,
+    from_header: bool,
+) -> Result<Model, SpecError> {
+    let Origins {
+        model: origin,
+        kind: kind_origin,
+        sql: sql_origin,
+    } = origins;
+    let name = parts.name.get_ref().trim().to_string();
     let ident = icefjord_catalog::parse_table(&name).map_err(|_| {
         origin.error(
             Some(&name),
@@ -478,7 +466,7 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
             format!("{name:?} is not of the form namespace.table"),
         )
     })?;
-    let (kind_text, kind_origin) = parts.kind;
+    let kind_text = parts.kind.into_inner();
     let kind = Kind::parse(&kind_text).ok_or_else(|| {
         kind_origin.error(
             Some(&name),
@@ -489,7 +477,6 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
             ),
         )
     })?;
-    let (sql_path, sql_origin) = parts.sql_file;
     let text = std::fs::read_to_string(&sql_path).map_err(|e| {
         sql_origin.error(
             Some(&name),
@@ -555,7 +542,7 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
             ));
         }
     }
-    let time = match (kind, parts.time) {
+    let time = match (kind, (parts.time_column, parts.grain, parts.start)) {
         (Kind::IncrementalByTime, (Some(column), grain, Some(start))) => {
             let grain_text = grain.unwrap_or_else(|| "day".into());
             let grain = crate::interval::Grain::parse(&grain_text).ok_or_else(|| {
@@ -673,38 +660,9 @@ fn build_model(parts: ModelParts, origin: Origin, from_header: bool) -> Result<M
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeaderFile {
-    name: Spanned<String>,
-    kind: Spanned<String>,
-    #[serde(default)]
-    partition_by: Vec<String>,
-    #[serde(default)]
-    sort_by: Vec<String>,
-    #[serde(default)]
-    unique_key: Vec<String>,
-    #[serde(default)]
-    merge: Option<String>,
-    #[serde(default)]
-    incremental_input: Option<String>,
-    #[serde(default)]
-    transform: Option<String>,
-    #[serde(default)]
-    time_column: Option<String>,
-    #[serde(default)]
-    grain: Option<String>,
-    #[serde(default)]
-    start: Option<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    audits: Vec<Audit>,
-}
-
 /// The config header of a SQL file: its leading `-- key = value` comment lines,
 /// when they set `kind`. `None` for a file without one.
-fn header_of(path: &Path, text: &str) -> Result<Option<HeaderFile>, SpecError> {
+fn header_of(path: &Path, text: &str) -> Result<Option<ModelFile>, SpecError> {
     // The leading comment lines that set a key (`-- key = value`); other leading
     // comment lines are prose. The line numbers stay those of the file.
     let mut lines: Vec<&str> = Vec::new();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, AsArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
 };
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::datatypes::{DataType, Int64Type};
 use iceberg::spec::{NestedField, PrimitiveType, Type};
 use icefjord_catalog::{parse_table, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite};
 use icefjord_engine::{LakeSession, TableWriter};
@@ -23,33 +23,28 @@ async fn lake() -> (tempfile::TempDir, LakeCatalog) {
     (dir, lake)
 }
 
-/// Append orders `(id, store, amount in cents, kind)` to `raw.orders`.
-async fn add_orders(lake: &LakeCatalog, orders: &[(i64, i32, i128, &str)]) {
-    let ident = parse_table("raw.orders").unwrap();
+/// Append rows (`arrays`, one per column) to `table`, created on first use with
+/// the required `columns`.
+async fn append_rows(
+    lake: &LakeCatalog,
+    table: &str,
+    columns: &[(&str, PrimitiveType)],
+    arrays: Vec<arrow::array::ArrayRef>,
+) {
+    let ident = parse_table(table).unwrap();
     let table = lake
         .load_or_create(&ident, || {
-            let fields = [
-                ("id", PrimitiveType::Long),
-                ("store", PrimitiveType::Int),
-                (
-                    "amount",
-                    PrimitiveType::Decimal {
-                        precision: 10,
-                        scale: 2,
-                    },
-                ),
-                ("kind", PrimitiveType::String),
-            ]
-            .into_iter()
-            .enumerate()
-            .map(|(i, (name, ty))| {
-                Arc::new(NestedField::required(
-                    i as i32 + 1,
-                    name,
-                    Type::Primitive(ty),
-                ))
-            })
-            .collect::<Vec<_>>();
+            let fields = columns
+                .iter()
+                .enumerate()
+                .map(|(i, (name, ty))| {
+                    Arc::new(NestedField::required(
+                        i as i32 + 1,
+                        *name,
+                        Type::Primitive(ty.clone()),
+                    ))
+                })
+                .collect::<Vec<_>>();
             Ok(TableSpec {
                 schema: iceberg::spec::Schema::builder()
                     .with_fields(fields)
@@ -61,13 +56,32 @@ async fn add_orders(lake: &LakeCatalog, orders: &[(i64, i32, i128, &str)]) {
         })
         .await
         .unwrap();
-    let batch = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("store", DataType::Int32, false),
-            Field::new("amount", DataType::Decimal128(10, 2), false),
-            Field::new("kind", DataType::Utf8, false),
-        ])),
+    let mut writer = TableWriter::new(&table).await.unwrap();
+    let batch = RecordBatch::try_new(writer.schema().clone(), arrays).unwrap();
+    writer.write(batch).await.unwrap();
+    let (files, _) = writer.close().await.unwrap();
+    lake.commit(CommitId::mint())
+        .with_write(TableWrite::append(ident, files))
+        .execute()
+        .await
+        .unwrap();
+}
+
+/// Append orders `(id, store, amount in cents, kind)` to `raw.orders`.
+async fn add_orders(lake: &LakeCatalog, orders: &[(i64, i32, i128, &str)]) {
+    let amount = PrimitiveType::Decimal {
+        precision: 10,
+        scale: 2,
+    };
+    append_rows(
+        lake,
+        "raw.orders",
+        &[
+            ("id", PrimitiveType::Long),
+            ("store", PrimitiveType::Int),
+            ("amount", amount),
+            ("kind", PrimitiveType::String),
+        ],
         vec![
             Arc::new(Int64Array::from_iter_values(orders.iter().map(|o| o.0))),
             Arc::new(Int32Array::from_iter_values(orders.iter().map(|o| o.1))),
@@ -79,15 +93,7 @@ async fn add_orders(lake: &LakeCatalog, orders: &[(i64, i32, i128, &str)]) {
             Arc::new(StringArray::from_iter_values(orders.iter().map(|o| o.3))),
         ],
     )
-    .unwrap();
-    let mut writer = TableWriter::new(&table).await.unwrap();
-    writer.write(batch).await.unwrap();
-    let (files, _) = writer.close().await.unwrap();
-    lake.commit(CommitId::mint())
-        .with_write(TableWrite::append(ident, files))
-        .execute()
-        .await
-        .unwrap();
+    .await;
 }
 
 const ORDERS: [(i64, i32, i128, &str); 4] = [
@@ -522,32 +528,6 @@ async fn a_dry_run_writes_nothing_and_plan_explains() {
 /// Append visits `(day of October 2023, hour, n)` to `raw.visits`.
 async fn add_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)]) {
     use arrow::array::TimestampMicrosecondArray;
-    let ident = parse_table("raw.visits").unwrap();
-    let table = lake
-        .load_or_create(&ident, || {
-            let fields = vec![
-                Arc::new(NestedField::required(
-                    1,
-                    "ts",
-                    Type::Primitive(PrimitiveType::Timestamp),
-                )),
-                Arc::new(NestedField::required(
-                    2,
-                    "n",
-                    Type::Primitive(PrimitiveType::Long),
-                )),
-            ];
-            Ok(TableSpec {
-                schema: iceberg::spec::Schema::builder()
-                    .with_fields(fields)
-                    .build()
-                    .unwrap(),
-                partition_spec: None,
-                properties: Default::default(),
-            })
-        })
-        .await
-        .unwrap();
     let micros = |day: u32, hour: u32| {
         chrono::NaiveDate::from_ymd_opt(2023, 10, day)
             .unwrap()
@@ -556,15 +536,10 @@ async fn add_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)]) {
             .and_utc()
             .timestamp_micros()
     };
-    let batch = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new(
-                "ts",
-                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
-                false,
-            ),
-            Field::new("n", DataType::Int64, false),
-        ])),
+    append_rows(
+        lake,
+        "raw.visits",
+        &[("ts", PrimitiveType::Timestamp), ("n", PrimitiveType::Long)],
         vec![
             Arc::new(TimestampMicrosecondArray::from_iter_values(
                 visits.iter().map(|v| micros(v.0, v.1)),
@@ -572,15 +547,7 @@ async fn add_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)]) {
             Arc::new(Int64Array::from_iter_values(visits.iter().map(|v| v.2))),
         ],
     )
-    .unwrap();
-    let mut writer = TableWriter::new(&table).await.unwrap();
-    writer.write(batch).await.unwrap();
-    let (files, _) = writer.close().await.unwrap();
-    lake.commit(CommitId::mint())
-        .with_write(TableWrite::append(ident, files))
-        .execute()
-        .await
-        .unwrap();
+    .await;
 }
 
 #[tokio::test]

@@ -451,7 +451,12 @@ impl Catalog for LakeCatalog {
         let current = self.load(commit.identifier()).await?;
         let staged = commit.apply(current.clone())?;
         let swap = self.write_metadata(&current, staged.metadata()).await?;
-        match self.inner.db.swap(std::slice::from_ref(&swap), &[]).await {
+        match self
+            .inner
+            .db
+            .swap(std::slice::from_ref(&swap), &[], &[])
+            .await
+        {
             Ok(()) => Ok(self.table_at(current.identifier(), &swap.new).await?),
             Err(SwapError::Lost { table }) => Err(iceberg::Error::new(
                 iceberg::ErrorKind::CatalogCommitConflicts,

@@ -17,7 +17,7 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use crate::config::CatalogUri;
 use crate::error::{CatalogError, Result};
 
-const SCHEMA: [&str; 3] = [
+const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS iceberg_tables (
         catalog_name VARCHAR(255) NOT NULL,
         table_namespace VARCHAR(255) NOT NULL,
@@ -41,6 +41,15 @@ const SCHEMA: [&str; 3] = [
         owner VARCHAR(1000),
         commit_id VARCHAR(255),
         PRIMARY KEY (catalog_name, view_namespace, view_name))",
+    // Ours: the Delta version each Delta table's last commit published, see `crate::delta`.
+    "CREATE TABLE IF NOT EXISTS icefjord_delta_tables (
+        catalog_name VARCHAR(255) NOT NULL,
+        table_namespace VARCHAR(255) NOT NULL,
+        table_name VARCHAR(255) NOT NULL,
+        location VARCHAR(1000) NOT NULL,
+        version BIGINT NOT NULL,
+        commit_id VARCHAR(255),
+        PRIMARY KEY (catalog_name, table_namespace, table_name))",
 ];
 
 /// One row move of a compare-and-swap.
@@ -60,6 +69,35 @@ pub(crate) struct ViewRow {
     pub sql: String,
     pub owner: Option<String>,
     pub commit_id: String,
+}
+
+/// A Delta table's published version to record with a swap.
+#[derive(Clone, Debug)]
+pub(crate) struct DeltaRow {
+    pub namespace: String,
+    pub name: String,
+    pub location: String,
+    pub version: i64,
+    pub commit_id: String,
+}
+
+/// What one row of [`CatalogDb::state`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StateKind {
+    Table,
+    View,
+    Delta,
+}
+
+/// One row of [`CatalogDb::state`]: `text` is a metadata location, a view's SQL or
+/// a Delta table's location; `version` is the Delta version.
+#[derive(Clone, Debug)]
+pub(crate) struct StateRow {
+    pub kind: StateKind,
+    pub namespace: String,
+    pub name: String,
+    pub text: String,
+    pub version: Option<i64>,
 }
 
 /// Why a swap did not apply.
@@ -139,6 +177,8 @@ impl CatalogDb {
              SELECT DISTINCT namespace FROM iceberg_namespace_properties WHERE catalog_name = $1
              UNION
              SELECT DISTINCT view_namespace FROM icefjord_views WHERE catalog_name = $1
+             UNION
+             SELECT DISTINCT table_namespace FROM icefjord_delta_tables WHERE catalog_name = $1
              ORDER BY 1",
         )
         .bind(&self.catalog_name)
@@ -315,17 +355,21 @@ impl CatalogDb {
 
     /// Move every row of `swaps` from its expected to its new location in one
     /// transaction, or none of them.
-    /// Every table's metadata location and every view's SQL, read by ONE statement
-    /// so that they are one consistent state of the catalog (a multi-table commit
-    /// is either wholly in it or not at all). Rows: (is_view, namespace, name, text).
-    pub async fn state(&self) -> Result<Vec<(bool, String, String, String)>> {
+    /// Every table's metadata location, every view's SQL and every Delta table's
+    /// published version, read by ONE statement so that they are one consistent
+    /// state of the catalog (a multi-table commit is either wholly in it or not at all).
+    pub async fn state(&self) -> Result<Vec<StateRow>> {
         let rows = sqlx::query(
-            "SELECT 'table', table_namespace, table_name, metadata_location FROM iceberg_tables
+            "SELECT 'table', table_namespace, table_name, metadata_location, CAST(NULL AS BIGINT)
+             FROM iceberg_tables
              WHERE catalog_name = $1 AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)
                AND metadata_location IS NOT NULL
              UNION ALL
-             SELECT 'view', view_namespace, view_name, view_sql FROM icefjord_views
-             WHERE catalog_name = $1",
+             SELECT 'view', view_namespace, view_name, view_sql, CAST(NULL AS BIGINT)
+             FROM icefjord_views WHERE catalog_name = $1
+             UNION ALL
+             SELECT 'delta', table_namespace, table_name, location, version
+             FROM icefjord_delta_tables WHERE catalog_name = $1",
         )
         .bind(&self.catalog_name)
         .fetch_all(&self.pool)
@@ -333,12 +377,18 @@ impl CatalogDb {
         .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.try_get::<String, _>(0).map_err(|e| self.err(e))? == "view",
-                    r.try_get::<String, _>(1).map_err(|e| self.err(e))?,
-                    r.try_get::<String, _>(2).map_err(|e| self.err(e))?,
-                    r.try_get::<String, _>(3).map_err(|e| self.err(e))?,
-                ))
+                let kind = match r.try_get::<String, _>(0).map_err(|e| self.err(e))?.as_str() {
+                    "view" => StateKind::View,
+                    "delta" => StateKind::Delta,
+                    _ => StateKind::Table,
+                };
+                Ok(StateRow {
+                    kind,
+                    namespace: r.try_get::<String, _>(1).map_err(|e| self.err(e))?,
+                    name: r.try_get::<String, _>(2).map_err(|e| self.err(e))?,
+                    text: r.try_get::<String, _>(3).map_err(|e| self.err(e))?,
+                    version: r.try_get::<Option<i64>, _>(4).map_err(|e| self.err(e))?,
+                })
             })
             .collect()
     }
@@ -356,6 +406,27 @@ impl CatalogDb {
         rows.iter()
             .map(|r| r.try_get::<String, _>(0).map_err(|e| self.err(e)))
             .collect()
+    }
+
+    /// A Delta table's location and published version.
+    pub async fn delta_table(&self, namespace: &str, name: &str) -> Result<Option<(String, i64)>> {
+        let row = sqlx::query(
+            "SELECT location, version FROM icefjord_delta_tables
+             WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
+        )
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.map(|r| {
+            Ok((
+                r.try_get::<String, _>(0).map_err(|e| self.err(e))?,
+                r.try_get::<i64, _>(1).map_err(|e| self.err(e))?,
+            ))
+        })
+        .transpose()
     }
 
     /// A view's SQL, owner and the commit that last published it.
@@ -384,9 +455,14 @@ impl CatalogDb {
         .transpose()
     }
 
-    /// Move every table row of `swaps` and upsert every view of `views`, all in one
-    /// transaction (see the module docs).
-    pub async fn swap(&self, swaps: &[Swap], views: &[ViewRow]) -> Result<(), SwapError> {
+    /// Move every table row of `swaps`, upsert every view of `views` and every Delta
+    /// version of `deltas`, all in one transaction (see the module docs).
+    pub async fn swap(
+        &self,
+        swaps: &[Swap],
+        views: &[ViewRow],
+        deltas: &[DeltaRow],
+    ) -> Result<(), SwapError> {
         let mut tx = self
             .pool
             .begin()
@@ -429,6 +505,25 @@ impl CatalogDb {
             .bind(&view.sql)
             .bind(&view.owner)
             .bind(&view.commit_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| SwapError::Failed(self.err(e)))?;
+        }
+        for delta in deltas {
+            sqlx::query(
+                "INSERT INTO icefjord_delta_tables
+                   (catalog_name, table_namespace, table_name, location, version, commit_id)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (catalog_name, table_namespace, table_name)
+                 DO UPDATE SET location = excluded.location, version = excluded.version,
+                               commit_id = excluded.commit_id",
+            )
+            .bind(&self.catalog_name)
+            .bind(&delta.namespace)
+            .bind(&delta.name)
+            .bind(&delta.location)
+            .bind(delta.version)
+            .bind(&delta.commit_id)
             .execute(&mut *tx)
             .await
             .map_err(|e| SwapError::Failed(self.err(e)))?;

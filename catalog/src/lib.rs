@@ -26,6 +26,7 @@ pub mod catalog;
 pub mod commit;
 pub mod config;
 mod db;
+pub mod delta;
 pub mod error;
 pub mod evolution;
 pub mod storage;
@@ -37,6 +38,7 @@ pub use commit::{
     WriteMode, COMMIT_ID_PROPERTY,
 };
 pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
+pub use delta::DeltaPointer;
 pub use error::{CatalogError, Result};
 pub use evolution::SchemaEvolution;
 pub use storage::WarehouseStore;

@@ -13,6 +13,7 @@ use iceberg::{NamespaceIdent, TableIdent};
 use crate::catalog::{display, split, LakeCatalog};
 #[cfg(doc)]
 use crate::commit::Commit;
+use crate::db::StateKind;
 use crate::error::Result;
 
 /// A published view.
@@ -58,14 +59,17 @@ impl LakeCatalog {
     }
 }
 
-/// One consistent state of the catalog: where each table's metadata is and what
-/// each view says, read at one instant ([`LakeCatalog::state`]).
+/// One consistent state of the catalog: where each table's metadata is, what
+/// each view says and which version of each Delta table is published, read at one
+/// instant ([`LakeCatalog::state`]).
 #[derive(Clone, Debug, Default)]
 pub struct CatalogState {
     /// `namespace → table → metadata location`.
     pub tables: BTreeMap<String, BTreeMap<String, String>>,
     /// `namespace → view → SQL`.
     pub views: BTreeMap<String, BTreeMap<String, String>>,
+    /// `namespace → Delta table → (location, published version)`.
+    pub delta: BTreeMap<String, BTreeMap<String, (String, u64)>>,
 }
 
 impl LakeCatalog {
@@ -74,13 +78,22 @@ impl LakeCatalog {
     /// at all.
     pub async fn state(&self) -> Result<CatalogState> {
         let mut state = CatalogState::default();
-        for (is_view, namespace, name, text) in self.db().state().await? {
-            let into = if is_view {
-                &mut state.views
-            } else {
-                &mut state.tables
+        for row in self.db().state().await? {
+            let into = match (row.kind, row.version) {
+                (StateKind::Delta, Some(version)) => {
+                    state.delta.entry(row.namespace).or_default().insert(
+                        row.name,
+                        (row.text, u64::try_from(version).unwrap_or_default()),
+                    );
+                    continue;
+                }
+                (StateKind::Delta, None) => continue,
+                (StateKind::View, _) => &mut state.views,
+                (StateKind::Table, _) => &mut state.tables,
             };
-            into.entry(namespace).or_default().insert(name, text);
+            into.entry(row.namespace)
+                .or_default()
+                .insert(row.name, row.text);
         }
         Ok(state)
     }

@@ -24,6 +24,9 @@ pub enum EngineError {
     Iceberg(#[from] iceberg::Error),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A Delta table could not be read, written or committed.
+    #[error("delta table {location}: {message}")]
+    Delta { location: String, message: String },
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
 }

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod delta;
 pub mod demo;
 pub mod error;
 pub mod fresh;
@@ -23,6 +24,7 @@ pub mod session;
 pub mod transform;
 pub mod write;
 
+pub use delta::{DeltaOutput, DeltaScan, DeltaWriter};
 pub use error::{EngineError, Result};
 pub use scan::{IcebergTable, StagedMode};
 pub use session::{AsOf, LakeSession};

@@ -249,7 +249,7 @@ impl TableProvider for IcebergTable {
 }
 
 /// Spread files over `n` groups, largest first onto the lightest group.
-fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+pub(crate) fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
     files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> =
         (0..n.min(files.len())).map(|_| (0, Vec::new())).collect();

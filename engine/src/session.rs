@@ -1,6 +1,7 @@
 //! A DataFusion session over a lake: catalog `icefjord`, one schema per namespace
 //! (`SELECT … FROM raw.retail_events`), tables read through [`IcebergTable`], and
-//! the lake's published views (`icefjord_views`) planned when they are read.
+//! the lake's published views (`icefjord_views`) planned when they are read, and
+//! its Delta tables read through [`crate::delta::DeltaScan`] at their pinned version.
 //!
 //! # Consistent reads
 //!
@@ -219,6 +220,7 @@ impl LakeCatalogProvider {
             catalog: self.catalog.clone(),
             tables: state.tables.get(&namespace).cloned().unwrap_or_default(),
             views: state.views.get(&namespace).cloned().unwrap_or_default(),
+            delta: state.delta.get(&namespace).cloned().unwrap_or_default(),
             all_tables: Arc::new(state.tables.clone()),
             namespace,
             staged: self.staged.clone(),
@@ -279,6 +281,8 @@ struct LakeSchemaProvider {
     tables: BTreeMap<String, String>,
     /// View → SQL, from the same state.
     views: BTreeMap<String, String>,
+    /// Delta table → (location, published version), from the same state.
+    delta: BTreeMap<String, (String, u64)>,
     /// Every namespace's tables in the same state (for `@since:` outputs).
     all_tables: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     staged: Arc<Staged>,
@@ -291,6 +295,7 @@ impl std::fmt::Debug for LakeSchemaProvider {
             .field("namespace", &self.namespace)
             .field("tables", &self.tables)
             .field("views", &self.views)
+            .field("delta", &self.delta)
             .finish_non_exhaustive()
     }
 }
@@ -391,6 +396,7 @@ impl SchemaProvider for LakeSchemaProvider {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.tables.keys().cloned().collect();
         names.extend(self.views.keys().cloned());
+        names.extend(self.delta.keys().cloned());
         if let Ok(staged) = self.staged.read() {
             names.extend(
                 staged
@@ -414,6 +420,12 @@ impl SchemaProvider for LakeSchemaProvider {
         if let Some(sql) = self.views.get(name) {
             return self.view(name, sql).await;
         }
+        if let Some((location, version)) = self.delta.get(name) {
+            let scan = crate::delta::DeltaScan::open(self.catalog.store(), location, *version)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            return Ok(Some(Arc::new(scan)));
+        }
         let Some(location) = self.tables.get(name) else {
             return Ok(None);
         };
@@ -431,6 +443,7 @@ impl SchemaProvider for LakeSchemaProvider {
         self.staged(name).is_some()
             || self.tables.contains_key(name)
             || self.views.contains_key(name)
+            || self.delta.contains_key(name)
             || crate::fresh::parse_since(name)
                 .is_some_and(|(input, _)| self.tables.contains_key(input))
     }

@@ -43,10 +43,12 @@ use futures::StreamExt;
 use iceberg::table::Table;
 use icefjord_catalog::commit::find_commit;
 use icefjord_catalog::{
-    mint_snapshot_id, CatalogError, CommitId, LakeCatalog, TableSpec, TableWrite, ViewWrite,
+    mint_snapshot_id, CatalogError, CommitId, DeltaPointer, LakeCatalog, TableSpec, TableWrite,
+    ViewWrite,
 };
+use icefjord_engine::delta::DeltaAdd;
 use icefjord_engine::schema::{iceberg_schema_for, partition_spec};
-use icefjord_engine::{IcebergTable, LakeSession, StagedMode, TableWriter};
+use icefjord_engine::{DeltaOutput, IcebergTable, LakeSession, StagedMode, TableWriter};
 use serde::Serialize;
 
 use crate::audit;
@@ -56,7 +58,7 @@ use crate::graph::Graph;
 use crate::history;
 use crate::interval;
 use crate::report::{ModelReport, ModelStatus, RunReport, RunStatus};
-use crate::spec::{Kind, Merge, Model, Pipeline, SpecError};
+use crate::spec::{Kind, Merge, Model, Pipeline, SpecError, Target};
 
 /// Called as models start and finish (e.g. a terminal progress line).
 pub type Progress = Arc<dyn Fn(ModelEvent<'_>) + Send + Sync>;
@@ -100,6 +102,26 @@ pub struct Runner<'a> {
     progress: Option<Progress>,
 }
 
+/// Where a model's table output goes, and what is published there now (one per
+/// model run: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Destination {
+    Iceberg {
+        table: Table,
+        published: IcebergTable,
+    },
+    Delta(DeltaOutput),
+}
+
+impl Destination {
+    async fn published(&self) -> Result<Arc<dyn TableProvider>> {
+        Ok(match self {
+            Self::Iceberg { published, .. } => Arc::new(published.clone()),
+            Self::Delta(output) => Arc::new(output.scan(None).await?),
+        })
+    }
+}
+
 /// A model's result before publishing.
 enum Output {
     /// An incremental_by_time model with no interval to process.
@@ -110,6 +132,13 @@ enum Output {
         snapshot_id: i64,
         /// The boundary table of an incremental model.
         companion: Option<Box<TableWrite>>,
+    },
+    /// Files of a Delta output, committed as one Delta version when publishing.
+    Delta {
+        ident: iceberg::TableIdent,
+        output: Box<DeltaOutput>,
+        files: Vec<DeltaAdd>,
+        mode: StagedMode,
     },
 }
 
@@ -324,7 +353,7 @@ impl<'a> Runner<'a> {
         for entry in &mut report.models {
             entry.status = ModelStatus::Published;
         }
-        self.publish(&commit_id, outputs, &report).await?;
+        self.publish(&commit_id, outputs, &mut report).await?;
         report.commit_id = Some(commit_id.to_string());
         report.duration_s = clock.elapsed().as_secs_f64();
         Ok(report)
@@ -394,7 +423,8 @@ impl<'a> Runner<'a> {
                 }
                 let ident = icefjord_catalog::parse_table(&read.table)?;
                 let exists = self.catalog.exists(&ident).await?
-                    || self.catalog.view(&ident).await?.is_some();
+                    || self.catalog.view(&ident).await?.is_some()
+                    || self.catalog.delta_table(&ident).await?.is_some();
                 if !exists {
                     let message = match in_pipeline {
                         Some(_) => format!(
@@ -474,6 +504,10 @@ impl<'a> Runner<'a> {
                     .map_err(|e| model.error(None, e.to_string()))?;
                 partition_spec(&model.name, &model.partition_by, &iceberg)
                     .map_err(|e| model.error(Some("partition_by"), e.to_string()))?;
+            }
+            if model.target == Target::Delta {
+                icefjord_engine::delta::delta_schema(&schema)
+                    .map_err(|e| model.error(Some("target"), e))?;
             }
             if let Some(input) = &model.incremental_input {
                 let provider = session.context().table_provider(input.as_str()).await?;
@@ -628,17 +662,50 @@ impl<'a> Runner<'a> {
         if !order.is_empty() {
             new_frame = new_frame.sort(order)?;
         }
-        let schema: SchemaRef = Arc::new(new_frame.schema().as_arrow().clone());
-        // The table loaded before the run read its boundary and intervals, or a new one.
-        let table = match &existing {
-            Some(table) => table.clone(),
-            None => {
-                self.output_table(&model.ident, &model.partition_by, &schema)
-                    .await?
+        let frame_schema: SchemaRef = Arc::new(new_frame.schema().as_arrow().clone());
+        let mut schema = frame_schema.clone();
+        // Where the output goes: the table loaded before the run read its boundary
+        // and intervals (or a new one), and its published content.
+        let destination = match model.target {
+            Target::Iceberg => {
+                let table = match &existing {
+                    Some(table) => table.clone(),
+                    None if self.catalog.delta_table(&model.ident).await?.is_some() => {
+                        return Err(model
+                            .error(
+                                Some("target"),
+                                format!(
+                                    "{} is a Delta table of the lake: set target = \"delta\" \
+                                     or give the Iceberg output a name of its own",
+                                    model.name
+                                ),
+                            )
+                            .into())
+                    }
+                    None => {
+                        self.output_table(&model.ident, &model.partition_by, &schema)
+                            .await?
+                    }
+                };
+                let published =
+                    IcebergTable::try_new(table.clone(), None, self.catalog.store().clone())?;
+                Destination::Iceberg { table, published }
+            }
+            Target::Delta => {
+                let output = self.delta_output(model, &schema).await?;
+                schema = output.schema()?;
+                Destination::Delta(output)
             }
         };
-        let published = IcebergTable::try_new(table.clone(), None, self.catalog.store().clone())?;
-        let base = table.metadata().current_snapshot_id();
+        let published = destination.published().await?;
+        let base = match &destination {
+            Destination::Iceberg { table, .. } => table.metadata().current_snapshot_id(),
+            Destination::Delta(output) => Some(output.version() as i64),
+        };
+        let is_empty = match &destination {
+            Destination::Iceberg { .. } => base.is_none(),
+            Destination::Delta(output) => output.version() == 0,
+        };
         // The output's new content (streamed into data files), and how its files
         // relate to the published ones.
         let mut new_rows = None;
@@ -647,14 +714,17 @@ impl<'a> Runner<'a> {
             Kind::Append => (new_frame, StagedMode::Append),
             Kind::IncrementalByTime => (new_frame, StagedMode::ReplacePartitions),
             // Nothing published yet: the new rows are the whole content.
-            Kind::IncrementalByKey if base.is_none() => (new_frame, StagedMode::Overwrite),
+            Kind::IncrementalByKey if is_empty => (new_frame, StagedMode::Overwrite),
             Kind::IncrementalByKey => {
                 // The new rows are read twice (their keys, then the rows): hold them.
                 let batches = new_frame.collect().await?;
                 new_rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
-                let new = ctx.read_table(mem_table(&schema, &batches)?)?;
+                let new = conformed(
+                    ctx.read_table(mem_table(&frame_schema, &batches)?)?,
+                    &schema,
+                )?;
                 let keys: Vec<&str> = model.unique_key.iter().map(String::as_str).collect();
-                let old = conformed(ctx.read_table(Arc::new(published.clone()))?, &schema)?;
+                let old = conformed(ctx.read_table(published.clone())?, &schema)?;
                 let merged = match model.merge {
                     Merge::Replace => {
                         let kept = old.join(
@@ -688,11 +758,15 @@ impl<'a> Runner<'a> {
         };
         let mut written = 0u64;
         let mut files = Vec::new();
+        let mut delta_files = Vec::new();
         let staged: Arc<dyn TableProvider> = if self.dry_run {
             let batches = content.collect().await?;
             written = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let rows = ctx.read_table(mem_table(&schema, &batches)?)?;
-            let old = conformed(ctx.read_table(Arc::new(published.clone()))?, &schema)?;
+            let rows = conformed(
+                ctx.read_table(mem_table(&frame_schema, &batches)?)?,
+                &schema,
+            )?;
+            let old = conformed(ctx.read_table(published.clone())?, &schema)?;
             let all = match mode {
                 StagedMode::Overwrite => rows,
                 StagedMode::Append => old.union(rows)?,
@@ -702,18 +776,45 @@ impl<'a> Runner<'a> {
             };
             Arc::new(ViewTable::new(all.into_unoptimized_plan(), None))
         } else {
-            let mut writer = TableWriter::new(&table).await?;
             let mut stream = content.execute_stream().await?;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                written += batch.num_rows() as u64;
-                writer.write(batch).await?;
+            match &destination {
+                Destination::Iceberg { table, published } => {
+                    let mut writer = TableWriter::new(table).await?;
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch?;
+                        written += batch.num_rows() as u64;
+                        writer.write(batch).await?;
+                    }
+                    files = writer.close().await?.0;
+                    Arc::new(published.clone().with_staged(files.clone(), mode))
+                }
+                Destination::Delta(output) => {
+                    let mut writer = output.writer()?;
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch?;
+                        written += batch.num_rows() as u64;
+                        writer.write(batch).await?;
+                    }
+                    delta_files = writer.close().await?.0;
+                    Arc::new(output.scan(Some((delta_files.clone(), mode))).await?)
+                }
             }
-            files = writer.close().await?.0;
-            Arc::new(published.with_staged(files.clone(), mode))
         };
         session.stage(&model.ident, staged)?;
         let rows = new_rows.unwrap_or(written);
+        if let Destination::Delta(output) = destination {
+            let file_count = delta_files.len();
+            return Ok((
+                Output::Delta {
+                    ident: model.ident.clone(),
+                    output: Box::new(output),
+                    files: delta_files,
+                    mode,
+                },
+                Some(rows),
+                Some(file_count),
+            ));
+        }
         let file_count = files.len();
         let snapshot_id = mint_snapshot_id();
         let inputs = self.input_snapshots(session, model).await?;
@@ -855,6 +956,50 @@ impl<'a> Runner<'a> {
             .await?)
     }
 
+    /// The Delta table of a `target = "delta"` model at its latest version, or a
+    /// new one (version 0, no files) at the output's default location.
+    async fn delta_output(&self, model: &Model, schema: &SchemaRef) -> Result<DeltaOutput> {
+        if self.catalog.exists(&model.ident).await? {
+            return Err(model
+                .error(
+                    Some("target"),
+                    format!(
+                        "{} is an Iceberg table of the lake; a Delta output needs a name of its own",
+                        model.name
+                    ),
+                )
+                .into());
+        }
+        let store = self.catalog.store();
+        let location = match self.catalog.delta_table(&model.ident).await? {
+            Some(pointer) => pointer.location,
+            None => self.catalog.default_location(&model.ident),
+        };
+        if let Some(output) = DeltaOutput::open(store, &location).await? {
+            let wanted = model.partition_by.clone();
+            if output.partition_columns()? != wanted {
+                return Err(model
+                    .error(
+                        Some("partition_by"),
+                        format!(
+                            "the Delta table at {location} is partitioned by {:?}, not {wanted:?}",
+                            output.partition_columns()?
+                        ),
+                    )
+                    .into());
+            }
+            return Ok(output);
+        }
+        Ok(DeltaOutput::create(
+            store,
+            &location,
+            model.ident.name(),
+            schema,
+            &model.partition_by,
+        )
+        .await?)
+    }
+
     /// Step 3 for one model.
     async fn audit(
         &self,
@@ -871,12 +1016,37 @@ impl<'a> Runner<'a> {
     }
 
     /// Step 4: one commit for every output, view and history row.
+    ///
+    /// Delta outputs cannot join the catalog transaction: each is committed first
+    /// as one Delta version tagged with the commit id (a retry finds it instead of
+    /// writing it again), and the catalog commit then pins that version
+    /// (`icefjord_catalog::delta`). Their history rows carry the Delta version as
+    /// `snapshot_id`.
     async fn publish(
         &self,
         commit_id: &CommitId,
         outputs: Vec<(usize, Output)>,
-        report: &RunReport,
+        report: &mut RunReport,
     ) -> Result<()> {
+        let mut pinned = Vec::new();
+        for (_, output) in &outputs {
+            if let Output::Delta {
+                ident,
+                output,
+                files,
+                mode,
+            } = output
+            {
+                let version = output
+                    .commit(files.clone(), *mode, commit_id.as_str())
+                    .await?;
+                let name = icefjord_catalog::display(ident);
+                if let Some(entry) = report.models.iter_mut().find(|m| m.model == name) {
+                    entry.snapshot_id = Some(version as i64);
+                }
+                pinned.push(DeltaPointer::new(ident.clone(), output.location(), version));
+            }
+        }
         let runs = history::ensure_runs_table(self.catalog).await?;
         let mut writer = TableWriter::new(&runs).await?;
         writer.write(history::rows(report, commit_id)?).await?;
@@ -887,9 +1057,14 @@ impl<'a> Runner<'a> {
                 .with_property("icefjord.pipeline", self.pipeline.name.clone())
                 .with_property("icefjord.run-id", report.run_id.clone()),
         );
+        for pointer in pinned {
+            let namespace = pointer.ident.namespace().join(".");
+            self.catalog.ensure_namespace(&namespace).await?;
+            commit = commit.with_delta(pointer);
+        }
         for (_, output) in outputs {
             commit = match output {
-                Output::UpToDate => commit,
+                Output::UpToDate | Output::Delta { .. } => commit,
                 Output::View(view) => {
                     let namespace = view.ident.namespace().join(".");
                     self.catalog.ensure_namespace(&namespace).await?;

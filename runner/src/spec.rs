@@ -11,6 +11,7 @@
 //! sql = "sales_hourly.sql"           # default: <table>.sql
 //! partition_by = ["day(hour)"]
 //! sort_by = ["hour", "store_id"]
+//! # target = "delta"                 # write a Delta table instead of Iceberg
 //! # transform = "sessionize"         # a Rust transform of the query's rows
 //! # incremental_by_key: unique_key = [...], merge = "replace" | "sum",
 //! # incremental_input = "raw.retail_events" (read only rows new since the last run)
@@ -112,6 +113,18 @@ impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The table format a model's output is written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// An Apache Iceberg table in the lake's catalog (the default).
+    #[default]
+    Iceberg,
+    /// A Delta Lake table at the output's location, pinned in the catalog at the
+    /// version each run publishes (`icefjord_catalog::delta`).
+    Delta,
 }
 
 /// How an `incremental_by_key` model combines a key's new row with its old one.
@@ -226,6 +239,8 @@ pub struct Model {
     pub name: String,
     pub ident: TableIdent,
     pub kind: Kind,
+    /// The output's table format.
+    pub target: Target,
     pub sql: ModelSql,
     pub partition_by: Vec<String>,
     pub sort_by: Vec<String>,
@@ -279,6 +294,8 @@ struct PipelineFile {
 struct ModelFile {
     name: Spanned<String>,
     kind: Spanned<String>,
+    #[serde(default)]
+    target: Option<String>,
     #[serde(default)]
     sql: Option<Spanned<String>>,
     #[serde(default)]
@@ -513,6 +530,43 @@ fn build_model(
         }
         _ => {}
     }
+    let target = match parts.target.as_deref() {
+        None | Some("iceberg") => Target::Iceberg,
+        Some("delta") => Target::Delta,
+        Some(other) => {
+            return Err(origin.error(
+                Some(&name),
+                Some("target"),
+                format!("{other:?}: target is \"iceberg\" (the default) or \"delta\""),
+            ))
+        }
+    };
+    if target == Target::Delta {
+        let refused = match kind {
+            Kind::View => Some(("target", "a view has no table format")),
+            Kind::IncrementalByTime => Some((
+                "kind",
+                "a Delta output cannot be incremental_by_time: Delta partitions by column \
+                 values, not by a time grain (use the Iceberg target)",
+            )),
+            _ if parts.incremental_input.is_some() => Some((
+                "incremental_input",
+                "a Delta output cannot read its input incrementally: the boundary rides in \
+                 an Iceberg snapshot summary (use the Iceberg target)",
+            )),
+            _ => None,
+        };
+        if let Some((field, message)) = refused {
+            return Err(origin.error(Some(&name), Some(field), message));
+        }
+        if let Some(bad) = parts.partition_by.iter().find(|p| p.contains('(')) {
+            return Err(origin.error(
+                Some(&name),
+                Some("partition_by"),
+                format!("{bad:?}: a Delta output is partitioned by plain columns only"),
+            ));
+        }
+    }
     let merge = match parts.merge.as_deref() {
         None | Some("replace") => Merge::Replace,
         Some("sum") if kind == Kind::IncrementalByKey => Merge::Sum,
@@ -642,6 +696,7 @@ fn build_model(
         name,
         ident,
         kind,
+        target,
         sql: ModelSql {
             file: sql_path,
             text,

@@ -201,6 +201,27 @@ fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
         .collect()
 }
 
+/// The shop pipeline's outputs (in `namespace`) after its first run over ORDERS.
+async fn assert_first_run(lake: &LakeCatalog, namespace: &str) {
+    // Sales per store: 10.00 + 5.50 for store 1; the return does not count.
+    let totals = query(
+        lake,
+        &format!("SELECT store, sales, events FROM {namespace}.store_totals ORDER BY store"),
+    )
+    .await;
+    assert_eq!(strings(&totals, 0), ["1", "2"]);
+    assert_eq!(strings(&totals, 1), ["15.50", "3.00"]);
+    assert_eq!(int64s(&totals, 2), [2, 2]);
+    let view = query(lake, "SELECT store FROM unified.big_stores").await;
+    assert_eq!(strings(&view, 0), ["1"]);
+    let log = query(
+        lake,
+        &format!("SELECT id FROM {namespace}.sale_log ORDER BY id"),
+    )
+    .await;
+    assert_eq!(int64s(&log, 0), [1, 2, 4]);
+}
+
 #[tokio::test]
 async fn a_run_publishes_tables_views_and_history_in_one_commit() {
     let (dir, lake) = lake().await;
@@ -219,19 +240,7 @@ async fn a_run_publishes_tables_views_and_history_in_one_commit() {
         .iter()
         .all(|m| m.status == ModelStatus::Published));
 
-    // Sales per store: 10.00 + 5.50 for store 1; the return does not count.
-    let totals = query(
-        &lake,
-        "SELECT store, sales, events FROM historical.store_totals ORDER BY store",
-    )
-    .await;
-    assert_eq!(strings(&totals, 0), ["1", "2"]);
-    assert_eq!(strings(&totals, 1), ["15.50", "3.00"]);
-    assert_eq!(int64s(&totals, 2), [2, 2]);
-    let view = query(&lake, "SELECT store FROM unified.big_stores").await;
-    assert_eq!(strings(&view, 0), ["1"]);
-    let log = query(&lake, "SELECT id FROM historical.sale_log ORDER BY id").await;
-    assert_eq!(int64s(&log, 0), [1, 2, 4]);
+    assert_first_run(&lake, "historical").await;
 
     // Every output and the history row landed in the same commit, with the
     // snapshot ids the history names.
@@ -605,4 +614,141 @@ partition_by = ["day(day)"]
     let rows = query(&lake, daily).await;
     assert_eq!(int64s(&rows, 1), [3, 1010, 100]);
     assert_eq!(strings(&rows, 0)[1], "2023-10-28T00:00:00");
+}
+
+const DELTA_PIPELINE: &str = r#"name = "shop"
+
+[[models]]
+name = "export.store_totals"
+kind = "table"
+target = "delta"
+sql = "store_totals.sql"
+partition_by = ["store"]
+
+[[models.audits]]
+check = "unique"
+columns = ["store"]
+
+[[models]]
+name = "export.sale_log"
+kind = "append"
+target = "delta"
+sql = "sale_log.sql"
+
+[[models]]
+name = "export.latest"
+kind = "incremental_by_key"
+target = "delta"
+sql = "latest.sql"
+unique_key = ["id"]
+"#;
+
+/// The versions in a Delta table's log, from its files.
+fn delta_versions(table_dir: &Path) -> Vec<u64> {
+    let mut versions: Vec<u64> = std::fs::read_dir(table_dir.join("_delta_log"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .collect();
+    versions.sort();
+    versions
+}
+
+#[tokio::test]
+async fn delta_outputs_are_written_audited_and_pinned_with_the_run() {
+    let (dir, lake) = lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let files = [
+        FILES[0],
+        FILES[1],
+        FILES[2],
+        (
+            "big_stores.sql",
+            "-- name = \"unified.big_stores\"\n-- kind = \"view\"\nSELECT store, sales FROM export.store_totals WHERE sales > 5",
+        ),
+    ];
+    let pipeline = write_pipeline(&dir.path().join("shop"), DELTA_PIPELINE, &files);
+    let first = Runner::new(&lake, &pipeline)
+        .unwrap()
+        .with_run_id(Some("r1".into()))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(first.status, RunStatus::Success, "{first:?}");
+
+    // Read back through the lake: the Delta tables and a view over one.
+    assert_first_run(&lake, "export").await;
+
+    // On disk it is a Delta table: version 0 created it, version 1 is the run's,
+    // tagged with the run's commit id; partitions are Hive-style folders.
+    let table_dir = dir.path().join("lake/warehouse/export/store_totals");
+    assert_eq!(delta_versions(&table_dir), [0, 1]);
+    let entry =
+        std::fs::read_to_string(table_dir.join("_delta_log/00000000000000000001.json")).unwrap();
+    assert!(
+        entry.contains("\"icefjord.commitId\":\"run:shop:r1\""),
+        "{entry}"
+    );
+    assert!(table_dir.join("store=1").is_dir() && table_dir.join("store=2").is_dir());
+    // The history names the Delta version each output published.
+    let history = query(
+        &lake,
+        "SELECT snapshot_id FROM icefjord.runs WHERE run_id = 'r1' AND model = 'export.store_totals'",
+    )
+    .await;
+    assert_eq!(int64s(&history, 0), [1]);
+
+    // The commit is idempotent by commit id: retrying r1's commit finds version 1.
+    let location = lake
+        .delta_table(&parse_table("export.store_totals").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .location;
+    let output = icefjord_engine::DeltaOutput::open(lake.store(), &location)
+        .await
+        .unwrap()
+        .unwrap();
+    let again = output
+        .commit(
+            Vec::new(),
+            icefjord_engine::StagedMode::Overwrite,
+            "run:shop:r1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, 1);
+    assert_eq!(delta_versions(&table_dir), [0, 1]);
+
+    // A second run: full refresh, append and merge each do their part.
+    add_orders(&lake, &[(5, 2, 400, "SALE"), (2, 1, 999, "RETURN")]).await;
+    let second = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(second.status, RunStatus::Success, "{second:?}");
+    let totals = query(
+        &lake,
+        "SELECT sales FROM export.store_totals ORDER BY store",
+    )
+    .await;
+    assert_eq!(strings(&totals, 0), ["15.50", "7.00"]);
+    let log = query(&lake, "SELECT id FROM export.sale_log ORDER BY id").await;
+    assert_eq!(int64s(&log, 0), [1, 1, 2, 2, 4, 4, 5]);
+    let latest = query(&lake, "SELECT count(*) FROM export.latest").await;
+    assert_eq!(int64s(&latest, 0), [6]);
+    assert_eq!(delta_versions(&table_dir), [0, 1, 2]);
+
+    // A failing audit: no Delta version is written and the lake still reads the
+    // last published one.
+    add_orders(&lake, &[(6, 3, 100, "SALE")]).await;
+    let failing = DELTA_PIPELINE.replace(
+        "check = \"unique\"\ncolumns = [\"store\"]",
+        "check = \"row_count_min\"\nmin = 100",
+    );
+    let pipeline = write_pipeline(&dir.path().join("failing"), &failing, &files);
+    let third = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(third.status, RunStatus::Failed, "{third:?}");
+    assert_eq!(delta_versions(&table_dir), [0, 1, 2]);
+    let totals = query(&lake, "SELECT count(*) FROM export.store_totals").await;
+    assert_eq!(int64s(&totals, 0), [2], "store 3 is not published");
 }

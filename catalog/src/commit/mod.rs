@@ -46,7 +46,8 @@ use iceberg::table::Table;
 use iceberg::TableIdent;
 
 use crate::catalog::{display, split, LakeCatalog};
-use crate::db::{SwapError, ViewRow};
+use crate::db::{DeltaRow, SwapError, ViewRow};
+use crate::delta::DeltaPointer;
 use crate::error::{CatalogError, Result};
 #[cfg(doc)]
 use crate::evolution::check_evolution;
@@ -219,6 +220,7 @@ pub struct Commit<'a> {
     id: CommitId,
     writes: Vec<TableWrite>,
     views: Vec<ViewWrite>,
+    deltas: Vec<DeltaPointer>,
     max_attempts: u32,
 }
 
@@ -230,6 +232,7 @@ impl LakeCatalog {
             id,
             writes: Vec::new(),
             views: Vec::new(),
+            deltas: Vec::new(),
             max_attempts: 20,
         }
     }
@@ -244,6 +247,13 @@ impl<'a> Commit<'a> {
     /// Create or replace a view in the same transaction as the table writes.
     pub fn with_view(mut self, view: ViewWrite) -> Self {
         self.views.push(view);
+        self
+    }
+
+    /// Pin a Delta table at a version it already has, in the same transaction as
+    /// the table writes (see [`crate::delta`]).
+    pub fn with_delta(mut self, delta: DeltaPointer) -> Self {
+        self.deltas.push(delta);
         self
     }
 
@@ -282,6 +292,11 @@ impl<'a> Commit<'a> {
                     commit_id: self.id.to_string(),
                 }
             })
+            .collect();
+        let deltas: Vec<DeltaRow> = self
+            .deltas
+            .iter()
+            .map(|delta| delta.row(self.id.as_str()))
             .collect();
         for write in &self.writes {
             if !seen.insert((display(&write.table), write.branch.clone())) {
@@ -327,7 +342,7 @@ impl<'a> Commit<'a> {
                 });
                 swaps.push(swap);
             }
-            let outcome = self.catalog.db().swap(&swaps, &views).await;
+            let outcome = self.catalog.db().swap(&swaps, &views, &deltas).await;
             let retry_reason = match outcome {
                 Ok(()) => {
                     return Ok(CommitReport {

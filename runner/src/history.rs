@@ -6,6 +6,9 @@
 //! that commit's id, `run:<pipeline>:<run id>`, is how a re-run with the same run
 //! id is recognised as done. A failed run's rows are committed on their own, under
 //! another id, so retrying a failed run id runs it again.
+//!
+//! `snapshot_id` is the output's published snapshot, or for a Delta output
+//! (`target = "delta"`) the Delta version the run committed.
 
 use std::sync::Arc;
 

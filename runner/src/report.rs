@@ -65,7 +65,8 @@ pub struct ModelReport {
     pub status: ModelStatus,
     pub rows: Option<u64>,
     pub files: Option<usize>,
-    /// The snapshot of the output that the run published.
+    /// The snapshot of the output that the run published (for a Delta output:
+    /// the Delta version).
     pub snapshot_id: Option<i64>,
     pub audits: Vec<AuditReport>,
     pub started_at: DateTime<Utc>,

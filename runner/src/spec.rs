@@ -931,6 +931,56 @@ columns = ["day"]
     }
 
     #[test]
+    fn a_delta_target_refuses_what_delta_cannot_hold() {
+        let model = |kind: &str, extra: &str| {
+            format!(
+                "name = \"t\"\n[[models]]\nname = \"export.daily\"\nkind = \"{kind}\"\ntarget = \"delta\"\n{extra}"
+            )
+        };
+        for (kind, extra, field, words) in [
+            ("view", "", "target", "a view has no table format"),
+            (
+                "incremental_by_time",
+                "time_column = \"day\"\nstart = \"2023-10-27\"\npartition_by = [\"day(day)\"]",
+                "kind",
+                "cannot be incremental_by_time",
+            ),
+            (
+                "append",
+                "incremental_input = \"raw.events\"",
+                "incremental_input",
+                "Iceberg target",
+            ),
+            (
+                "table",
+                "partition_by = [\"day(day)\"]",
+                "partition_by",
+                "plain columns",
+            ),
+        ] {
+            let e = error_of(&[
+                ("pipeline.toml", &model(kind, extra)),
+                ("daily.sql", "SELECT day FROM raw.events"),
+            ]);
+            assert_eq!(e.field.as_deref(), Some(field), "{kind}: {e}");
+            assert!(e.message.contains(words), "{kind}: {e}");
+            assert_eq!(e.model.as_deref(), Some("export.daily"), "{e}");
+        }
+        let e = error_of(&[
+            (
+                "pipeline.toml",
+                &model("table", "").replace("\"delta\"", "\"hudi\""),
+            ),
+            ("daily.sql", "SELECT 1 AS day"),
+        ]);
+        assert_eq!(e.field.as_deref(), Some("target"), "{e}");
+        assert!(
+            e.message.contains("\"iceberg\" (the default) or \"delta\""),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn incremental_by_time_needs_its_time_axis() {
         let model = |extra: &str| {
             format!(

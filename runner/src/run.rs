@@ -201,8 +201,11 @@ impl<'a> Runner<'a> {
         let schemas = self.prepare(&session).await?;
         let mut planned = Vec::new();
         for model in self.models() {
-            let exists = self.catalog.exists(&model.ident).await?;
-            let action = match (model.kind, exists) {
+            let exists = match model.target {
+                Target::Iceberg => self.catalog.exists(&model.ident).await?,
+                Target::Delta => self.catalog.delta_table(&model.ident).await?.is_some(),
+            };
+            let mut action = match (model.kind, exists) {
                 (Kind::View, _) => "publish the view's definition".to_string(),
                 (Kind::Table, false) => "create the table and fill it".to_string(),
                 (Kind::Table, true) => "replace all rows (full refresh)".to_string(),
@@ -215,6 +218,9 @@ impl<'a> Runner<'a> {
                 ),
                 (Kind::IncrementalByTime, _) => "process new intervals".to_string(),
             };
+            if model.target == Target::Delta {
+                action.push_str(" (Delta table: one new version)");
+            }
             let schema = schemas.get(&model.name);
             planned.push(PlannedModel {
                 model: model.name.clone(),

@@ -2,13 +2,14 @@
 //! partition spec. The files are not part of the table until committed through
 //! `icefjord_catalog::Commit`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, RecordBatch};
-use arrow::compute::{cast_with_options, CastOptions};
-use arrow::datatypes::SchemaRef;
+use arrow::compute::{cast_with_options, concat_batches, CastOptions};
+use arrow::datatypes::{DataType, SchemaRef};
 use iceberg::arrow::schema_to_arrow_schema;
-use iceberg::spec::{DataFile, DataFileFormat};
+use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, Struct};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
 use iceberg::writer::file_writer::location_generator::{
@@ -21,6 +22,7 @@ use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{EngineError, Result};
 use crate::partition::PartitionSplitter;
@@ -30,9 +32,61 @@ type FileWriterBuilder =
 type FileWriter =
     DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
+/// Rows per partition gathered before they go to the partition's file: a batch
+/// that spans many partitions (e.g. hash-ordered query output) splits into slivers,
+/// and writing slivers one by one costs more than copying them together once.
+const GATHER_ROWS: usize = 8192;
+
 struct Partitioned {
     splitter: PartitionSplitter,
     fanout: FanoutWriter<FileWriterBuilder>,
+    /// Per partition, rows not yet written (fewer than [`GATHER_ROWS`]).
+    pending: HashMap<Struct, (PartitionKey, Vec<RecordBatch>, usize)>,
+}
+
+impl Partitioned {
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        for (key, part) in self.splitter.split(batch)? {
+            let full = {
+                let entry = self
+                    .pending
+                    .entry(key.data().clone())
+                    .or_insert_with(|| (key.clone(), Vec::new(), 0));
+                entry.2 += part.num_rows();
+                entry.1.push(part);
+                entry.2 >= GATHER_ROWS
+            };
+            if full {
+                self.flush(key.data()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write a partition's pending rows as one batch.
+    async fn flush(&mut self, partition: &Struct) -> Result<()> {
+        if let Some((key, parts, _)) = self.pending.remove(partition) {
+            let batch = match parts.len() {
+                1 => parts.into_iter().next(),
+                _ => parts
+                    .first()
+                    .map(|first| concat_batches(&first.schema(), &parts))
+                    .transpose()?,
+            };
+            if let Some(batch) = batch {
+                self.fanout.write(key, batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(mut self) -> Result<Vec<DataFile>> {
+        let partitions: Vec<Struct> = self.pending.keys().cloned().collect();
+        for partition in partitions {
+            self.flush(&partition).await?;
+        }
+        Ok(self.fanout.close().await?)
+    }
 }
 
 enum Sink {
@@ -73,10 +127,21 @@ impl TableWriter {
     ) -> Result<Self> {
         let metadata = table.metadata();
         let schema = Arc::new(schema_to_arrow_schema(&iceberg_schema)?);
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-            .set_max_row_group_row_count(Some(1 << 20))
-            .build();
+            .set_max_row_group_row_count(Some(1 << 20));
+        // Measures (decimals, floats) are rarely repeated values: a dictionary
+        // costs a hash per value and is then dropped for plain encoding anyway.
+        for field in schema.fields() {
+            if matches!(
+                field.data_type(),
+                DataType::Decimal128(..) | DataType::Float32 | DataType::Float64
+            ) {
+                props = props
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        let props = props.build();
         let builder =
             DataFileWriterBuilder::new(RollingFileWriterBuilder::new_with_default_file_size(
                 ParquetWriterBuilder::new(props, iceberg_schema.clone()),
@@ -95,6 +160,7 @@ impl TableWriter {
             Sink::Partitioned(Box::new(Partitioned {
                 splitter: PartitionSplitter::try_new(iceberg_schema, spec)?,
                 fanout: FanoutWriter::new(builder),
+                pending: HashMap::new(),
             }))
         };
         Ok(Self {
@@ -118,11 +184,7 @@ impl TableWriter {
         self.rows += batch.num_rows() as u64;
         match &mut self.sink {
             Sink::Unpartitioned(writer) => writer.write(batch).await?,
-            Sink::Partitioned(p) => {
-                for (key, part) in p.splitter.split(&batch)? {
-                    p.fanout.write(key, part).await?;
-                }
-            }
+            Sink::Partitioned(p) => p.write(&batch).await?,
         }
         Ok(())
     }
@@ -131,7 +193,7 @@ impl TableWriter {
     pub async fn close(self) -> Result<(Vec<DataFile>, WriteMetrics)> {
         let files = match self.sink {
             Sink::Unpartitioned(mut writer) => writer.close().await?,
-            Sink::Partitioned(p) => p.fanout.close().await?,
+            Sink::Partitioned(p) => p.close().await?,
         };
         let metrics = WriteMetrics {
             rows: self.rows,

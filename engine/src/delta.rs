@@ -44,6 +44,7 @@ use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::TryStreamExt;
 use icefjord_catalog::WarehouseStore;
 use object_store::path::Path;
+use object_store::ObjectStoreExt as _;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -199,21 +200,48 @@ impl DeltaOutput {
         Ok(done.version())
     }
 
-    /// The version committed with `commit_id`, among the latest few.
+    /// The version committed with `commit_id`, among the latest 20 in the log
+    /// (read from the commit files, newest first, including versions newer than
+    /// the one this table was opened at).
     async fn committed(&self, commit_id: &str) -> Result<Option<u64>> {
-        let history = self
+        let latest = self
             .table
-            .history(Some(20))
+            .get_latest_version()
             .await
             .map_err(delta(&self.location))?;
-        let latest = self.version();
-        for (back, info) in history.enumerate() {
-            if info.info.get(COMMIT_ID_KEY).and_then(|v| v.as_str()) == Some(commit_id) {
-                return Ok(Some(latest.saturating_sub(back as u64)));
+        let client = self.store.client()?;
+        let log: Path = self.store.path_of(&self.location)?.join("_delta_log");
+        for version in (latest.saturating_sub(19)..=latest).rev() {
+            let path = log.clone().join(format!("{version:020}.json").as_str());
+            let bytes = match client.get(&path).await {
+                Ok(found) => found.bytes().await,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| EngineError::Delta {
+                location: self.location.clone(),
+                message: e.to_string(),
+            })?;
+            if commit_id_of(&bytes).as_deref() == Some(commit_id) {
+                return Ok(Some(version));
             }
         }
         Ok(None)
     }
+}
+
+/// The icefjord commit id in a Delta commit file's `commitInfo`, if any.
+fn commit_id_of(commit: &[u8]) -> Option<String> {
+    commit
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .find_map(|action| {
+            action
+                .get("commitInfo")?
+                .get(COMMIT_ID_KEY)?
+                .as_str()
+                .map(str::to_string)
+        })
 }
 
 /// The live data files of the table's loaded version.
@@ -537,6 +565,19 @@ mod tests {
                 .unwrap_or_default(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_commit_id_is_read_from_the_commit_info_line() {
+        let commit = br#"{"add":{"path":"a.parquet"}}
+{"commitInfo":{"operation":"WRITE","icefjord.commitId":"run:shop:r1"}}
+"#;
+        assert_eq!(commit_id_of(commit).as_deref(), Some("run:shop:r1"));
+        assert_eq!(
+            commit_id_of(br#"{"commitInfo":{"operation":"WRITE"}}"#),
+            None
+        );
+        assert_eq!(commit_id_of(b"not json"), None);
     }
 
     #[test]

@@ -737,6 +737,17 @@ async fn delta_outputs_are_written_audited_and_pinned_with_the_run() {
     let latest = query(&lake, "SELECT count(*) FROM export.latest").await;
     assert_eq!(int64s(&latest, 0), [6]);
     assert_eq!(delta_versions(&table_dir), [0, 1, 2]);
+    // Still found behind a newer version, even by a writer opened before it.
+    let again = output
+        .commit(
+            Vec::new(),
+            icefjord_engine::StagedMode::Overwrite,
+            "run:shop:r1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, 1);
+    assert_eq!(delta_versions(&table_dir), [0, 1, 2]);
 
     // A failing audit: no Delta version is written and the lake still reads the
     // last published one.

@@ -222,6 +222,32 @@ async fn assert_first_run(lake: &LakeCatalog, namespace: &str) {
     assert_eq!(int64s(&log, 0), [1, 2, 4]);
 }
 
+/// New orders and a second run of the shop pipeline (outputs in `namespace`).
+async fn assert_second_run(lake: &LakeCatalog, pipeline: &Pipeline, namespace: &str) {
+    add_orders(lake, &[(5, 2, 400, "SALE"), (2, 1, 999, "RETURN")]).await;
+    let second = Runner::new(lake, pipeline).unwrap().run().await.unwrap();
+    assert_eq!(second.status, RunStatus::Success, "{second:?}");
+    let totals = query(
+        lake,
+        &format!("SELECT store, sales FROM {namespace}.store_totals ORDER BY store"),
+    )
+    .await;
+    assert_eq!(strings(&totals, 1), ["15.50", "7.00"]);
+    let log = query(
+        lake,
+        &format!("SELECT id FROM {namespace}.sale_log ORDER BY id"),
+    )
+    .await;
+    assert_eq!(
+        int64s(&log, 0),
+        [1, 1, 2, 2, 4, 4, 5],
+        "append adds every run's rows"
+    );
+    let latest = query(lake, &format!("SELECT count(*) FROM {namespace}.latest")).await;
+    // ids 1–5, with id 2 twice in the input (two raw rows) merged as two new rows.
+    assert_eq!(int64s(&latest, 0), [6]);
+}
+
 #[tokio::test]
 async fn a_run_publishes_tables_views_and_history_in_one_commit() {
     let (dir, lake) = lake().await;
@@ -302,24 +328,7 @@ async fn a_run_publishes_tables_views_and_history_in_one_commit() {
     assert_eq!(snapshot(&lake, "historical.sale_log").await, before);
 
     // New input, a new run: full refresh, append and merge each do their part.
-    add_orders(&lake, &[(5, 2, 400, "SALE"), (2, 1, 999, "RETURN")]).await;
-    let second = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
-    assert_eq!(second.status, RunStatus::Success, "{second:?}");
-    let totals = query(
-        &lake,
-        "SELECT store, sales FROM historical.store_totals ORDER BY store",
-    )
-    .await;
-    assert_eq!(strings(&totals, 1), ["15.50", "7.00"]);
-    let log = query(&lake, "SELECT id FROM historical.sale_log ORDER BY id").await;
-    assert_eq!(
-        int64s(&log, 0),
-        [1, 1, 2, 2, 4, 4, 5],
-        "append adds every run's rows"
-    );
-    let latest = query(&lake, "SELECT count(*) FROM historical.latest").await;
-    // ids 1–5, with id 2 twice in the input (two raw rows) merged as two new rows.
-    assert_eq!(int64s(&latest, 0), [6]);
+    assert_second_run(&lake, &pipeline, "historical").await;
     let view = query(&lake, "SELECT store FROM unified.big_stores ORDER BY store").await;
     assert_eq!(
         strings(&view, 0),
@@ -723,19 +732,7 @@ async fn delta_outputs_are_written_audited_and_pinned_with_the_run() {
     assert_eq!(delta_versions(&table_dir), [0, 1]);
 
     // A second run: full refresh, append and merge each do their part.
-    add_orders(&lake, &[(5, 2, 400, "SALE"), (2, 1, 999, "RETURN")]).await;
-    let second = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
-    assert_eq!(second.status, RunStatus::Success, "{second:?}");
-    let totals = query(
-        &lake,
-        "SELECT sales FROM export.store_totals ORDER BY store",
-    )
-    .await;
-    assert_eq!(strings(&totals, 0), ["15.50", "7.00"]);
-    let log = query(&lake, "SELECT id FROM export.sale_log ORDER BY id").await;
-    assert_eq!(int64s(&log, 0), [1, 1, 2, 2, 4, 4, 5]);
-    let latest = query(&lake, "SELECT count(*) FROM export.latest").await;
-    assert_eq!(int64s(&latest, 0), [6]);
+    assert_second_run(&lake, &pipeline, "export").await;
     assert_eq!(delta_versions(&table_dir), [0, 1, 2]);
     // Still found behind a newer version, even by a writer opened before it.
     let again = output

@@ -48,6 +48,9 @@ pub struct IcebergTable {
 pub struct Staged {
     pub files: Vec<iceberg::spec::DataFile>,
     pub mode: StagedMode,
+    /// More partitions a `ReplacePartitions` stage empties (see
+    /// `TableWrite::with_replaced_partitions`).
+    pub replaced: Vec<iceberg::spec::Struct>,
 }
 
 /// What the staged files do to the snapshot's files (as the commit will).
@@ -103,7 +106,25 @@ impl IcebergTable {
 
     /// This snapshot with uncommitted `files` applied as `mode` would apply them.
     pub fn with_staged(mut self, files: Vec<iceberg::spec::DataFile>, mode: StagedMode) -> Self {
-        self.staged = Some(Staged { files, mode });
+        self.staged = Some(Staged {
+            files,
+            mode,
+            replaced: Vec::new(),
+        });
+        self
+    }
+
+    /// Staged files that also empty `partitions` (as the commit will).
+    pub fn with_staged_replacing(
+        mut self,
+        files: Vec<iceberg::spec::DataFile>,
+        partitions: Vec<iceberg::spec::Struct>,
+    ) -> Self {
+        self.staged = Some(Staged {
+            files,
+            mode: StagedMode::ReplacePartitions,
+            replaced: partitions,
+        });
         self
     }
 
@@ -182,7 +203,12 @@ impl TableProvider for IcebergTable {
                 StagedMode::Append => {}
                 StagedMode::Overwrite => entries.clear(),
                 StagedMode::ReplacePartitions => {
-                    let replaced: Vec<_> = staged.files.iter().map(|f| f.partition()).collect();
+                    let replaced: Vec<_> = staged
+                        .files
+                        .iter()
+                        .map(|f| f.partition())
+                        .chain(&staged.replaced)
+                        .collect();
                     entries.retain(|e| !replaced.contains(&e.partition()));
                 }
             }

@@ -10,10 +10,13 @@
 //! - A run processes the intervals that are not done, up to the last complete one
 //!   before now; `--interval a/b` re-runs a range whether done or not. The query
 //!   sees each contiguous range through the bound parameters `$interval_start` and
-//!   `$interval_end` (never formatted into the SQL), and its rows replace the
-//!   output's partitions they fall into (the output is partitioned by the grain).
+//!   `$interval_end` (never formatted into the SQL). Its rows replace the output's
+//!   partitions of those ranges (the output is partitioned by the grain),
+//!   including partitions it no longer produces rows for ([`partitions_in`]).
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike};
+use iceberg::spec::{Literal, PrimitiveLiteral, Struct, Transform};
+use iceberg::table::Table;
 use serde::Serialize;
 
 /// How finely the time axis is cut.
@@ -177,5 +180,71 @@ mod tests {
         );
         assert_eq!(parse_range("2023-10-28/2023-10-27"), None);
         assert_eq!(parse_range("yesterday/today"), None);
+    }
+}
+
+/// The partitions of `table` (its default spec) whose `grain(column)` value lies
+/// in `ranges`: what re-running those ranges replaces, including partitions the
+/// re-run no longer writes rows to.
+pub async fn partitions_in(
+    table: &Table,
+    axis: &crate::spec::TimeAxis,
+    ranges: &Ranges,
+) -> Result<Vec<Struct>, icefjord_catalog::CatalogError> {
+    let metadata = table.metadata();
+    let spec = metadata.default_partition_spec();
+    let transform = match axis.grain {
+        Grain::Hour => Transform::Hour,
+        Grain::Day => Transform::Day,
+        Grain::Month => Transform::Month,
+    };
+    let source = metadata
+        .current_schema()
+        .field_by_name(&axis.column)
+        .map(|f| f.id);
+    let Some(field) = spec
+        .fields()
+        .iter()
+        .position(|f| Some(f.source_id) == source && f.transform == transform)
+    else {
+        return Ok(Vec::new());
+    };
+    let live =
+        icefjord_catalog::commit::live_entries(table, metadata.current_snapshot_id()).await?;
+    let mut partitions: Vec<Struct> = Vec::new();
+    for entry in live {
+        let partition = entry.data_file().partition();
+        if partition.fields().len() != spec.fields().len() || partitions.contains(partition) {
+            continue;
+        }
+        let Some(Some(Literal::Primitive(PrimitiveLiteral::Int(value)))) =
+            partition.fields().get(field)
+        else {
+            continue;
+        };
+        let start = unit_start(axis.grain, i64::from(*value));
+        if ranges
+            .iter()
+            .any(|(from, to)| *from <= start && start < *to)
+        {
+            partitions.push(partition.clone());
+        }
+    }
+    Ok(partitions)
+}
+
+/// The first µs of a partition value of an Iceberg `hour`/`day`/`month` transform
+/// (units since 1970-01-01 UTC).
+fn unit_start(grain: Grain, value: i64) -> i64 {
+    match grain {
+        Grain::Hour => value * 3_600_000_000,
+        Grain::Day => value * 86_400_000_000,
+        Grain::Month => {
+            let year = i32::try_from(1970 + value.div_euclid(12)).unwrap_or(i32::MAX);
+            let month = u32::try_from(value.rem_euclid(12) + 1).unwrap_or(1);
+            NaiveDate::from_ymd_opt(year, month, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(i64::MAX, |t| t.and_utc().timestamp_micros())
+        }
     }
 }

@@ -765,6 +765,7 @@ impl<'a> Runner<'a> {
         let mut written = 0u64;
         let mut files = Vec::new();
         let mut delta_files = Vec::new();
+        let mut replaced = Vec::new();
         let staged: Arc<dyn TableProvider> = if self.dry_run {
             let batches = content.collect().await?;
             written = batches.iter().map(|b| b.num_rows() as u64).sum();
@@ -792,7 +793,18 @@ impl<'a> Runner<'a> {
                         writer.write(batch).await?;
                     }
                     files = writer.close().await?.0;
-                    Arc::new(published.clone().with_staged(files.clone(), mode))
+                    if let (Some(axis), Some(ranges)) = (&model.time, &ranges) {
+                        // The processed ranges' partitions are replaced whole,
+                        // also where the query no longer produces rows.
+                        replaced = interval::partitions_in(table, axis, ranges).await?;
+                        Arc::new(
+                            published
+                                .clone()
+                                .with_staged_replacing(files.clone(), replaced.clone()),
+                        )
+                    } else {
+                        Arc::new(published.clone().with_staged(files.clone(), mode))
+                    }
                 }
                 Destination::Delta(output) => {
                     let mut writer = output.writer()?;
@@ -837,6 +849,7 @@ impl<'a> Runner<'a> {
                         .collect(),
                 );
                 TableWrite::replace_partitions(model.ident.clone(), files)
+                    .with_replaced_partitions(replaced)
                     .with_base_snapshot(base)
                     .with_property(
                         interval::PROPERTY,

@@ -31,6 +31,17 @@ async fn append_rows(
     columns: &[(&str, PrimitiveType)],
     arrays: Vec<arrow::array::ArrayRef>,
 ) {
+    write_rows(lake, table, columns, arrays, false).await;
+}
+
+/// Write rows to `table` as [`append_rows`] does, or instead of all its rows.
+async fn write_rows(
+    lake: &LakeCatalog,
+    table: &str,
+    columns: &[(&str, PrimitiveType)],
+    arrays: Vec<arrow::array::ArrayRef>,
+    overwrite: bool,
+) {
     let ident = parse_table(table).unwrap();
     let table = lake
         .load_or_create(&ident, || {
@@ -60,8 +71,12 @@ async fn append_rows(
     let batch = RecordBatch::try_new(writer.schema().clone(), arrays).unwrap();
     writer.write(batch).await.unwrap();
     let (files, _) = writer.close().await.unwrap();
+    let write = match overwrite {
+        true => TableWrite::overwrite(ident, files),
+        false => TableWrite::append(ident, files),
+    };
     lake.commit(CommitId::mint())
-        .with_write(TableWrite::append(ident, files))
+        .with_write(write)
         .execute()
         .await
         .unwrap();
@@ -545,6 +560,12 @@ async fn a_dry_run_writes_nothing_and_plan_explains() {
 
 /// Append visits `(day of October 2023, hour, n)` to `raw.visits`.
 async fn add_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)]) {
+    write_visits(lake, visits, false).await;
+}
+
+/// Visits `(day of October 2023, hour, n)` into `raw.visits`, appended or
+/// replacing all its rows.
+async fn write_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)], overwrite: bool) {
     use arrow::array::TimestampMicrosecondArray;
     let micros = |day: u32, hour: u32| {
         chrono::NaiveDate::from_ymd_opt(2023, 10, day)
@@ -554,7 +575,7 @@ async fn add_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)]) {
             .and_utc()
             .timestamp_micros()
     };
-    append_rows(
+    write_rows(
         lake,
         "raw.visits",
         &[("ts", PrimitiveType::Timestamp), ("n", PrimitiveType::Long)],
@@ -564,6 +585,7 @@ async fn add_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)]) {
             )),
             Arc::new(Int64Array::from_iter_values(visits.iter().map(|v| v.2))),
         ],
+        overwrite,
     )
     .await;
 }
@@ -623,6 +645,24 @@ partition_by = ["day(day)"]
     let rows = query(&lake, daily).await;
     assert_eq!(int64s(&rows, 1), [3, 1010, 100]);
     assert_eq!(strings(&rows, 0)[1], "2023-10-28T00:00:00");
+
+    // The 28th's raw visits are withdrawn (bad data); re-running the 28th and
+    // 29th now produces no row for the 28th: its partition is emptied all the same.
+    write_visits(&lake, &[(27, 1, 1), (27, 5, 2), (29, 23, 100)], true).await;
+    let end = icefjord_runner::interval::parse_instant("2023-10-30").unwrap();
+    let rerun = Runner::new(&lake, &pipeline)
+        .unwrap()
+        .with_interval(Some((start, end)))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(rerun.status, RunStatus::Success, "{rerun:?}");
+    let rows = query(&lake, daily).await;
+    assert_eq!(int64s(&rows, 1), [3, 100]);
+    assert_eq!(
+        strings(&rows, 0),
+        ["2023-10-27T00:00:00", "2023-10-29T00:00:00"]
+    );
 }
 
 const DELTA_PIPELINE: &str = r#"name = "shop"

@@ -118,6 +118,8 @@ pub struct TableWrite {
     guard: Option<std::sync::Arc<dyn CommitGuard>>,
     schema: Option<iceberg::spec::SchemaRef>,
     snapshot_id: Option<i64>,
+    /// More partitions a replace-partitions write empties (beyond its files').
+    replaced: Vec<iceberg::spec::Struct>,
 }
 
 impl TableWrite {
@@ -132,6 +134,7 @@ impl TableWrite {
             guard: None,
             schema: None,
             snapshot_id: None,
+            replaced: Vec::new(),
         }
     }
 
@@ -185,6 +188,14 @@ impl TableWrite {
     /// (see [`crate::evolution`]); the commit makes it current together with the
     /// snapshot, or fails with [`CatalogError::Conflict`] when the table's schema
     /// moved in a way that `schema` does not extend.
+    /// A replace-partitions write also empties these partitions (of the table's
+    /// default spec), whether or not its files fall into them: a re-run of a time
+    /// range replaces the range's partitions even where it now produces no rows.
+    pub fn with_replaced_partitions(mut self, partitions: Vec<iceberg::spec::Struct>) -> Self {
+        self.replaced = partitions;
+        self
+    }
+
     pub fn with_schema(mut self, schema: iceberg::spec::SchemaRef) -> Self {
         self.schema = Some(schema);
         self

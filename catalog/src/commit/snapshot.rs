@@ -127,7 +127,9 @@ fn replaced_partitions(table: &Table, write: &TableWrite) -> Option<HashSet<(i32
         write
             .files
             .iter()
-            .map(|f| (spec.spec_id(), f.partition().clone()))
+            .map(|f| f.partition())
+            .chain(&write.replaced)
+            .map(|partition| (spec.spec_id(), partition.clone()))
             .collect()
     })
 }

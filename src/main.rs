@@ -67,7 +67,8 @@ enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
-    /// List namespaces and tables with their current snapshot and row count.
+    /// List namespaces and tables (Iceberg and Delta) with their current snapshot
+    /// (a Delta table's published version) and row count.
     Tables {
         #[command(flatten)]
         output: OutputArg,
@@ -448,15 +449,18 @@ async fn demo(lake: &LakeCatalog, events: u64, seed: u64, scratch: &std::path::P
 }
 
 /// One row per table: namespace, table, current snapshot, row count.
+/// `icefjord tables`: every Iceberg table with its current snapshot and row count,
+/// then every Delta table with its published version (as `snapshot_id`).
 async fn tables_batch(lake: &LakeCatalog) -> Result<RecordBatch> {
-    let (mut namespaces, mut names, mut snapshots, mut counts) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut namespaces, mut names, mut formats, mut snapshots, mut counts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for namespace in lake.namespaces().await? {
         for ident in lake.tables(&namespace).await? {
             let table = lake.load(&ident).await?;
             let snapshot = table.metadata().current_snapshot();
             namespaces.push(namespace.clone());
             names.push(ident.name().to_string());
+            formats.push("iceberg");
             snapshots.push(snapshot.map(|s| s.snapshot_id()));
             counts.push(
                 snapshot
@@ -470,9 +474,19 @@ async fn tables_batch(lake: &LakeCatalog) -> Result<RecordBatch> {
             );
         }
     }
+    for (namespace, tables) in lake.state().await?.delta {
+        for (name, (_, version)) in tables {
+            namespaces.push(namespace.clone());
+            names.push(name);
+            formats.push("delta");
+            snapshots.push(i64::try_from(version).ok());
+            counts.push(None);
+        }
+    }
     let schema = Arc::new(Schema::new(vec![
         Field::new("namespace", DataType::Utf8, false),
         Field::new("table", DataType::Utf8, false),
+        Field::new("format", DataType::Utf8, false),
         Field::new("snapshot_id", DataType::Int64, true),
         Field::new("row_count", DataType::Int64, true),
     ]));
@@ -481,6 +495,7 @@ async fn tables_batch(lake: &LakeCatalog) -> Result<RecordBatch> {
         vec![
             Arc::new(StringArray::from(namespaces)),
             Arc::new(StringArray::from(names)),
+            Arc::new(StringArray::from(formats)),
             Arc::new(Int64Array::from(snapshots)),
             Arc::new(Int64Array::from(counts)),
         ],

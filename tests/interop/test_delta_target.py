@@ -4,6 +4,7 @@ of the same definition over the raw Parquet files, after a first run and after
 a second one; every version must carry the run's commit id, and a failed audit
 must leave the Delta log untouched."""
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -114,9 +115,15 @@ def test_delta_outputs_equal_duckdb_and_carry_the_run(lake, tmp_path):
         files, DUCK_CATEGORY_HOURLY
     )
     assert delta(sales, "SELECT * FROM t ORDER BY 1, 2") == duck(files, DUCK_SALES)
-    # Icefjord reads the same version it pinned.
+    # Icefjord reads the same version it pinned, and lists it.
     ours = lake.sql("SELECT count(*) AS n FROM export.sales")
     assert ours[0]["n"] == delta(sales, "SELECT count(*) FROM t")[0][0]
+    out = lake.run("tables", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    listed = {(t["namespace"], t["table"]): t for t in json.loads(out.stdout)}
+    assert listed[("export", "sales")]["format"] == "delta"
+    assert listed[("export", "sales")]["snapshot_id"] == DeltaTable(str(sales)).version()
+    assert listed[("raw", "retail_events")]["format"] == "iceberg"
 
     # A failed audit: no new Delta version.
     version = DeltaTable(str(hourly)).version()

@@ -692,6 +692,20 @@ sql = "latest.sql"
 unique_key = ["id"]
 "#;
 
+/// Commit run r1 of the shop pipeline again: it must find its version, 1, and
+/// write nothing.
+async fn retry_r1(output: &icefjord_engine::DeltaOutput) {
+    let version = output
+        .commit(
+            Vec::new(),
+            icefjord_engine::StagedMode::Overwrite,
+            "run:shop:r1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+}
+
 /// The versions in a Delta table's log, from its files.
 fn delta_versions(table_dir: &Path) -> Vec<u64> {
     let mut versions: Vec<u64> = std::fs::read_dir(table_dir.join("_delta_log"))
@@ -760,30 +774,14 @@ async fn delta_outputs_are_written_audited_and_pinned_with_the_run() {
         .await
         .unwrap()
         .unwrap();
-    let again = output
-        .commit(
-            Vec::new(),
-            icefjord_engine::StagedMode::Overwrite,
-            "run:shop:r1",
-        )
-        .await
-        .unwrap();
-    assert_eq!(again, 1);
+    retry_r1(&output).await;
     assert_eq!(delta_versions(&table_dir), [0, 1]);
 
     // A second run: full refresh, append and merge each do their part.
     assert_second_run(&lake, &pipeline, "export").await;
     assert_eq!(delta_versions(&table_dir), [0, 1, 2]);
     // Still found behind a newer version, even by a writer opened before it.
-    let again = output
-        .commit(
-            Vec::new(),
-            icefjord_engine::StagedMode::Overwrite,
-            "run:shop:r1",
-        )
-        .await
-        .unwrap();
-    assert_eq!(again, 1);
+    retry_r1(&output).await;
     assert_eq!(delta_versions(&table_dir), [0, 1, 2]);
 
     // A failing audit: no Delta version is written and the lake still reads the

@@ -37,6 +37,10 @@ use datafusion_datasource::TableSchema;
 use deltalake_core::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, StructType};
+use deltalake_core::logstore::ObjectStoreRef;
+use deltalake_core::logstore::{
+    default_logstore, logstore_factories, LogStoreFactory, LogStoreRef, StorageConfig,
+};
 use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::writer::{DeltaWriter as _, RecordBatchWriter};
@@ -522,7 +526,43 @@ pub fn delta_schema(schema: &SchemaRef) -> std::result::Result<StructType, Strin
         .map_err(|e| format!("the output has no Delta schema: {e}"))
 }
 
+/// deltalake ships log stores for `file://` and `memory://` only; S3 support is
+/// its deltalake-aws crate (the AWS SDK and DynamoDB locking). Delta's default
+/// log store commits a version with a create-only put, which our S3 client does
+/// with `If-None-Match: *` (S3, MinIO): atomic without a lock table. Register it
+/// for `s3://` and `s3a://`.
+fn register_s3_log_store() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for scheme in ["s3://", "s3a://"] {
+            if let Ok(url) = url::Url::parse(scheme) {
+                logstore_factories().insert(url, Arc::new(ConditionalPutLogStores));
+            }
+        }
+    });
+}
+
+struct ConditionalPutLogStores;
+
+impl LogStoreFactory for ConditionalPutLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &url::Url,
+        options: &StorageConfig,
+    ) -> deltalake_core::DeltaResult<LogStoreRef> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
 fn builder(store: &WarehouseStore, location: &str) -> Result<DeltaTableBuilder> {
+    register_s3_log_store();
     let url = url::Url::parse(location)
         .map_err(|e| mismatch(location, format!("not a table URL: {e}")))?;
     Ok(DeltaTableBuilder::from_url(url.clone())
@@ -565,6 +605,28 @@ mod tests {
                 .unwrap_or_default(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn s3_tables_get_a_log_store() {
+        let store = WarehouseStore::new(
+            &icefjord_catalog::Warehouse::S3 {
+                bucket: "lake".into(),
+                prefix: String::new(),
+            },
+            &icefjord_catalog::S3Options {
+                endpoint: Some("http://127.0.0.1:9".into()),
+                allow_http: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Without our registration deltalake refuses s3:// as an unknown location.
+        let log_store = builder(&store, "s3://lake/export/sales")
+            .unwrap()
+            .build_storage()
+            .unwrap();
+        assert_eq!(log_store.root_url().as_str(), "s3://lake/export/sales/");
     }
 
     #[test]

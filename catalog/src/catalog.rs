@@ -16,6 +16,8 @@ use iceberg::{
     Catalog, MetadataLocation, Namespace, NamespaceIdent, TableCommit, TableCreation, TableIdent,
 };
 
+#[cfg(doc)]
+use crate::commit::TableWrite;
 use crate::config::{LakeConfig, Warehouse};
 use crate::db::{CatalogDb, Swap, SwapError};
 use crate::error::{CatalogError, Result};
@@ -172,6 +174,28 @@ impl LakeCatalog {
             });
         }
         self.ensure_namespace(&namespace).await?;
+        let table = self.unregistered(ident, spec).await?;
+        let metadata_location = table.metadata_location_result()?.to_string();
+        if !self
+            .inner
+            .db
+            .insert_table(&namespace, name, &metadata_location)
+            .await?
+        {
+            // Lost a race with another creator; our metadata file is an orphan.
+            let _ = self.inner.file_io.delete(&metadata_location).await;
+            return Err(CatalogError::TableExists {
+                table: display(ident),
+            });
+        }
+        Ok(table)
+    }
+
+    /// A new table's first metadata, written at its default location but not in
+    /// the catalog: a commit that writes it with [`TableWrite::creating`]
+    /// registers it, so the table appears with its first snapshot (or never).
+    pub async fn unregistered(&self, ident: &TableIdent, spec: TableSpec) -> Result<Table> {
+        let (_, name) = split(ident);
         let location = self.default_location(ident);
         let mut properties: HashMap<String, String> = spec.properties.into_iter().collect();
         properties
@@ -192,20 +216,7 @@ impl LakeCatalog {
         metadata
             .write_to(&self.inner.file_io, &metadata_location)
             .await?;
-        let metadata_location = metadata_location.to_string();
-        if !self
-            .inner
-            .db
-            .insert_table(&namespace, name, &metadata_location)
-            .await?
-        {
-            // Lost a race with another creator; our metadata file is an orphan.
-            let _ = self.inner.file_io.delete(&metadata_location).await;
-            return Err(CatalogError::TableExists {
-                table: display(ident),
-            });
-        }
-        self.table_at(ident, &metadata_location).await
+        self.table_at(ident, &metadata_location.to_string()).await
     }
 
     /// Load a table, creating it with `spec` when it does not exist (a concurrent
@@ -229,6 +240,7 @@ impl LakeCatalog {
         &self,
         table: &Table,
         metadata: &TableMetadata,
+        create: bool,
     ) -> Result<Swap> {
         let current = table.metadata_location_result()?;
         let next = MetadataLocation::from_str(current)?
@@ -241,6 +253,7 @@ impl LakeCatalog {
             table: name.to_string(),
             expected: current.to_string(),
             new: next.to_string(),
+            create,
         })
     }
 }
@@ -450,7 +463,9 @@ impl Catalog for LakeCatalog {
     async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
         let current = self.load(commit.identifier()).await?;
         let staged = commit.apply(current.clone())?;
-        let swap = self.write_metadata(&current, staged.metadata()).await?;
+        let swap = self
+            .write_metadata(&current, staged.metadata(), false)
+            .await?;
         match self
             .inner
             .db

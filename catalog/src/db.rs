@@ -59,6 +59,9 @@ pub(crate) struct Swap {
     pub table: String,
     pub expected: String,
     pub new: String,
+    /// The table is not in the catalog yet: the swap registers it (and loses if
+    /// another writer registered it first).
+    pub create: bool,
 }
 
 /// A view definition to publish with a swap.
@@ -469,20 +472,34 @@ impl CatalogDb {
             .await
             .map_err(|e| SwapError::Failed(self.err(e)))?;
         for swap in swaps {
-            let done = sqlx::query(
-                "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2
-                 WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5
-                   AND metadata_location = $6",
-            )
-            .bind(&swap.new)
-            .bind(&swap.expected)
-            .bind(&self.catalog_name)
-            .bind(&swap.namespace)
-            .bind(&swap.table)
-            .bind(&swap.expected)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| SwapError::Failed(self.err(e)))?;
+            let statement = match swap.create {
+                true => sqlx::query(
+                    "INSERT INTO iceberg_tables
+                       (catalog_name, table_namespace, table_name, metadata_location,
+                        previous_metadata_location, iceberg_type)
+                     VALUES ($1, $2, $3, $4, NULL, 'TABLE')
+                     ON CONFLICT (catalog_name, table_namespace, table_name) DO NOTHING",
+                )
+                .bind(&self.catalog_name)
+                .bind(&swap.namespace)
+                .bind(&swap.table)
+                .bind(&swap.new),
+                false => sqlx::query(
+                    "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2
+                     WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5
+                       AND metadata_location = $6",
+                )
+                .bind(&swap.new)
+                .bind(&swap.expected)
+                .bind(&self.catalog_name)
+                .bind(&swap.namespace)
+                .bind(&swap.table)
+                .bind(&swap.expected),
+            };
+            let done = statement
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| SwapError::Failed(self.err(e)))?;
             if done.rows_affected() != 1 {
                 // Dropping the transaction rolls it back.
                 return Err(SwapError::Lost {

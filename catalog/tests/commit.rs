@@ -84,6 +84,7 @@ suite!(
     an_evolved_schema_becomes_current_with_its_snapshot,
     a_schema_evolution_that_lost_its_ids_to_another_writer_conflicts,
     views_are_published_with_the_tables_of_their_commit,
+    a_table_created_by_its_commit_appears_with_its_first_snapshot,
 );
 
 fn schema() -> Schema {
@@ -615,4 +616,42 @@ async fn views_are_published_with_the_tables_of_their_commit(lake: Lake) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("4242"), "{err}");
+}
+
+async fn a_table_created_by_its_commit_appears_with_its_first_snapshot(lake: Lake) {
+    let ident = parse_table("historical.fresh").unwrap();
+    let spec = || TableSpec {
+        schema: schema(),
+        partition_spec: None,
+        properties: BTreeMap::new(),
+    };
+    let staged = lake.catalog.unregistered(&ident, spec()).await.unwrap();
+    assert!(
+        !lake.catalog.exists(&ident).await.unwrap(),
+        "an unregistered table is not in the catalog"
+    );
+    let other = table(&lake, "historical.other", false).await;
+    lake.catalog
+        .commit(CommitId::new("create"))
+        .with_write(
+            TableWrite::append(ident.clone(), vec![file("a", 5, None)]).creating(staged.clone()),
+        )
+        .with_write(TableWrite::append(other, vec![file("b", 1, None)]))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(live_paths(&lake, &ident, "main").await, ["a.parquet"]);
+
+    // Another writer that also meant to create it finds the table registered and
+    // appends to it instead.
+    lake.catalog
+        .commit(CommitId::new("second"))
+        .with_write(TableWrite::append(ident.clone(), vec![file("c", 2, None)]).creating(staged))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["a.parquet", "c.parquet"]
+    );
 }

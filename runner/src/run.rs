@@ -691,6 +691,7 @@ impl<'a> Runner<'a> {
                     None => {
                         self.output_table(&model.ident, &model.partition_by, &schema)
                             .await?
+                            .0
                     }
                 };
                 let published =
@@ -820,6 +821,11 @@ impl<'a> Runner<'a> {
         };
         session.stage(&model.ident, staged)?;
         let rows = new_rows.unwrap_or(written);
+        // A new Iceberg output is registered by the publishing commit.
+        let creating = match (&destination, &existing) {
+            (Destination::Iceberg { table, .. }, None) => Some(table.clone()),
+            _ => None,
+        };
         if let Destination::Delta(output) = destination {
             let file_count = delta_files.len();
             return Ok((
@@ -866,6 +872,9 @@ impl<'a> Runner<'a> {
         let mut write = inputs.into_iter().fold(write, |write, (table, snapshot)| {
             write.with_property(format!("icefjord.input.{table}"), snapshot)
         });
+        if let Some(table) = creating {
+            write = write.creating(table);
+        }
         let mut companion = None;
         if let (Some(input), Some(advanced)) = (&model.incremental_input, &advanced) {
             let property = boundary::property(input);
@@ -895,18 +904,22 @@ impl<'a> Runner<'a> {
             let staged = MemTable::try_new(boundary::schema(), vec![vec![rows.clone()]])?;
             session.stage(&ident, Arc::new(staged))?;
             let mut files = Vec::new();
+            let mut new_table = None;
             if !self.dry_run {
-                let table = self.output_table(&ident, &[], &boundary::schema()).await?;
+                let (table, new) = self.output_table(&ident, &[], &boundary::schema()).await?;
                 let mut writer = TableWriter::new(&table).await?;
                 writer.write(rows).await?;
                 files = writer.close().await?.0;
+                new_table = new.then_some(table);
             }
-            companion = Some(
-                TableWrite::overwrite(ident, files)
-                    .with_property("icefjord.writer", "icefjord run")
-                    .with_property("icefjord.model", model.name.clone())
-                    .with_property("icefjord.run-id", run_id.to_string()),
-            );
+            let mut write = TableWrite::overwrite(ident, files)
+                .with_property("icefjord.writer", "icefjord run")
+                .with_property("icefjord.model", model.name.clone())
+                .with_property("icefjord.run-id", run_id.to_string());
+            if let Some(table) = new_table {
+                write = write.creating(table);
+            }
+            companion = Some(write);
         }
         Ok((
             Output::Table {
@@ -948,14 +961,21 @@ impl<'a> Runner<'a> {
         Ok(inputs)
     }
 
-    /// A table of the run (an output or a boundary table), created from `schema`
-    /// when missing.
+    /// A table of the run (an output or a boundary table), or when the lake has
+    /// none, a new one from `schema` that is not in the catalog yet (`true`): the
+    /// run's commit registers it (`TableWrite::creating`), so a failed run leaves
+    /// no empty table behind.
     async fn output_table(
         &self,
         ident: &iceberg::TableIdent,
         partition_by: &[String],
         schema: &SchemaRef,
-    ) -> Result<Table> {
+    ) -> Result<(Table, bool)> {
+        match self.catalog.load(ident).await {
+            Ok(table) => return Ok((table, false)),
+            Err(CatalogError::TableNotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         let name = icefjord_catalog::display(ident);
         let iceberg = iceberg_schema_for(&name, schema)?;
         let partition_spec = match partition_by.is_empty() {
@@ -963,16 +983,12 @@ impl<'a> Runner<'a> {
             false => Some(partition_spec(&name, partition_by, &iceberg)?),
         };
         let properties = [("icefjord.pipeline".to_string(), self.pipeline.name.clone())];
-        Ok(self
-            .catalog
-            .load_or_create(ident, || {
-                Ok(TableSpec {
-                    schema: iceberg,
-                    partition_spec,
-                    properties: properties.into(),
-                })
-            })
-            .await?)
+        let spec = TableSpec {
+            schema: iceberg,
+            partition_spec,
+            properties: properties.into(),
+        };
+        Ok((self.catalog.unregistered(ident, spec).await?, true))
     }
 
     /// The Delta table of a `target = "delta"` model at its latest version, or a

@@ -356,6 +356,34 @@ async fn a_run_publishes_tables_views_and_history_in_one_commit() {
 async fn a_failed_audit_or_model_publishes_nothing() {
     let (dir, lake) = lake().await;
     add_orders(&lake, &ORDERS).await;
+    // A first run that fails its audit creates no output table at all.
+    let failing_first = write_pipeline(
+        &dir.path().join("first"),
+        PIPELINE,
+        &[
+            FILES[0],
+            ("sale_log.sql", "SELECT id, kind, amount FROM raw.orders"),
+            FILES[2],
+            FILES[3],
+        ],
+    );
+    let report = Runner::new(&lake, &failing_first)
+        .unwrap()
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    for table in [
+        "historical.store_totals",
+        "historical.sale_log",
+        "historical.latest",
+    ] {
+        assert!(
+            !lake.exists(&parse_table(table).unwrap()).await.unwrap(),
+            "{table} was created by a failed run"
+        );
+    }
+
     let pipeline = write_pipeline(&dir.path().join("shop"), PIPELINE, &FILES);
     let first = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
     assert_eq!(first.status, RunStatus::Success, "{first:?}");
@@ -546,10 +574,12 @@ async fn a_dry_run_writes_nothing_and_plan_explains() {
         .find(|m| m.model == "historical.sale_log")
         .unwrap();
     assert_eq!(log.rows, Some(3));
-    assert_eq!(
-        snapshot(&lake, "historical.sale_log").await,
-        None,
-        "nothing published"
+    assert!(
+        !lake
+            .exists(&parse_table("historical.sale_log").unwrap())
+            .await
+            .unwrap(),
+        "nothing published, not even an empty table"
     );
     assert!(lake
         .view(&parse_table("unified.big_stores").unwrap())

@@ -28,12 +28,19 @@
 //!    the same metadata update as its snapshot, after [`check_evolution`] accepted
 //!    it against the table's schema on this attempt: readers never see the new
 //!    files without their columns, or the columns without a writer's files.
-//! 7. **Views ride along.** Views of the commit ([`Commit::with_view`]) are
-//!    created or replaced in the same database transaction as the table swaps.
+//! 7. **Views and Delta versions ride along.** Views of the commit
+//!    ([`Commit::with_view`]) are created or replaced, and Delta tables pinned at
+//!    their new version ([`Commit::with_delta`], see [`crate::delta`]), in the same
+//!    database transaction as the table swaps.
 //! 8. **Ambiguous outcomes are reconciled, never blindly retried.** When the
 //!    database may or may not have applied the swap (a lost connection during
 //!    commit), the tables are reloaded and the commit id looked up: found means
 //!    done; absent means the swap did not land and a retry is safe.
+//! 9. **New tables appear with their first snapshot.** A write to a table the
+//!    catalog does not have yet ([`TableWrite::creating`], on a table from
+//!    [`LakeCatalog::unregistered`]) registers it in the same transaction (an
+//!    insert that loses, and retries as an ordinary write, if another writer
+//!    registered the table first): a failed writer leaves no empty table behind.
 
 mod snapshot;
 
@@ -120,6 +127,8 @@ pub struct TableWrite {
     snapshot_id: Option<i64>,
     /// More partitions a replace-partitions write empties (beyond its files').
     replaced: Vec<iceberg::spec::Struct>,
+    /// The table to register if the catalog does not have it yet.
+    creating: Option<Table>,
 }
 
 impl TableWrite {
@@ -135,6 +144,7 @@ impl TableWrite {
             schema: None,
             snapshot_id: None,
             replaced: Vec::new(),
+            creating: None,
         }
     }
 
@@ -193,6 +203,14 @@ impl TableWrite {
     /// range replaces the range's partitions even where it now produces no rows.
     pub fn with_replaced_partitions(mut self, partitions: Vec<iceberg::spec::Struct>) -> Self {
         self.replaced = partitions;
+        self
+    }
+
+    /// Write to `table` (from [`LakeCatalog::unregistered`]) and register it, if
+    /// the catalog has no table of this name when the commit runs; otherwise
+    /// write to the table the catalog has, as usual.
+    pub fn creating(mut self, table: Table) -> Self {
+        self.creating = Some(table);
         self
     }
 
@@ -320,13 +338,13 @@ impl<'a> Commit<'a> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let tables = self.load_tables().await?;
+            let (tables, created) = self.load_tables().await?;
             if let Some(report) = self.already_applied(&tables, attempt)? {
                 return Ok(report);
             }
             let mut swaps = Vec::with_capacity(tables.len());
             let mut produced = Vec::with_capacity(tables.len());
-            for (write, table) in self.writes.iter_mut().zip(&tables) {
+            for ((write, table), create) in self.writes.iter_mut().zip(&tables).zip(created) {
                 let head = head_of(table.metadata(), &write.branch);
                 let base = *write.base.get_or_insert(head);
                 if base != head {
@@ -344,7 +362,10 @@ impl<'a> Commit<'a> {
                 }
                 let (metadata, snapshot_id) =
                     snapshot::produce(table, write, &extra, &self.id).await?;
-                let swap = self.catalog.write_metadata(table, &metadata).await?;
+                let swap = self
+                    .catalog
+                    .write_metadata(table, &metadata, create)
+                    .await?;
                 produced.push(CommittedTable {
                     table: write.table.clone(),
                     branch: write.branch.clone(),
@@ -368,7 +389,7 @@ impl<'a> Commit<'a> {
                 Err(SwapError::Failed(e)) => return Err(e),
                 Err(SwapError::Ambiguous(e)) => {
                     tracing::warn!(commit_id = %self.id, error = %e, "commit outcome unknown; reconciling by commit id");
-                    let tables = self.load_tables().await?;
+                    let (tables, _) = self.load_tables().await?;
                     if let Some(mut report) = self.already_applied(&tables, attempt)? {
                         report.already_applied = false;
                         return Ok(report);
@@ -393,12 +414,24 @@ impl<'a> Commit<'a> {
         }
     }
 
-    async fn load_tables(&self) -> Result<Vec<Table>> {
+    /// Every written table as the catalog has it now, or the table a write is
+    /// creating (then `true`: its swap registers it).
+    async fn load_tables(&self) -> Result<(Vec<Table>, Vec<bool>)> {
         let mut tables = Vec::with_capacity(self.writes.len());
+        let mut created = Vec::with_capacity(self.writes.len());
         for write in &self.writes {
-            tables.push(self.catalog.load(&write.table).await?);
+            match (self.catalog.load(&write.table).await, &write.creating) {
+                (Err(CatalogError::TableNotFound { .. }), Some(table)) => {
+                    tables.push(table.clone());
+                    created.push(true);
+                }
+                (loaded, _) => {
+                    tables.push(loaded?);
+                    created.push(false);
+                }
+            }
         }
-        Ok(tables)
+        Ok((tables, created))
     }
 
     /// `Some` when every table already holds this commit id on its branch.

@@ -14,15 +14,19 @@
 //! 3. **Audit.** A model's audits run over its staged output. A failed model or
 //!    audit stops the run; later models are skipped.
 //! 4. **Publish.** Only when every model ran and passed, one commit
-//!    (`run:<pipeline>:<run id>`) moves every output table, replaces every view and
-//!    appends the run's rows to `icefjord.runs`, atomically: readers see the whole
-//!    run or none of it. A failed run publishes nothing (its history rows are
+//!    (`run:<pipeline>:<run id>`) moves every output table, replaces every view,
+//!    pins every Delta output's new version and appends the run's rows to
+//!    `icefjord.runs`, atomically: icefjord readers see the whole run or none of it. A failed run publishes nothing (its history rows are
 //!    committed on their own); the data files it wrote are never referenced.
 //! 5. **Idempotent.** A run id whose publish commit is in `icefjord.runs` is done:
 //!    running it again does nothing. A failed run id can be run again.
 //!
-//! A new output table is created (empty) when its model first runs, before
-//! publishing; everything a reader could see before the run stays as it was.
+//! A new Iceberg output table is registered by the publishing commit itself
+//! (`TableWrite::creating`): until then no reader sees it, and a failed run
+//! leaves none behind. Delta outputs (`target = "delta"`) are written the same
+//! way and committed as one Delta version each just before that commit, which
+//! pins them (see `publish`); a new Delta table gets its empty version 0 when its
+//! model first runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

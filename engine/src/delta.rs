@@ -22,13 +22,9 @@ use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::project_schema;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::FileScanConfigBuilder;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
@@ -53,7 +49,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{EngineError, Result};
-use crate::scan::{balance, StagedMode};
+use crate::scan::{parquet_scan, StagedMode};
 use crate::write::{conform, WriteMetrics};
 
 /// A data file of a Delta table, as its log records it.
@@ -71,6 +67,8 @@ pub struct DeltaOutput {
     table: DeltaTable,
     location: String,
     store: WarehouseStore,
+    /// The opened version's files, schema and partitioning (read from the log once).
+    published: DeltaScan,
 }
 
 impl DeltaOutput {
@@ -86,11 +84,16 @@ impl DeltaOutput {
             return Ok(None);
         }
         table.load().await.map_err(delta(location))?;
-        Ok(Some(Self {
+        Ok(Some(Self::opened(table, store, location).await?))
+    }
+
+    async fn opened(table: DeltaTable, store: &WarehouseStore, location: &str) -> Result<Self> {
+        Ok(Self {
+            published: DeltaScan::of(&table, location, store).await?,
             table,
             location: location.to_string(),
             store: store.clone(),
-        }))
+        })
     }
 
     /// Create the Delta table at `location` (version 0, no files) with `schema`,
@@ -114,11 +117,7 @@ impl DeltaOutput {
             .with_save_mode(SaveMode::ErrorIfExists)
             .await
             .map_err(delta(location))?;
-        Ok(Self {
-            table,
-            location: location.to_string(),
-            store: store.clone(),
-        })
+        Self::opened(table, store, location).await
     }
 
     pub fn location(&self) -> &str {
@@ -131,14 +130,12 @@ impl DeltaOutput {
     }
 
     /// The table's columns as Arrow.
-    pub fn schema(&self) -> Result<SchemaRef> {
-        let snapshot = self.table.snapshot().map_err(delta(&self.location))?;
-        arrow_schema(&self.location, &snapshot.schema())
+    pub fn schema(&self) -> SchemaRef {
+        self.published.schema.clone()
     }
 
-    pub fn partition_columns(&self) -> Result<Vec<String>> {
-        let snapshot = self.table.snapshot().map_err(delta(&self.location))?;
-        Ok(snapshot.metadata().partition_columns().to_vec())
+    pub fn partition_columns(&self) -> &[String] {
+        &self.published.partition_columns
     }
 
     /// A writer of new data files (uncommitted until [`DeltaOutput::commit`]).
@@ -152,7 +149,7 @@ impl DeltaOutput {
             .with_writer_properties(props);
         Ok(DeltaWriter {
             location: self.location.clone(),
-            schema: self.schema()?,
+            schema: self.schema(),
             inner,
             adds: Vec::new(),
             rows: 0,
@@ -160,12 +157,12 @@ impl DeltaOutput {
     }
 
     /// The table at its opened version, with `staged` files read as if committed.
-    pub async fn scan(&self, staged: Option<(Vec<Add>, StagedMode)>) -> Result<DeltaScan> {
-        let mut scan = DeltaScan::of(&self.table, &self.location, &self.store).await?;
+    pub fn scan(&self, staged: Option<(Vec<Add>, StagedMode)>) -> DeltaScan {
+        let mut scan = self.published.clone();
         if let Some((files, mode)) = staged {
             scan.stage(files, mode);
         }
-        Ok(scan)
+        scan
     }
 
     /// Commit `files` as one new version, as `mode` says, unless a version with
@@ -175,8 +172,7 @@ impl DeltaOutput {
             return Ok(version);
         }
         let snapshot = self.table.snapshot().map_err(delta(&self.location))?;
-        let current = files_of(&self.table, &self.location).await?;
-        let removed = removed(&current, &files, mode);
+        let removed = removed(&self.published.files, &files, mode);
         let now = chrono::Utc::now().timestamp_millis();
         let mut actions: Vec<Action> = removed
             .into_iter()
@@ -481,26 +477,20 @@ impl TableProvider for DeltaScan {
             file.partition_values = values;
             files.push(file);
         }
-        let target = state.config_options().execution.target_partitions.max(1);
-        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let file_schema = Arc::new(Schema::new(data));
-        let source = format.file_source(TableSchema::new(file_schema, partitions));
-        let url = ObjectStoreUrl::parse(
-            self.store
-                .base_url()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?
-                .as_str(),
-        )?;
         let indices = match projection {
             Some(projection) => projection.iter().map(|&i| order[i]).collect(),
             None => order,
         };
-        let config = FileScanConfigBuilder::new(url, source)
-            .with_file_groups(balance(files, target))
-            .with_projection_indices(Some(indices))?
-            .with_limit(limit)
-            .build();
-        format.create_physical_plan(state, config).await
+        let file_schema = Arc::new(Schema::new(data));
+        parquet_scan(
+            state,
+            &self.store,
+            TableSchema::new(file_schema, partitions),
+            files,
+            Some(indices),
+            limit,
+        )
+        .await
     }
 }
 

@@ -231,22 +231,20 @@ impl TableProvider for IcebergTable {
                     .with_statistics(Arc::new(stats)),
             );
         }
-        let target = state.config_options().execution.target_partitions.max(1);
-        let groups = balance(files, target);
-        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let source = format.file_source(TableSchema::from_file_schema(self.schema.clone()));
-        let url = ObjectStoreUrl::parse(self.store.base_url().map_err(external)?.as_str())?;
         // A fixed filter needs its columns: scan them all, filter, then project.
         let (scan_projection, scan_limit) = match &self.filter {
             Some(_) => (None, None),
             None => (projection.cloned(), limit),
         };
-        let config = FileScanConfigBuilder::new(url, source)
-            .with_file_groups(groups)
-            .with_projection_indices(scan_projection)?
-            .with_limit(scan_limit)
-            .build();
-        let plan = format.create_physical_plan(state, config).await?;
+        let plan = parquet_scan(
+            state,
+            &self.store,
+            TableSchema::from_file_schema(self.schema.clone()),
+            files,
+            scan_projection,
+            scan_limit,
+        )
+        .await?;
         let Some(filter) = &self.filter else {
             return Ok(plan);
         };
@@ -274,8 +272,31 @@ impl TableProvider for IcebergTable {
     }
 }
 
+/// DataFusion's own Parquet scan of `files` on the warehouse store, spread over
+/// the session's target partitions (`projection` indexes `table_schema`'s
+/// columns: file columns, then partition columns).
+pub(crate) async fn parquet_scan(
+    state: &dyn Session,
+    store: &WarehouseStore,
+    table_schema: TableSchema,
+    files: Vec<PartitionedFile>,
+    projection: Option<Vec<usize>>,
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let target = state.config_options().execution.target_partitions.max(1);
+    let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+    let source = format.file_source(table_schema);
+    let url = ObjectStoreUrl::parse(store.base_url().map_err(external)?.as_str())?;
+    let config = FileScanConfigBuilder::new(url, source)
+        .with_file_groups(balance(files, target))
+        .with_projection_indices(projection)?
+        .with_limit(limit)
+        .build();
+    format.create_physical_plan(state, config).await
+}
+
 /// Spread files over `n` groups, largest first onto the lightest group.
-pub(crate) fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
     files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> =
         (0..n.min(files.len())).map(|_| (0, Vec::new())).collect();

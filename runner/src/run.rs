@@ -118,11 +118,11 @@ enum Destination {
 }
 
 impl Destination {
-    async fn published(&self) -> Result<Arc<dyn TableProvider>> {
-        Ok(match self {
+    fn published(&self) -> Arc<dyn TableProvider> {
+        match self {
             Self::Iceberg { published, .. } => Arc::new(published.clone()),
-            Self::Delta(output) => Arc::new(output.scan(None).await?),
-        })
+            Self::Delta(output) => Arc::new(output.scan(None)),
+        }
     }
 }
 
@@ -704,11 +704,11 @@ impl<'a> Runner<'a> {
             }
             Target::Delta => {
                 let output = self.delta_output(model, &schema).await?;
-                schema = output.schema()?;
+                schema = output.schema();
                 Destination::Delta(output)
             }
         };
-        let published = destination.published().await?;
+        let published = destination.published();
         let base = match &destination {
             Destination::Iceberg { table, .. } => table.metadata().current_snapshot_id(),
             Destination::Delta(output) => Some(output.version() as i64),
@@ -767,7 +767,7 @@ impl<'a> Runner<'a> {
                 )))
             }
         };
-        let mut written = 0u64;
+        let written: u64;
         let mut files = Vec::new();
         let mut delta_files = Vec::new();
         let mut replaced = Vec::new();
@@ -793,11 +793,11 @@ impl<'a> Runner<'a> {
                 Destination::Iceberg { table, published } => {
                     let mut writer = TableWriter::new(table).await?;
                     while let Some(batch) = stream.next().await {
-                        let batch = batch?;
-                        written += batch.num_rows() as u64;
-                        writer.write(batch).await?;
+                        writer.write(batch?).await?;
                     }
-                    files = writer.close().await?.0;
+                    let metrics;
+                    (files, metrics) = writer.close().await?;
+                    written = metrics.rows;
                     if let (Some(axis), Some(ranges)) = (&model.time, &ranges) {
                         // The processed ranges' partitions are replaced whole,
                         // also where the query no longer produces rows.
@@ -814,12 +814,12 @@ impl<'a> Runner<'a> {
                 Destination::Delta(output) => {
                     let mut writer = output.writer()?;
                     while let Some(batch) = stream.next().await {
-                        let batch = batch?;
-                        written += batch.num_rows() as u64;
-                        writer.write(batch).await?;
+                        writer.write(batch?).await?;
                     }
-                    delta_files = writer.close().await?.0;
-                    Arc::new(output.scan(Some((delta_files.clone(), mode))).await?)
+                    let metrics;
+                    (delta_files, metrics) = writer.close().await?;
+                    written = metrics.rows;
+                    Arc::new(output.scan(Some((delta_files.clone(), mode))))
                 }
             }
         };
@@ -1016,13 +1016,13 @@ impl<'a> Runner<'a> {
         };
         if let Some(output) = DeltaOutput::open(store, &location).await? {
             let wanted = model.partition_by.clone();
-            if output.partition_columns()? != wanted {
+            if output.partition_columns() != wanted {
                 return Err(model
                     .error(
                         Some("partition_by"),
                         format!(
                             "the Delta table at {location} is partitioned by {:?}, not {wanted:?}",
-                            output.partition_columns()?
+                            output.partition_columns()
                         ),
                     )
                     .into());

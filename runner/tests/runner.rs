@@ -588,6 +588,21 @@ async fn a_dry_run_writes_nothing_and_plan_explains() {
         .is_none());
 }
 
+/// Run `pipeline` re-running the interval `[start, end)` (µs).
+async fn run_interval(
+    lake: &LakeCatalog,
+    pipeline: &Pipeline,
+    start: i64,
+    end: i64,
+) -> icefjord_runner::RunReport {
+    Runner::new(lake, pipeline)
+        .unwrap()
+        .with_interval(Some((start, end)))
+        .run()
+        .await
+        .unwrap()
+}
+
 /// Append visits `(day of October 2023, hour, n)` to `raw.visits`.
 async fn add_visits(lake: &LakeCatalog, visits: &[(u32, u32, i64)]) {
     write_visits(lake, visits, false).await;
@@ -664,12 +679,7 @@ partition_by = ["day(day)"]
     // --interval re-runs the 28th only: its partition is replaced, the others kept.
     let start = icefjord_runner::interval::parse_instant("2023-10-28").unwrap();
     let end = icefjord_runner::interval::parse_instant("2023-10-29").unwrap();
-    let rerun = Runner::new(&lake, &pipeline)
-        .unwrap()
-        .with_interval(Some((start, end)))
-        .run()
-        .await
-        .unwrap();
+    let rerun = run_interval(&lake, &pipeline, start, end).await;
     assert_eq!(rerun.status, RunStatus::Success, "{rerun:?}");
     assert_eq!(rerun.models[0].rows, Some(1));
     let rows = query(&lake, daily).await;
@@ -680,12 +690,7 @@ partition_by = ["day(day)"]
     // 29th now produces no row for the 28th: its partition is emptied all the same.
     write_visits(&lake, &[(27, 1, 1), (27, 5, 2), (29, 23, 100)], true).await;
     let end = icefjord_runner::interval::parse_instant("2023-10-30").unwrap();
-    let rerun = Runner::new(&lake, &pipeline)
-        .unwrap()
-        .with_interval(Some((start, end)))
-        .run()
-        .await
-        .unwrap();
+    let rerun = run_interval(&lake, &pipeline, start, end).await;
     assert_eq!(rerun.status, RunStatus::Success, "{rerun:?}");
     let rows = query(&lake, daily).await;
     assert_eq!(int64s(&rows, 1), [3, 100]);

@@ -582,6 +582,7 @@ fn mismatch(location: &str, message: String) -> EngineError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::HashMap;
 

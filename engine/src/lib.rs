@@ -18,6 +18,7 @@ pub mod error;
 pub mod fresh;
 pub mod generate;
 pub mod partition;
+pub mod partitionwise;
 pub mod scan;
 pub mod schema;
 pub mod session;

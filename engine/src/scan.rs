@@ -23,10 +23,12 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::TableSchema;
 use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::spec::{Literal, PrimitiveLiteral, Transform};
 use iceberg::table::Table;
 use icefjord_catalog::{commit::live_entries, CatalogError, WarehouseStore};
 
 use crate::error::Result;
+use crate::partitionwise::{FilePartition, Grain, PartitionField, PartitionKey};
 
 /// One snapshot of an Iceberg table, readable by DataFusion.
 #[derive(Debug, Clone)]
@@ -40,6 +42,10 @@ pub struct IcebergTable {
     after_sequence: Option<i64>,
     /// A row filter always applied (not a pushed-down hint).
     filter: Option<Expr>,
+    /// Source column and grain of each field of the table's partition spec (`None`
+    /// for other transforms), when it has a single spec (see
+    /// [`crate::partitionwise`]).
+    partition_fields: Option<Vec<Option<(String, Grain)>>>,
 }
 
 /// Data files written but not committed, read as if a commit had added them: how
@@ -80,6 +86,26 @@ impl IcebergTable {
                 .map(|f| f.as_ref().clone().with_metadata(Default::default()))
                 .collect::<Vec<_>>(),
         ));
+        let metadata = table.metadata();
+        let partition_fields = (metadata.partition_specs_iter().count() == 1).then(|| {
+            metadata
+                .default_partition_spec()
+                .fields()
+                .iter()
+                .map(|f| {
+                    let column = iceberg_schema.field_by_id(f.source_id)?.name.clone();
+                    let grain = match f.transform {
+                        Transform::Identity => Some(Grain::Identity),
+                        Transform::Hour => Some(Grain::Hour),
+                        Transform::Day => Some(Grain::Day),
+                        Transform::Month => Some(Grain::Month),
+                        Transform::Year => Some(Grain::Year),
+                        _ => None,
+                    };
+                    Some((column, grain?))
+                })
+                .collect()
+        });
         Ok(Self {
             table,
             snapshot_id,
@@ -88,6 +114,7 @@ impl IcebergTable {
             staged: None,
             after_sequence: None,
             filter: None,
+            partition_fields,
         })
     }
 
@@ -134,6 +161,42 @@ impl IcebergTable {
 
     pub fn table(&self) -> &Table {
         &self.table
+    }
+
+    /// The partition `file` holds, by source column and grain, for
+    /// [`crate::partitionwise`]; `None` unless the table has a single spec.
+    fn file_partition(&self, file: &iceberg::spec::DataFile) -> Option<FilePartition> {
+        let spec = self.partition_fields.as_ref()?;
+        let values = file.partition();
+        if values.fields().len() != spec.len() {
+            return None;
+        }
+        let fields = spec
+            .iter()
+            .zip(values.iter())
+            .filter_map(|(field, value)| {
+                let (column, grain) = field.as_ref()?;
+                let value = match value {
+                    None => Some(None),
+                    Some(Literal::Primitive(PrimitiveLiteral::Int(v))) => {
+                        Some(Some(PartitionKey::Int(i64::from(*v))))
+                    }
+                    Some(Literal::Primitive(PrimitiveLiteral::Long(v))) => {
+                        Some(Some(PartitionKey::Int(*v)))
+                    }
+                    Some(Literal::Primitive(PrimitiveLiteral::String(v))) => {
+                        Some(Some(PartitionKey::Str(v.clone())))
+                    }
+                    Some(_) => None,
+                };
+                Some(PartitionField {
+                    column: column.clone(),
+                    grain: *grain,
+                    value,
+                })
+            })
+            .collect();
+        Some(FilePartition { fields })
     }
 
     fn has_delete_files(&self) -> bool {
@@ -226,10 +289,12 @@ impl TableProvider for IcebergTable {
                 total_byte_size: Precision::Inexact(entry.file_size_in_bytes() as usize),
                 column_statistics: Statistics::unknown_column(&self.schema),
             };
-            files.push(
-                PartitionedFile::new(path.to_string(), entry.file_size_in_bytes())
-                    .with_statistics(Arc::new(stats)),
-            );
+            let mut file = PartitionedFile::new(path.to_string(), entry.file_size_in_bytes())
+                .with_statistics(Arc::new(stats));
+            if let Some(partition) = self.file_partition(entry) {
+                file = file.with_extensions(Arc::new(partition));
+            }
+            files.push(file);
         }
         // A fixed filter needs its columns: scan them all, filter, then project.
         let (scan_projection, scan_limit) = match &self.filter {

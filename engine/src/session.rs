@@ -26,6 +26,9 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+
+use crate::partitionwise::with_partitionwise_aggregation;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use iceberg::{NamespaceIdent, TableIdent};
 use icefjord_catalog::{CatalogError, CatalogState, LakeCatalog, CATALOG_NAME};
@@ -88,6 +91,9 @@ impl LakeSession {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rules(with_partitionwise_aggregation(
+                PhysicalOptimizer::new().rules,
+            ))
             .build();
         let ctx = SessionContext::new_with_state(state);
         let provider = Arc::new(LakeCatalogProvider {

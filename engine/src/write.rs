@@ -17,8 +17,6 @@ use iceberg::writer::file_writer::location_generator::{
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::file_writer::ParquetWriterBuilder;
-use iceberg::writer::partitioning::fanout_writer::FanoutWriter;
-use iceberg::writer::partitioning::PartitioningWriter;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -37,55 +35,132 @@ type FileWriter =
 /// and writing slivers one by one costs more than copying them together once.
 const GATHER_ROWS: usize = 8192;
 
+/// A partition that no row has arrived for during this many rows (of any
+/// partition) is finished: its file is closed (see [`Partitioned`]).
+const COLD_ROWS: u64 = 1 << 20;
+
+/// How often (in arriving rows) to look for finished partitions.
+const COLD_CHECK_ROWS: u64 = 1 << 16;
+
+/// A partition's open file and the rows gathered for it.
+struct OpenPartition {
+    key: PartitionKey,
+    writer: Option<FileWriter>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    /// [`Partitioned::arrived`] after the last batch that had rows for it.
+    last_arrival: u64,
+}
+
+/// Writes each partition's rows to its own files.
+///
+/// Every partition gets an open file when its first row arrives. A partition that
+/// no row has arrived for during [`COLD_ROWS`] rows is closed, so input that comes
+/// clustered by partition (ordered query output, a sink's time-ordered events)
+/// keeps only the few partitions it is passing through open: each open Parquet
+/// file holds page buffers and dictionaries for all its columns, and 70 of them
+/// cost more memory and CPU (fresh pages) than the data. Input spread over all
+/// partitions keeps every partition warm, and so every file open (a fan-out
+/// writer). A partition that comes back after being closed gets another file.
 struct Partitioned {
     splitter: PartitionSplitter,
-    fanout: FanoutWriter<FileWriterBuilder>,
-    /// Per partition, rows not yet written (fewer than [`GATHER_ROWS`]).
-    pending: HashMap<Struct, (PartitionKey, Vec<RecordBatch>, usize)>,
+    builder: FileWriterBuilder,
+    open: HashMap<Struct, OpenPartition>,
+    /// Rows that have arrived so far.
+    arrived: u64,
+    /// `arrived` at the last look for finished partitions.
+    checked: u64,
+    /// [`COLD_ROWS`] unless set by [`TableWriter::with_cold_rows`].
+    cold_rows: u64,
+    files: Vec<DataFile>,
 }
 
 impl Partitioned {
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        // Every partition of this batch counts as arrived at its end.
+        self.arrived += batch.num_rows() as u64;
+        let arrived = self.arrived;
         for (key, part) in self.splitter.split(batch)? {
             let full = {
                 let entry = self
-                    .pending
+                    .open
                     .entry(key.data().clone())
-                    .or_insert_with(|| (key.clone(), Vec::new(), 0));
-                entry.2 += part.num_rows();
-                entry.1.push(part);
-                entry.2 >= GATHER_ROWS
+                    .or_insert_with(|| OpenPartition {
+                        key: key.clone(),
+                        writer: None,
+                        pending: Vec::new(),
+                        pending_rows: 0,
+                        last_arrival: arrived,
+                    });
+                entry.last_arrival = arrived;
+                entry.pending_rows += part.num_rows();
+                entry.pending.push(part);
+                entry.pending_rows >= GATHER_ROWS
             };
             if full {
-                self.flush(key.data()).await?;
+                let partition = key.data().clone();
+                if let Some(open) = self.open.get_mut(&partition) {
+                    Self::flush(&self.builder, open).await?;
+                }
+            }
+        }
+        if self.arrived - self.checked >= COLD_CHECK_ROWS.min(self.cold_rows) {
+            self.checked = self.arrived;
+            let cold: Vec<Struct> = self
+                .open
+                .iter()
+                .filter(|(_, open)| self.arrived - open.last_arrival > self.cold_rows)
+                .map(|(partition, _)| partition.clone())
+                .collect();
+            for partition in cold {
+                if let Some(open) = self.open.remove(&partition) {
+                    self.finish(open).await?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Write a partition's pending rows as one batch.
-    async fn flush(&mut self, partition: &Struct) -> Result<()> {
-        if let Some((key, parts, _)) = self.pending.remove(partition) {
-            let batch = match parts.len() {
-                1 => parts.into_iter().next(),
-                _ => parts
-                    .first()
-                    .map(|first| concat_batches(&first.schema(), &parts))
-                    .transpose()?,
-            };
-            if let Some(batch) = batch {
-                self.fanout.write(key, batch).await?;
-            }
+    /// Write a partition's gathered rows as one batch.
+    async fn flush(builder: &FileWriterBuilder, open: &mut OpenPartition) -> Result<()> {
+        let parts = std::mem::take(&mut open.pending);
+        open.pending_rows = 0;
+        let batch = match parts.len() {
+            0 => return Ok(()),
+            1 => parts.into_iter().next(),
+            _ => parts
+                .first()
+                .map(|first| concat_batches(&first.schema(), &parts))
+                .transpose()?,
+        };
+        let Some(batch) = batch else {
+            return Ok(());
+        };
+        let writer = match &mut open.writer {
+            Some(writer) => writer,
+            None => open
+                .writer
+                .insert(builder.build(Some(open.key.clone())).await?),
+        };
+        writer.write(batch).await?;
+        Ok(())
+    }
+
+    /// Write a partition's last rows and close its file.
+    async fn finish(&mut self, mut open: OpenPartition) -> Result<()> {
+        Self::flush(&self.builder, &mut open).await?;
+        if let Some(mut writer) = open.writer {
+            self.files.extend(writer.close().await?);
         }
         Ok(())
     }
 
     async fn close(mut self) -> Result<Vec<DataFile>> {
-        let partitions: Vec<Struct> = self.pending.keys().cloned().collect();
-        for partition in partitions {
-            self.flush(&partition).await?;
+        let open: Vec<OpenPartition> = self.open.drain().map(|(_, open)| open).collect();
+        for partition in open {
+            self.finish(partition).await?;
         }
-        Ok(self.fanout.close().await?)
+        Ok(self.files)
     }
 }
 
@@ -159,8 +234,12 @@ impl TableWriter {
         } else {
             Sink::Partitioned(Box::new(Partitioned {
                 splitter: PartitionSplitter::try_new(iceberg_schema, spec)?,
-                fanout: FanoutWriter::new(builder),
-                pending: HashMap::new(),
+                builder,
+                open: HashMap::new(),
+                arrived: 0,
+                checked: 0,
+                cold_rows: COLD_ROWS,
+                files: Vec::new(),
             }))
         };
         Ok(Self {
@@ -169,6 +248,23 @@ impl TableWriter {
             sink,
             rows: 0,
         })
+    }
+
+    /// Close a partition's file once no row has arrived for it during `rows` rows
+    /// (default 1 Mi rows; see [`COLD_ROWS`]).
+    pub fn with_cold_rows(mut self, rows: u64) -> Self {
+        if let Sink::Partitioned(p) = &mut self.sink {
+            p.cold_rows = rows.max(1);
+        }
+        self
+    }
+
+    /// Partitions with an open file or rows not yet written (0 when unpartitioned).
+    pub fn open_partitions(&self) -> usize {
+        match &self.sink {
+            Sink::Unpartitioned(_) => 0,
+            Sink::Partitioned(p) => p.open.len(),
+        }
     }
 
     /// The Arrow schema of the table (with Iceberg field ids in the field metadata).

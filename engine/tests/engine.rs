@@ -357,3 +357,211 @@ async fn since_tables_read_the_rows_past_an_outputs_boundary_from_newer_files() 
         8
     );
 }
+
+/// Create `ns.name` with columns `ts` (timestamp) and `n` (long), partitioned by
+/// `day(ts)`.
+async fn daily_table(lake: &LakeCatalog, name: &str) -> iceberg::TableIdent {
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+    let ident = parse_table(name).unwrap();
+    let schema = Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "ts", Type::Primitive(PrimitiveType::Timestamp)).into(),
+            NestedField::required(2, "n", Type::Primitive(PrimitiveType::Long)).into(),
+        ])
+        .build()
+        .unwrap();
+    let partition_spec =
+        icefjord_engine::schema::partition_spec(name, &["day(ts)".to_string()], &schema).unwrap();
+    lake.create(
+        &ident,
+        icefjord_catalog::TableSpec {
+            schema,
+            partition_spec: Some(partition_spec),
+            properties: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    ident
+}
+
+/// A batch of `daily_table`'s schema: one row per `(day, n)`, at noon of `day`.
+fn daily_batch(
+    schema: &arrow::datatypes::SchemaRef,
+    rows: &[(i64, i64)],
+) -> arrow::array::RecordBatch {
+    use arrow::array::TimestampMicrosecondArray;
+    const DAY_US: i64 = 86_400_000_000;
+    let ts = TimestampMicrosecondArray::from_iter_values(
+        rows.iter().map(|(day, _)| day * DAY_US + DAY_US / 2),
+    );
+    let n = Int64Array::from_iter_values(rows.iter().map(|(_, n)| *n));
+    arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![std::sync::Arc::new(ts), std::sync::Arc::new(n)],
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn partitioned_writes_close_finished_partitions_and_keep_spread_ones_open() {
+    let (_dir, lake) = lake().await;
+    let ident = daily_table(&lake, "t.daily").await;
+    let table = lake.load(&ident).await.unwrap();
+
+    // Clustered input: 20 days, one after the other, 1 000 rows each in batches of
+    // 250. A day no row came for during 600 rows is finished.
+    let mut writer = icefjord_engine::TableWriter::new(&table)
+        .await
+        .unwrap()
+        .with_cold_rows(600);
+    let schema = writer.schema().clone();
+    let mut most_open = 0;
+    for day in 0..20 {
+        for chunk in 0..4 {
+            let rows: Vec<_> = (0..250).map(|i| (day, chunk * 250 + i)).collect();
+            writer.write(daily_batch(&schema, &rows)).await.unwrap();
+            most_open = most_open.max(writer.open_partitions());
+        }
+    }
+    let (files, metrics) = writer.close().await.unwrap();
+    assert_eq!(metrics.rows, 20_000);
+    assert!(
+        most_open <= 3,
+        "clustered input kept {most_open} partitions open"
+    );
+    let partitions: std::collections::HashSet<_> =
+        files.iter().map(|f| f.partition().clone()).collect();
+    assert_eq!(files.len(), 20, "one file per day");
+    assert_eq!(partitions.len(), 20);
+
+    // Spread input: every batch holds rows of all 20 days, so none goes cold, and
+    // each day still gets one file.
+    let mut writer = icefjord_engine::TableWriter::new(&table)
+        .await
+        .unwrap()
+        .with_cold_rows(600);
+    let mut least_open = usize::MAX;
+    for round in 0..20 {
+        let rows: Vec<_> = (0..20)
+            .flat_map(|day| (0..50).map(move |i| (day, round * 50 + i)))
+            .collect();
+        writer.write(daily_batch(&schema, &rows)).await.unwrap();
+        least_open = least_open.min(writer.open_partitions());
+    }
+    let (files, metrics) = writer.close().await.unwrap();
+    assert_eq!(metrics.rows, 20_000);
+    assert_eq!(least_open, 20);
+    assert_eq!(files.len(), 20, "one file per day");
+    let rows: u64 = files.iter().map(|f| f.record_count()).sum();
+    assert_eq!(rows, 20_000);
+}
+
+/// `query` through the lake session and through stock DataFusion (no Icefjord
+/// optimizer rules) over the same table, both sorted: (lake plan, lake rows, stock rows).
+async fn lake_and_stock(
+    lake: &LakeCatalog,
+    table: &str,
+    query: &str,
+) -> (String, Vec<String>, Vec<String>) {
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    let config = SessionConfig::new().with_target_partitions(2);
+    let session = LakeSession::with_config(lake, config.clone())
+        .await
+        .unwrap();
+    let plan = session.query(&format!("EXPLAIN {query}")).await.unwrap();
+    let plan = arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    let rows = |batches: &[arrow::array::RecordBatch]| {
+        let text = arrow::util::pretty::pretty_format_batches(batches)
+            .unwrap()
+            .to_string();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .skip(1)
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let ours = rows(&session.query(query).await.unwrap());
+
+    let ident = parse_table(table).unwrap();
+    let provider = session.table(&ident, AsOf::Current).await.unwrap();
+    let stock = SessionContext::new_with_config(config);
+    let store = lake.store();
+    stock
+        .runtime_env()
+        .register_object_store(&store.base_url().unwrap(), store.client().unwrap());
+    stock
+        .register_table("t", std::sync::Arc::new(provider))
+        .unwrap();
+    let theirs = rows(
+        &stock
+            .sql(&query.replace(table, "t"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+    );
+    (plan, ours, theirs)
+}
+
+#[tokio::test]
+async fn aggregations_keyed_within_a_partition_run_one_partition_at_a_time() {
+    let (_dir, lake) = lake().await;
+    // Events ~10 s apart: 12 day partitions, two runs' files in most of them.
+    Demo::new(&lake).with_events(60_000).run().await.unwrap();
+    Demo::new(&lake)
+        .with_events(100_000)
+        .with_seed(3)
+        .run()
+        .await
+        .unwrap();
+
+    // The hour pins the day partition: aligned, same rows as stock DataFusion.
+    let hourly = "SELECT date_trunc('hour', event_time) AS hour, store_id, count(*) AS n, \
+                  sum(quantity) AS q FROM raw.retail_events GROUP BY 1, 2";
+    let (plan, ours, theirs) = lake_and_stock(&lake, "raw.retail_events", hourly).await;
+    assert!(plan.contains("PartitionAlignedExec"), "{plan}");
+    assert!(plan.contains("__icefjord_partition"), "{plan}");
+    assert!(ours.len() > 500, "{} groups", ours.len());
+    assert_eq!(ours, theirs);
+
+    // The raw timestamp pins it too.
+    let exact = "SELECT event_time, count(*) AS n FROM raw.retail_events GROUP BY event_time";
+    let (plan, ours, theirs) = lake_and_stock(&lake, "raw.retail_events", exact).await;
+    assert!(plan.contains("PartitionAlignedExec"), "{plan}");
+    assert_eq!(ours, theirs);
+
+    // Aligned aggregations inside bigger queries: their output partitioning is
+    // not DataFusion's hash partitioning, so a join above must repartition.
+    for query in [
+        "SELECT a.hour, a.n, b.stores FROM (SELECT date_trunc('hour', event_time) AS hour, \
+         count(*) AS n FROM raw.retail_events GROUP BY 1) a JOIN (SELECT date_trunc('hour', \
+         event_time) AS hour, count(DISTINCT store_id) AS stores FROM raw.retail_events \
+         GROUP BY 1) b ON a.hour = b.hour",
+        "SELECT date_trunc('minute', event_time) AS m, sum(quantity) AS q FROM raw.retail_events \
+         WHERE store_id < 5 GROUP BY 1 HAVING count(*) > 1 ORDER BY q DESC, m LIMIT 20",
+    ] {
+        let (plan, ours, theirs) = lake_and_stock(&lake, "raw.retail_events", query).await;
+        assert!(plan.contains("PartitionAlignedExec"), "{query}: {plan}");
+        assert!(!ours.is_empty());
+        assert_eq!(ours, theirs, "{query}");
+    }
+
+    // A month spans day partitions, a store is not a time: left to DataFusion.
+    for query in [
+        "SELECT date_trunc('month', event_time) AS m, count(*) AS n FROM raw.retail_events GROUP BY 1",
+        "SELECT date_trunc('week', event_time) AS w, count(*) AS n FROM raw.retail_events GROUP BY 1",
+        "SELECT store_id, sum(quantity) AS q FROM raw.retail_events GROUP BY 1",
+    ] {
+        let (plan, ours, theirs) = lake_and_stock(&lake, "raw.retail_events", query).await;
+        assert!(!plan.contains("PartitionAlignedExec"), "{query}: {plan}");
+        assert!(!ours.is_empty());
+        assert_eq!(ours, theirs, "{query}");
+    }
+}

@@ -142,47 +142,6 @@ pub fn parse_range(text: &str) -> Option<(i64, i64)> {
 /// The summary property holding the done ranges.
 pub const PROPERTY: &str = "icefjord.intervals";
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn at(text: &str) -> i64 {
-        parse_instant(text).unwrap()
-    }
-
-    #[test]
-    fn missing_intervals_skip_what_is_done_and_merge() {
-        let done = vec![(at("2023-10-27"), at("2023-10-29"))];
-        let gaps = missing(Grain::Day, at("2023-10-26"), at("2023-11-01"), &done);
-        assert_eq!(
-            gaps,
-            vec![
-                (at("2023-10-26"), at("2023-10-27")),
-                (at("2023-10-29"), at("2023-11-01"))
-            ]
-        );
-        assert_eq!(
-            missing(Grain::Month, at("2023-12-15"), at("2024-02-01"), &vec![]),
-            vec![(at("2023-12-01"), at("2024-02-01"))]
-        );
-        assert_eq!(
-            Grain::Hour.floor(at("2023-10-27 10:59:59")),
-            at("2023-10-27 10:00:00")
-        );
-        assert_eq!(
-            merged(vec![(5, 7), (1, 3), (3, 4), (6, 9)]),
-            vec![(1, 4), (5, 9)]
-        );
-        assert_eq!(
-            parse_range("2023-10-27/2023-10-28"),
-            Some((at("2023-10-27"), at("2023-10-28")))
-        );
-        assert_eq!(parse_range("2023-10-28/2023-10-27"), None);
-        assert_eq!(parse_range("yesterday/today"), None);
-    }
-}
-
 /// The partitions of `table` (its default spec) whose `grain(column)` value lies
 /// in `ranges`: what re-running those ranges replaces, including partitions the
 /// re-run no longer writes rows to.
@@ -246,5 +205,46 @@ fn unit_start(grain: Grain, value: i64) -> i64 {
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
                 .map_or(i64::MAX, |t| t.and_utc().timestamp_micros())
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> i64 {
+        parse_instant(text).unwrap()
+    }
+
+    #[test]
+    fn missing_intervals_skip_what_is_done_and_merge() {
+        let done = vec![(at("2023-10-27"), at("2023-10-29"))];
+        let gaps = missing(Grain::Day, at("2023-10-26"), at("2023-11-01"), &done);
+        assert_eq!(
+            gaps,
+            vec![
+                (at("2023-10-26"), at("2023-10-27")),
+                (at("2023-10-29"), at("2023-11-01"))
+            ]
+        );
+        assert_eq!(
+            missing(Grain::Month, at("2023-12-15"), at("2024-02-01"), &vec![]),
+            vec![(at("2023-12-01"), at("2024-02-01"))]
+        );
+        assert_eq!(
+            Grain::Hour.floor(at("2023-10-27 10:59:59")),
+            at("2023-10-27 10:00:00")
+        );
+        assert_eq!(
+            merged(vec![(5, 7), (1, 3), (3, 4), (6, 9)]),
+            vec![(1, 4), (5, 9)]
+        );
+        assert_eq!(
+            parse_range("2023-10-27/2023-10-28"),
+            Some((at("2023-10-27"), at("2023-10-28")))
+        );
+        assert_eq!(parse_range("2023-10-28/2023-10-27"), None);
+        assert_eq!(parse_range("yesterday/today"), None);
     }
 }

@@ -6,11 +6,16 @@
 //! many partitions a batch touches. (iceberg-rust's `RecordBatchPartitionSplitter`
 //! builds a full-length mask per partition: O(rows × partitions), which dominates
 //! a sink batch spanning months of day partitions.) Groups come out in the order
-//! their first row appears, so output is deterministic.
+//! their first row appears, so output is deterministic. A batch that is a few runs
+//! of distinct partitions (clustered input) is split by zero-copy slices instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
+/// Runs of equal partition values up to which a batch is split by slicing.
+const MAX_RUNS: usize = 16;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::partition;
 use arrow::compute::take_record_batch;
 use arrow::row::{RowConverter, SortField};
 use iceberg::arrow::{arrow_struct_to_literal, PartitionValueCalculator};
@@ -40,6 +45,24 @@ impl PartitionSplitter {
     pub fn split(&self, batch: &RecordBatch) -> Result<Vec<(PartitionKey, RecordBatch)>> {
         let values = self.calculator.calculate(batch)?;
         let columns = values.as_struct().columns();
+        // Clustered input (ordered query output, time-ordered events): a few runs of
+        // distinct partitions come out as zero-copy slices.
+        let runs = partition(columns)?.ranges();
+        if runs.len() <= MAX_RUNS {
+            let mut parts = Vec::with_capacity(runs.len());
+            let mut seen = HashSet::with_capacity(runs.len());
+            for run in &runs {
+                let key = self.key_at(&values, run.start)?;
+                if !seen.insert(key.data().clone()) {
+                    parts.clear();
+                    break;
+                }
+                parts.push((key, batch.slice(run.start, run.end - run.start)));
+            }
+            if !parts.is_empty() || batch.num_rows() == 0 {
+                return Ok(parts);
+            }
+        }
         let converter = RowConverter::new(
             columns
                 .iter()
@@ -58,17 +81,7 @@ impl PartitionSplitter {
         }
         let mut parts = Vec::with_capacity(groups.len());
         for (first, indices) in groups {
-            let literal = arrow_struct_to_literal(&values.slice(first, 1), &self.partition_type)?
-                .into_iter()
-                .next()
-                .flatten();
-            let Some(Literal::Struct(data)) = literal else {
-                return Err(EngineError::Iceberg(iceberg::Error::new(
-                    iceberg::ErrorKind::DataInvalid,
-                    "a partition value is not a struct",
-                )));
-            };
-            let key = PartitionKey::new(self.spec.as_ref().clone(), self.schema.clone(), data);
+            let key = self.key_at(&values, first)?;
             let part = if indices.len() == batch.num_rows() {
                 batch.clone()
             } else {
@@ -77,6 +90,25 @@ impl PartitionSplitter {
             parts.push((key, part));
         }
         Ok(parts)
+    }
+
+    /// The partition key of row `row`, from the batch's partition `values`.
+    fn key_at(&self, values: &ArrayRef, row: usize) -> Result<PartitionKey> {
+        let literal = arrow_struct_to_literal(&values.slice(row, 1), &self.partition_type)?
+            .into_iter()
+            .next()
+            .flatten();
+        let Some(Literal::Struct(data)) = literal else {
+            return Err(EngineError::Iceberg(iceberg::Error::new(
+                iceberg::ErrorKind::DataInvalid,
+                "a partition value is not a struct",
+            )));
+        };
+        Ok(PartitionKey::new(
+            self.spec.as_ref().clone(),
+            self.schema.clone(),
+            data,
+        ))
     }
 }
 
@@ -88,13 +120,15 @@ mod tests {
     use arrow::array::{Int32Array, TimestampMicrosecondArray};
     use iceberg::arrow::schema_to_arrow_schema;
     use iceberg::spec::{
-        NestedField, PartitionSpec, PrimitiveLiteral, PrimitiveType, Schema, Transform, Type,
+        NestedField, PartitionSpec, PartitionSpecRef, PrimitiveLiteral, PrimitiveType, Schema,
+        SchemaRef, Transform, Type,
     };
 
     use super::*;
 
-    #[test]
-    fn rows_are_grouped_by_day_once_each_in_first_seen_order() {
+    /// A `ts`, `n` schema partitioned by `day(ts)`, and a batch with a row per day in
+    /// `days` (`n` counts the rows).
+    fn daily(days: &[i64]) -> (SchemaRef, PartitionSpecRef, RecordBatch) {
         let schema = Arc::new(
             Schema::builder()
                 .with_fields(vec![
@@ -113,17 +147,56 @@ mod tests {
                 .unwrap(),
         );
         let day = 86_400_000_000i64;
-        let days = [3, 1, 3, 2, 1, 3];
         let batch = RecordBatch::try_new(
             Arc::new(schema_to_arrow_schema(&schema).unwrap()),
             vec![
                 Arc::new(TimestampMicrosecondArray::from(
                     days.iter().map(|d| d * day + 5).collect::<Vec<_>>(),
                 )),
-                Arc::new(Int32Array::from((0..6).collect::<Vec<_>>())),
+                Arc::new(Int32Array::from((0..days.len() as i32).collect::<Vec<_>>())),
             ],
         )
         .unwrap();
+        (schema, spec, batch)
+    }
+
+    #[test]
+    fn clustered_rows_are_split_into_slices_of_the_batch() {
+        let (schema, spec, batch) = daily(&[4, 4, 2, 2, 2, 7]);
+        let parts = PartitionSplitter::try_new(schema, spec)
+            .unwrap()
+            .split(&batch)
+            .unwrap();
+        let date = |d: i32| Literal::Primitive(PrimitiveLiteral::Int(d));
+        let got: Vec<(Literal, Vec<i32>)> = parts
+            .iter()
+            .map(|(key, part)| {
+                let n = part.column(1).as_primitive::<arrow::datatypes::Int32Type>();
+                (key.data().fields()[0].clone().unwrap(), n.values().to_vec())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (date(4), vec![0, 1]),
+                (date(2), vec![2, 3, 4]),
+                (date(7), vec![5]),
+            ]
+        );
+        // Zero-copy: each part's values live in the batch's buffer.
+        let whole = batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::Int32Type>();
+        let part = parts[1]
+            .1
+            .column(1)
+            .as_primitive::<arrow::datatypes::Int32Type>();
+        assert_eq!(part.values().as_ptr(), whole.values()[2..].as_ptr());
+    }
+
+    #[test]
+    fn rows_are_grouped_by_day_once_each_in_first_seen_order() {
+        let (schema, spec, batch) = daily(&[3, 1, 3, 2, 1, 3]);
         let parts = PartitionSplitter::try_new(schema, spec)
             .unwrap()
             .split(&batch)

@@ -95,7 +95,9 @@ impl Partitioned {
                 entry.last_arrival = arrived;
                 entry.pending_rows += part.num_rows();
                 entry.pending.push(part);
+                // A big part alone is written as it is, without a copy.
                 entry.pending_rows >= GATHER_ROWS
+                    || (entry.pending.len() == 1 && entry.pending_rows >= GATHER_ROWS / 2)
             };
             if full {
                 let partition = key.data().clone();

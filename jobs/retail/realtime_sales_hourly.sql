@@ -10,9 +10,9 @@ SELECT
   category,
   product_id,
   sum(CASE WHEN transaction_type = 'SALE' THEN quantity ELSE 0 END) AS sales_units,
-  sum(CASE WHEN transaction_type = 'SALE' THEN quantity * unit_price ELSE 0 END) AS sales_amount,
+  CAST(sum(CASE WHEN transaction_type = 'SALE' THEN quantity * unit_price ELSE 0 END) AS DECIMAL(18, 2)) AS sales_amount,
   sum(CASE WHEN transaction_type = 'RETURN' THEN quantity ELSE 0 END) AS return_units,
-  sum(CASE WHEN transaction_type = 'RETURN' THEN quantity * unit_price ELSE 0 END) AS return_amount,
+  CAST(sum(CASE WHEN transaction_type = 'RETURN' THEN quantity * unit_price ELSE 0 END) AS DECIMAL(18, 2)) AS return_amount,
   sum(CASE WHEN transaction_type = 'RESTOCK' THEN quantity ELSE 0 END) AS restock_units,
   count(*) AS event_count
 FROM raw."retail_events@since:historical.sales_hourly"

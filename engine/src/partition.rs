@@ -160,21 +160,34 @@ mod tests {
         (schema, spec, batch)
     }
 
-    #[test]
-    fn clustered_rows_are_split_into_slices_of_the_batch() {
-        let (schema, spec, batch) = daily(&[4, 4, 2, 2, 2, 7]);
-        let parts = PartitionSplitter::try_new(schema, spec)
+    fn split(
+        schema: SchemaRef,
+        spec: PartitionSpecRef,
+        batch: &RecordBatch,
+    ) -> Vec<(PartitionKey, RecordBatch)> {
+        PartitionSplitter::try_new(schema, spec)
             .unwrap()
-            .split(&batch)
-            .unwrap();
-        let date = |d: i32| Literal::Primitive(PrimitiveLiteral::Int(d));
-        let got: Vec<(Literal, Vec<i32>)> = parts
+            .split(batch)
+            .unwrap()
+    }
+
+    /// Each part's day and its `n` values.
+    fn days_and_rows(parts: &[(PartitionKey, RecordBatch)]) -> Vec<(Literal, Vec<i32>)> {
+        parts
             .iter()
             .map(|(key, part)| {
                 let n = part.column(1).as_primitive::<arrow::datatypes::Int32Type>();
                 (key.data().fields()[0].clone().unwrap(), n.values().to_vec())
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn clustered_rows_are_split_into_slices_of_the_batch() {
+        let (schema, spec, batch) = daily(&[4, 4, 2, 2, 2, 7]);
+        let parts = split(schema, spec, &batch);
+        let got = days_and_rows(&parts);
+        let date = |d: i32| Literal::Primitive(PrimitiveLiteral::Int(d));
         assert_eq!(
             got,
             vec![
@@ -197,17 +210,8 @@ mod tests {
     #[test]
     fn rows_are_grouped_by_day_once_each_in_first_seen_order() {
         let (schema, spec, batch) = daily(&[3, 1, 3, 2, 1, 3]);
-        let parts = PartitionSplitter::try_new(schema, spec)
-            .unwrap()
-            .split(&batch)
-            .unwrap();
-        let got: Vec<(Literal, Vec<i32>)> = parts
-            .iter()
-            .map(|(key, part)| {
-                let n = part.column(1).as_primitive::<arrow::datatypes::Int32Type>();
-                (key.data().fields()[0].clone().unwrap(), n.values().to_vec())
-            })
-            .collect();
+        let parts = split(schema, spec, &batch);
+        let got = days_and_rows(&parts);
         let date = |d: i32| Literal::Primitive(PrimitiveLiteral::Int(d));
         assert_eq!(
             got,

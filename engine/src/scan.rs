@@ -1,12 +1,14 @@
 //! [`IcebergTable`]: a DataFusion `TableProvider` over one snapshot of an Iceberg
 //! table. Planning lists the snapshot's live data files from its manifests; the scan
 //! itself is DataFusion's own Parquet reader (projection, row-group pruning and
-//! filter pushdown included) on the warehouse's object store.
+//! filter pushdown included) on the warehouse's object store. String columns come
+//! out as `Utf8View`, and each file carries its partition
+//! ([`crate::partitionwise::FilePartition`]) for partition-wise aggregation.
 
 use std::any::Any;
 use std::sync::Arc;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
@@ -83,7 +85,18 @@ impl IcebergTable {
             with_ids
                 .fields()
                 .iter()
-                .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+                .map(|f| {
+                    let field = f.as_ref().clone().with_metadata(Default::default());
+                    // Strings are read as views (DataFusion's own default for
+                    // Parquet): decoded without copying each value, and short
+                    // ones compared and hashed inline.
+                    match field.data_type() {
+                        DataType::Utf8 | DataType::LargeUtf8 => {
+                            field.with_data_type(DataType::Utf8View)
+                        }
+                        _ => field,
+                    }
+                })
                 .collect::<Vec<_>>(),
         ));
         let metadata = table.metadata();

@@ -20,6 +20,10 @@
 //!
 //! # Invariants
 //!
+//! The two ends of the rewritten subtree are [`DeclaredExec`] nodes, shown in
+//! `EXPLAIN` as `PartitionAlignedExec` (the scan) and `UnknownPartitioningExec`
+//! (the aggregation's output).
+//!
 //! 1. **Same groups.** The rule applies only when a group expression `g` determines
 //!    the file's partition value: `g` is the partition source column itself, or
 //!    `date_trunc(unit, column)` with a unit that nests in the partition's (hour
@@ -28,17 +32,22 @@
 //! 2. **True order.** Every file of the scan carries its partition value, and a
 //!    data file holds rows of its partition only (Iceberg's rule); files are read
 //!    in order within a partition, so the extra key is ascending (nulls first)
-//!    in each output partition, as [`PartitionAlignedExec`] declares. Tables with
-//!    more than one partition spec are left alone.
-//! 3. **No leaked promise.** [`PartitionAlignedExec`] declares hash partitioning
-//!    on the group keys (each key lives in one partition, though not where
+//!    in each output partition, as `PartitionAlignedExec` declares. Tables with
+//!    more than one partition spec, and partition sources that are not top-level
+//!    columns, are left alone. So are day partitions before 1970: iceberg-rust
+//!    0.10's `day` transform rounds a negative timestamp with a fraction of a
+//!    second toward zero, so such a file can hold a row of the previous day.
+//! 3. **No leaked promise.** `PartitionAlignedExec` declares hash partitioning on
+//!    the group keys (each key lives in one partition, though not where
 //!    DataFusion's hash would put it). Only the aggregate this rule builds reads
-//!    it, and the projection above drops the extra key, so the rewritten
-//!    subtree's output partitioning is unknown to the rest of the plan.
+//!    it; above it, `UnknownPartitioningExec` declares the subtree's partitioning
+//!    unknown, so no join or aggregate above takes it for DataFusion's hash
+//!    partitioning. Scans with fewer partitions than `target_partitions` are
+//!    left alone (DataFusion would re-hash and re-sort them for parallelism).
 //! 4. **Hidden inner plan.** The regrouped scan sits inside
-//!    [`PartitionAlignedExec`], a leaf to the optimizer, so no later rule
-//!    re-splits its files. The rule runs just before `EnforceDistribution`, which
-//!    then plans the rest of the query around the rewritten subtree.
+//!    `PartitionAlignedExec`, a leaf to the optimizer, so no later rule re-splits
+//!    its files. The rule runs just before `EnforceDistribution`, which then plans
+//!    the rest of the query around the rewritten subtree.
 
 use std::any::Any;
 use std::fmt;
@@ -214,6 +223,9 @@ fn rewrite(
         return Ok(None);
     };
     let partitions = input.output_partitioning().partition_count();
+    if partitions < config.execution.target_partitions {
+        return Ok(None);
+    }
     let groups = regroup(files, partitions);
     if groups.len() != partitions {
         // Fewer partition values than partitions: DataFusion would repartition
@@ -233,11 +245,11 @@ fn rewrite(
     let mut group_exprs = vec![(Arc::clone(&order_expr), PARTITION_KEY.to_string())];
     group_exprs.extend(source.group_expr().expr().iter().cloned());
     let group_by = PhysicalGroupBy::new_single(group_exprs);
-    let aligned = Arc::new(PartitionAlignedExec::try_new(
+    let aligned = Arc::new(DeclaredExec::aligned(
         aligned_input,
         order_expr,
         group_by.input_exprs(),
-    )?);
+    ));
     let aggregate = Arc::new(AggregateExec::try_new(
         AggregateMode::SinglePartitioned,
         group_by,
@@ -268,7 +280,8 @@ fn rewrite(
                     && a.data_type() == b.data_type()
                     && a.is_nullable() == b.is_nullable()
             });
-    Ok(same.then_some(projected))
+    Ok(same
+        .then(|| Arc::new(DeclaredExec::unknown_partitioning(projected)) as Arc<dyn ExecutionPlan>))
 }
 
 /// The nodes from `plan` down to a file scan, if each passes its input's rows,
@@ -375,7 +388,14 @@ fn partition_of(
                 .iter()
                 .map(|file| {
                     let partition = file.extensions.as_ref()?.downcast_ref::<FilePartition>()?;
-                    Some((partition.key(&field.column, field.grain)?, (*file).clone()))
+                    let key = partition.key(&field.column, field.grain)?;
+                    // See invariant 2: pre-1970 day values may be off by one.
+                    if field.grain == Grain::Day
+                        && matches!(key, Some(PartitionKey::Int(day)) if day < 0)
+                    {
+                        return None;
+                    }
+                    Some((key, (*file).clone()))
                 })
                 .collect::<Option<Vec<_>>>()?;
             Some((order_expr, keyed))
@@ -492,62 +512,97 @@ fn regroup(mut files: KeyedFiles, n: usize) -> Vec<FileGroup> {
         .collect()
 }
 
-/// A scan whose partitions each yield ascending partition values, declared as
-/// such (ordering on the partition expression, hash partitioning on the group
-/// keys) for the aggregation above it. A leaf to the optimizer: see the module's
-/// invariants.
+/// A node that runs its input unchanged but declares other properties for it:
+/// the two ends of the rewritten subtree (see the module's invariants).
 #[derive(Debug)]
-pub struct PartitionAlignedExec {
+pub struct DeclaredExec {
     input: Arc<dyn ExecutionPlan>,
-    order_expr: Arc<dyn PhysicalExpr>,
-    keys: Vec<Arc<dyn PhysicalExpr>>,
+    role: Role,
     properties: Arc<PlanProperties>,
 }
 
-impl PartitionAlignedExec {
-    fn try_new(
+#[derive(Debug, Clone)]
+enum Role {
+    /// `PartitionAlignedExec`: a scan whose partitions each yield ascending
+    /// partition values, declared as such (ordering on the partition expression,
+    /// hash partitioning on the group keys) for the aggregation above it. A leaf
+    /// to the optimizer.
+    Aligned {
+        order_expr: Arc<dyn PhysicalExpr>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+    },
+    /// `UnknownPartitioningExec`: the rewritten aggregation's output, its
+    /// partitioning declared unknown: rows are split by partition value, not by
+    /// DataFusion's hash of the group keys, so nothing above may treat them as
+    /// hash-partitioned.
+    UnknownPartitioning,
+}
+
+impl DeclaredExec {
+    fn aligned(
         input: Arc<dyn ExecutionPlan>,
         order_expr: Arc<dyn PhysicalExpr>,
         keys: Vec<Arc<dyn PhysicalExpr>>,
-    ) -> DfResult<Self> {
-        let mut eq = EquivalenceProperties::new(input.schema());
-        eq.add_ordering([PhysicalSortExpr::new(
-            Arc::clone(&order_expr),
-            SortOptions {
-                descending: false,
-                nulls_first: true,
-            },
-        )]);
+    ) -> Self {
+        Self::new(input, Role::Aligned { order_expr, keys })
+    }
+
+    fn unknown_partitioning(input: Arc<dyn ExecutionPlan>) -> Self {
+        Self::new(input, Role::UnknownPartitioning)
+    }
+
+    fn new(input: Arc<dyn ExecutionPlan>, role: Role) -> Self {
         let partitions = input.output_partitioning().partition_count();
+        let (eq, partitioning) = match &role {
+            Role::Aligned { order_expr, keys } => {
+                let mut eq = EquivalenceProperties::new(input.schema());
+                eq.add_ordering([PhysicalSortExpr::new(
+                    Arc::clone(order_expr),
+                    SortOptions {
+                        descending: false,
+                        nulls_first: true,
+                    },
+                )]);
+                (eq, Partitioning::Hash(keys.clone(), partitions))
+            }
+            Role::UnknownPartitioning => (
+                input.equivalence_properties().clone(),
+                Partitioning::UnknownPartitioning(partitions),
+            ),
+        };
         let properties = PlanProperties::new(
             eq,
-            Partitioning::Hash(keys.clone(), partitions),
+            partitioning,
             input.pipeline_behavior(),
             input.boundedness(),
         );
-        Ok(Self {
+        Self {
             input,
-            order_expr,
-            keys,
+            role,
             properties: Arc::new(properties),
-        })
+        }
     }
 }
 
-impl DisplayAs for PartitionAlignedExec {
+impl DisplayAs for DeclaredExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "PartitionAlignedExec: ordered by {} within each partition; input: {}",
-            self.order_expr,
-            displayable(self.input.as_ref()).one_line()
-        )
+        match &self.role {
+            Role::Aligned { order_expr, .. } => write!(
+                f,
+                "PartitionAlignedExec: ordered by {order_expr} within each partition; input: {}",
+                displayable(self.input.as_ref()).one_line()
+            ),
+            Role::UnknownPartitioning => write!(f, "UnknownPartitioningExec"),
+        }
     }
 }
 
-impl ExecutionPlan for PartitionAlignedExec {
+impl ExecutionPlan for DeclaredExec {
     fn name(&self) -> &str {
-        "PartitionAlignedExec"
+        match self.role {
+            Role::Aligned { .. } => "PartitionAlignedExec",
+            Role::UnknownPartitioning => "UnknownPartitioningExec",
+        }
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -559,19 +614,34 @@ impl ExecutionPlan for PartitionAlignedExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
+        match self.role {
+            // Hidden from the optimizer: no rule may re-split its files.
+            Role::Aligned { .. } => Vec::new(),
+            Role::UnknownPartitioning => vec![&self.input],
+        }
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true; self.children().len()]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false; self.children().len()]
     }
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(datafusion::error::DataFusionError::Internal(
-                "PartitionAlignedExec has no children".into(),
-            ))
+        match (&self.role, <[_; 1]>::try_from(children)) {
+            (Role::UnknownPartitioning, Ok([input])) => {
+                Ok(Arc::new(Self::new(input, self.role.clone())))
+            }
+            (Role::Aligned { .. }, Err(none)) if none.is_empty() => Ok(self),
+            _ => Err(datafusion::error::DataFusionError::Internal(format!(
+                "{} got the wrong number of children",
+                self.name()
+            ))),
         }
     }
 
@@ -581,12 +651,5 @@ impl ExecutionPlan for PartitionAlignedExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         self.input.execute(partition, context)
-    }
-}
-
-impl PartitionAlignedExec {
-    /// The group keys the declared hash partitioning is on.
-    pub fn keys(&self) -> &[Arc<dyn PhysicalExpr>] {
-        &self.keys
     }
 }

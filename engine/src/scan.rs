@@ -106,7 +106,13 @@ impl IcebergTable {
                 .fields()
                 .iter()
                 .map(|f| {
-                    let column = iceberg_schema.field_by_id(f.source_id)?.name.clone();
+                    // Top-level columns only: a nested source's leaf name could
+                    // be mistaken for a top-level column of the same name.
+                    let column = iceberg_schema
+                        .as_struct()
+                        .field_by_id(f.source_id)?
+                        .name
+                        .clone();
                     let grain = match f.transform {
                         Transform::Identity => Some(Grain::Identity),
                         Transform::Hour => Some(Grain::Hour),

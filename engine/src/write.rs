@@ -80,7 +80,12 @@ impl Partitioned {
         // Every partition of this batch counts as arrived at its end.
         self.arrived += batch.num_rows() as u64;
         let arrived = self.arrived;
-        for (key, part) in self.splitter.split(batch)? {
+        for (key, mut part) in self.splitter.split(batch)? {
+            if part.num_rows() < GATHER_ROWS / 2 && part.num_rows() < batch.num_rows() {
+                // A small slice waits for more rows: copy it, so that it does not
+                // keep the whole batch alive meanwhile.
+                part = concat_batches(&part.schema(), [&part])?;
+            }
             let full = {
                 let entry = self
                     .open
@@ -253,7 +258,7 @@ impl TableWriter {
     }
 
     /// Close a partition's file once no row has arrived for it during `rows` rows
-    /// (default 1 Mi rows; see [`COLD_ROWS`]).
+    /// (default 1 Mi rows).
     pub fn with_cold_rows(mut self, rows: u64) -> Self {
         if let Sink::Partitioned(p) = &mut self.sink {
             p.cold_rows = rows.max(1);

@@ -10,40 +10,56 @@
 //! of distinct partitions (clustered input) is split by zero-copy slices instead.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StructArray, UInt32Array};
+use arrow::compute::partition;
+use arrow::compute::take_record_batch;
+use arrow::datatypes::{
+    DataType, Date32Type, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType,
+};
+use arrow::row::{RowConverter, SortField};
+use iceberg::arrow::{arrow_struct_to_literal, PartitionValueCalculator};
+use iceberg::spec::{Literal, PartitionKey, PartitionSpecRef, SchemaRef, StructType, Transform};
+
+use crate::error::{EngineError, Result};
 
 /// Runs of equal partition values up to which a batch is split by slicing.
 const MAX_RUNS: usize = 16;
-
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::partition;
-use arrow::compute::take_record_batch;
-use arrow::row::{RowConverter, SortField};
-use iceberg::arrow::{arrow_struct_to_literal, PartitionValueCalculator};
-use iceberg::spec::{Literal, PartitionKey, PartitionSpecRef, SchemaRef, StructType};
-
-use crate::error::{EngineError, Result};
 
 pub struct PartitionSplitter {
     calculator: PartitionValueCalculator,
     partition_type: StructType,
     spec: PartitionSpecRef,
     schema: SchemaRef,
+    /// `day` fields of a top-level source column: (partition field index, column).
+    day_fields: Vec<(usize, String)>,
 }
 
 impl PartitionSplitter {
     pub fn try_new(schema: SchemaRef, spec: PartitionSpecRef) -> Result<Self> {
         let calculator = PartitionValueCalculator::try_new(&spec, &schema)?;
+        let day_fields = spec
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.transform == Transform::Day)
+            .filter_map(|(i, f)| {
+                Some((i, schema.as_struct().field_by_id(f.source_id)?.name.clone()))
+            })
+            .collect();
         Ok(Self {
             partition_type: calculator.partition_type().clone(),
             calculator,
             spec,
             schema,
+            day_fields,
         })
     }
 
     /// The rows of `batch` grouped by partition, with each group's partition key.
     pub fn split(&self, batch: &RecordBatch) -> Result<Vec<(PartitionKey, RecordBatch)>> {
-        let values = self.calculator.calculate(batch)?;
+        let values = self.floor_days(batch, self.calculator.calculate(batch)?)?;
         let columns = values.as_struct().columns();
         // Clustered input (ordered query output, time-ordered events): a few runs of
         // distinct partitions come out as zero-copy slices.
@@ -90,6 +106,45 @@ impl PartitionSplitter {
             parts.push((key, part));
         }
         Ok(parts)
+    }
+
+    /// `values` with each `day` of a timestamp recomputed as the Iceberg spec says:
+    /// whole days since 1970-01-01, rounded down. iceberg-rust 0.10 rounds a
+    /// negative timestamp with a fraction of a second toward zero (1969-12-30
+    /// 23:59:59.5 becomes day -1, not -2), which would file the row under the
+    /// wrong day.
+    fn floor_days(&self, batch: &RecordBatch, values: ArrayRef) -> Result<ArrayRef> {
+        if self.day_fields.is_empty() {
+            return Ok(values);
+        }
+        let parts = values.as_struct();
+        let mut columns = parts.columns().to_vec();
+        for (field, name) in &self.day_fields {
+            let (Ok(index), Some(column)) =
+                (batch.schema().index_of(name), columns.get_mut(*field))
+            else {
+                continue;
+            };
+            if column.data_type() != &DataType::Date32 {
+                continue;
+            }
+            let source = batch.column(index);
+            let days = match source.data_type() {
+                DataType::Timestamp(TimeUnit::Microsecond, _) => source
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .unary::<_, Date32Type>(|us| us.div_euclid(86_400_000_000) as i32),
+                DataType::Timestamp(TimeUnit::Nanosecond, _) => source
+                    .as_primitive::<TimestampNanosecondType>()
+                    .unary::<_, Date32Type>(|ns| ns.div_euclid(86_400_000_000_000) as i32),
+                _ => continue,
+            };
+            *column = Arc::new(days);
+        }
+        Ok(Arc::new(StructArray::try_new(
+            parts.fields().clone(),
+            columns,
+            parts.nulls().cloned(),
+        )?))
     }
 
     /// The partition key of row `row`, from the batch's partition `values`.
@@ -205,6 +260,32 @@ mod tests {
             .column(1)
             .as_primitive::<arrow::datatypes::Int32Type>();
         assert_eq!(part.values().as_ptr(), whole.values()[2..].as_ptr());
+    }
+
+    #[test]
+    fn days_before_1970_round_down() {
+        let (schema, spec, _) = daily(&[]);
+        // 1969-12-30 23:59:59.5 (day -2), 1969-12-31 23:59:59.999999 (day -1),
+        // 1969-12-31 00:00:00 (day -1), 1970-01-01 00:00:00.5 (day 0).
+        let micros = [-86_400_500_000i64, -1, -86_400_000_000, 500_000];
+        let batch = RecordBatch::try_new(
+            Arc::new(schema_to_arrow_schema(&schema).unwrap()),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(micros.to_vec())),
+                Arc::new(Int32Array::from(vec![0, 1, 2, 3])),
+            ],
+        )
+        .unwrap();
+        let parts = split(schema, spec, &batch);
+        let date = |d: i32| Literal::Primitive(PrimitiveLiteral::Int(d));
+        assert_eq!(
+            days_and_rows(&parts),
+            vec![
+                (date(-2), vec![0]),
+                (date(-1), vec![1, 2]),
+                (date(0), vec![3])
+            ]
+        );
     }
 
     #[test]

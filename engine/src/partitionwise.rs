@@ -36,7 +36,8 @@
 //!    more than one partition spec, and partition sources that are not top-level
 //!    columns, are left alone. So are day partitions before 1970: iceberg-rust
 //!    0.10's `day` transform rounds a negative timestamp with a fraction of a
-//!    second toward zero, so such a file can hold a row of the previous day.
+//!    second toward zero, so a file another iceberg-rust writer made can hold a
+//!    row of the previous day (ours round down: [`crate::partition`]).
 //! 3. **No leaked promise.** `PartitionAlignedExec` declares hash partitioning on
 //!    the group keys (each key lives in one partition, though not where
 //!    DataFusion's hash would put it). Only the aggregate this rule builds reads

@@ -27,6 +27,15 @@ use crate::error::{EngineError, Result};
 /// Runs of equal partition values up to which a batch is split by slicing.
 const MAX_RUNS: usize = 16;
 
+/// A batch's rows by partition.
+pub struct Split {
+    /// Each partition's rows, with its key, in the order their first row appears.
+    pub parts: Vec<(PartitionKey, RecordBatch)>,
+    /// Whether the parts are slices sharing the batch's buffers (clustered
+    /// input) rather than copies.
+    pub sliced: bool,
+}
+
 pub struct PartitionSplitter {
     calculator: PartitionValueCalculator,
     partition_type: StructType,
@@ -58,7 +67,7 @@ impl PartitionSplitter {
     }
 
     /// The rows of `batch` grouped by partition, with each group's partition key.
-    pub fn split(&self, batch: &RecordBatch) -> Result<Vec<(PartitionKey, RecordBatch)>> {
+    pub fn split(&self, batch: &RecordBatch) -> Result<Split> {
         let values = self.floor_days(batch, self.calculator.calculate(batch)?)?;
         let columns = values.as_struct().columns();
         // Clustered input (ordered query output, time-ordered events): a few runs of
@@ -76,7 +85,10 @@ impl PartitionSplitter {
                 parts.push((key, batch.slice(run.start, run.end - run.start)));
             }
             if !parts.is_empty() || batch.num_rows() == 0 {
-                return Ok(parts);
+                return Ok(Split {
+                    parts,
+                    sliced: true,
+                });
             }
         }
         let converter = RowConverter::new(
@@ -105,7 +117,10 @@ impl PartitionSplitter {
             };
             parts.push((key, part));
         }
-        Ok(parts)
+        Ok(Split {
+            parts,
+            sliced: false,
+        })
     }
 
     /// `values` with each `day` of a timestamp recomputed as the Iceberg spec says:
@@ -184,6 +199,12 @@ mod tests {
     /// A `ts`, `n` schema partitioned by `day(ts)`, and a batch with a row per day in
     /// `days` (`n` counts the rows).
     fn daily(days: &[i64]) -> (SchemaRef, PartitionSpecRef, RecordBatch) {
+        let day = 86_400_000_000i64;
+        at(&days.iter().map(|d| d * day + 5).collect::<Vec<_>>())
+    }
+
+    /// The same schema and spec, and a batch with a row at each of `micros`.
+    fn at(micros: &[i64]) -> (SchemaRef, PartitionSpecRef, RecordBatch) {
         let schema = Arc::new(
             Schema::builder()
                 .with_fields(vec![
@@ -201,14 +222,13 @@ mod tests {
                 .build()
                 .unwrap(),
         );
-        let day = 86_400_000_000i64;
         let batch = RecordBatch::try_new(
             Arc::new(schema_to_arrow_schema(&schema).unwrap()),
             vec![
-                Arc::new(TimestampMicrosecondArray::from(
-                    days.iter().map(|d| d * day + 5).collect::<Vec<_>>(),
+                Arc::new(TimestampMicrosecondArray::from(micros.to_vec())),
+                Arc::new(Int32Array::from(
+                    (0..micros.len() as i32).collect::<Vec<_>>(),
                 )),
-                Arc::new(Int32Array::from((0..days.len() as i32).collect::<Vec<_>>())),
             ],
         )
         .unwrap();
@@ -224,6 +244,7 @@ mod tests {
             .unwrap()
             .split(batch)
             .unwrap()
+            .parts
     }
 
     /// Each part's day and its `n` values.
@@ -264,18 +285,9 @@ mod tests {
 
     #[test]
     fn days_before_1970_round_down() {
-        let (schema, spec, _) = daily(&[]);
         // 1969-12-30 23:59:59.5 (day -2), 1969-12-31 23:59:59.999999 (day -1),
         // 1969-12-31 00:00:00 (day -1), 1970-01-01 00:00:00.5 (day 0).
-        let micros = [-86_400_500_000i64, -1, -86_400_000_000, 500_000];
-        let batch = RecordBatch::try_new(
-            Arc::new(schema_to_arrow_schema(&schema).unwrap()),
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(micros.to_vec())),
-                Arc::new(Int32Array::from(vec![0, 1, 2, 3])),
-            ],
-        )
-        .unwrap();
+        let (schema, spec, batch) = at(&[-86_400_500_000, -1, -86_400_000_000, 500_000]);
         let parts = split(schema, spec, &batch);
         let date = |d: i32| Literal::Primitive(PrimitiveLiteral::Int(d));
         assert_eq!(

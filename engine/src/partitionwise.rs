@@ -75,35 +75,13 @@ use datafusion::physical_plan::{
     displayable, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     PlanProperties, SendableRecordBatchStream,
 };
+use iceberg::spec::Transform;
 
 /// Files of a scan with their partition values.
 type KeyedFiles = Vec<(Option<PartitionKey>, PartitionedFile)>;
 
 /// The name of the partition key the rewritten aggregation adds (and drops).
 const PARTITION_KEY: &str = "__icefjord_partition";
-
-/// How a partition field derives from its source column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grain {
-    Identity,
-    Hour,
-    Day,
-    Month,
-    Year,
-}
-
-impl Grain {
-    /// The `date_trunc` unit of a time grain.
-    fn unit(self) -> Option<&'static str> {
-        match self {
-            Grain::Identity => None,
-            Grain::Hour => Some("hour"),
-            Grain::Day => Some("day"),
-            Grain::Month => Some("month"),
-            Grain::Year => Some("year"),
-        }
-    }
-}
 
 /// A partition value, ordered as the source column's values are.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,13 +90,13 @@ pub enum PartitionKey {
     Str(String),
 }
 
-/// One partition field of a data file: its source column, grain and value (`None`
-/// for null; a value that is not an ordered integer or string makes the field
+/// One partition field of a data file: its source column, transform and value
+/// (`None` for null; a value that is not an integer or string makes the field
 /// unusable here).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionField {
     pub column: String,
-    pub grain: Grain,
+    pub transform: Transform,
     pub value: Option<Option<PartitionKey>>,
 }
 
@@ -130,10 +108,10 @@ pub struct FilePartition {
 }
 
 impl FilePartition {
-    fn key(&self, column: &str, grain: Grain) -> Option<Option<PartitionKey>> {
+    fn key(&self, column: &str, transform: Transform) -> Option<Option<PartitionKey>> {
         self.fields
             .iter()
-            .find(|f| f.column == column && f.grain == grain)
+            .find(|f| f.column == column && f.transform == transform)
             .and_then(|f| f.value.clone())
     }
 }
@@ -208,6 +186,10 @@ fn rewrite(
         return Ok(None);
     }
     let input = source.input();
+    let partitions = input.output_partitioning().partition_count();
+    if partitions < config.execution.target_partitions {
+        return Ok(None);
+    }
     let Some(chain) = scan_chain(input) else {
         return Ok(None);
     };
@@ -223,10 +205,6 @@ fn rewrite(
     else {
         return Ok(None);
     };
-    let partitions = input.output_partitioning().partition_count();
-    if partitions < config.execution.target_partitions {
-        return Ok(None);
-    }
     let groups = regroup(files, partitions);
     if groups.len() != partitions {
         // Fewer partition values than partitions: DataFusion would repartition
@@ -384,14 +362,15 @@ fn partition_of(
         .iter()
         .filter(|f| f.column == name)
         .find_map(|field| {
-            let order_expr = order_expr(field.grain, rank, &column, &data_type, schema, config)?;
+            let order_expr =
+                order_expr(field.transform, rank, &column, &data_type, schema, config)?;
             let keyed = files
                 .iter()
                 .map(|file| {
                     let partition = file.extensions.as_ref()?.downcast_ref::<FilePartition>()?;
-                    let key = partition.key(&field.column, field.grain)?;
+                    let key = partition.key(&field.column, field.transform)?;
                     // See invariant 2: pre-1970 day values may be off by one.
-                    if field.grain == Grain::Day
+                    if field.transform == Transform::Day
                         && matches!(key, Some(PartitionKey::Int(day)) if day < 0)
                     {
                         return None;
@@ -420,10 +399,10 @@ fn unit_rank(unit: &str) -> Option<u8> {
 }
 
 /// The expression over `column` whose ascending order is the order of the
-/// partition values of `grain`, if a group key of `rank` over that column pins
-/// them.
+/// partition values of `transform`, if a group key of `rank` over that column
+/// pins them (only order-keeping transforms qualify).
 fn order_expr(
-    grain: Grain,
+    transform: Transform,
     rank: u8,
     column: &Column,
     data_type: &DataType,
@@ -431,20 +410,27 @@ fn order_expr(
     config: &ConfigOptions,
 ) -> Option<Arc<dyn PhysicalExpr>> {
     let column_expr: Arc<dyn PhysicalExpr> = Arc::new(column.clone());
-    let Some(unit) = grain.unit() else {
-        // Identity: the column is the partition value; only the column pins it.
-        let ordered = matches!(
-            data_type,
-            DataType::Int8
-                | DataType::Int16
-                | DataType::Int32
-                | DataType::Int64
-                | DataType::Date32
-                | DataType::Utf8
-                | DataType::LargeUtf8
-                | DataType::Utf8View
-        );
-        return (rank == 0 && ordered).then_some(column_expr);
+    let unit = match transform {
+        Transform::Hour => "hour",
+        Transform::Day => "day",
+        Transform::Month => "month",
+        Transform::Year => "year",
+        Transform::Identity => {
+            // The column is the partition value; only the column pins it.
+            let ordered = matches!(
+                data_type,
+                DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::Date32
+                    | DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+            );
+            return (rank == 0 && ordered).then_some(column_expr);
+        }
+        _ => return None,
     };
     if rank > unit_rank(unit)? {
         return None;
@@ -469,7 +455,7 @@ fn order_expr(
             .ok()
             .map(|e| Arc::new(e) as Arc<dyn PhysicalExpr>)
         }
-        DataType::Date32 if grain == Grain::Day => Some(column_expr),
+        DataType::Date32 if transform == Transform::Day => Some(column_expr),
         _ => None,
     }
 }

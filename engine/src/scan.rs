@@ -30,7 +30,7 @@ use iceberg::table::Table;
 use icefjord_catalog::{commit::live_entries, CatalogError, WarehouseStore};
 
 use crate::error::Result;
-use crate::partitionwise::{FilePartition, Grain, PartitionField, PartitionKey};
+use crate::partitionwise::{FilePartition, PartitionField, PartitionKey};
 
 /// One snapshot of an Iceberg table, readable by DataFusion.
 #[derive(Debug, Clone)]
@@ -44,10 +44,10 @@ pub struct IcebergTable {
     after_sequence: Option<i64>,
     /// A row filter always applied (not a pushed-down hint).
     filter: Option<Expr>,
-    /// Source column and grain of each field of the table's partition spec (`None`
-    /// for other transforms), when it has a single spec (see
+    /// Source column and transform of each field of the table's partition spec
+    /// (`None` for a source that is not a top-level column), when it has a single spec (see
     /// [`crate::partitionwise`]).
-    partition_fields: Option<Vec<Option<(String, Grain)>>>,
+    partition_fields: Option<Vec<Option<(String, Transform)>>>,
 }
 
 /// Data files written but not committed, read as if a commit had added them: how
@@ -113,15 +113,7 @@ impl IcebergTable {
                         .field_by_id(f.source_id)?
                         .name
                         .clone();
-                    let grain = match f.transform {
-                        Transform::Identity => Some(Grain::Identity),
-                        Transform::Hour => Some(Grain::Hour),
-                        Transform::Day => Some(Grain::Day),
-                        Transform::Month => Some(Grain::Month),
-                        Transform::Year => Some(Grain::Year),
-                        _ => None,
-                    };
-                    Some((column, grain?))
+                    Some((column, f.transform))
                 })
                 .collect()
         });
@@ -182,7 +174,7 @@ impl IcebergTable {
         &self.table
     }
 
-    /// The partition `file` holds, by source column and grain, for
+    /// The partition `file` holds, by source column and transform, for
     /// [`crate::partitionwise`]; `None` unless the table has a single spec.
     fn file_partition(&self, file: &iceberg::spec::DataFile) -> Option<FilePartition> {
         let spec = self.partition_fields.as_ref()?;
@@ -194,7 +186,7 @@ impl IcebergTable {
             .iter()
             .zip(values.iter())
             .filter_map(|(field, value)| {
-                let (column, grain) = field.as_ref()?;
+                let (column, transform) = field.as_ref()?;
                 let value = match value {
                     None => Some(None),
                     Some(Literal::Primitive(PrimitiveLiteral::Int(v))) => {
@@ -210,7 +202,7 @@ impl IcebergTable {
                 };
                 Some(PartitionField {
                     column: column.clone(),
-                    grain: *grain,
+                    transform: *transform,
                     value,
                 })
             })

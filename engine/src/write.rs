@@ -80,35 +80,34 @@ impl Partitioned {
         // Every partition of this batch counts as arrived at its end.
         self.arrived += batch.num_rows() as u64;
         let arrived = self.arrived;
-        for (key, mut part) in self.splitter.split(batch)? {
-            if part.num_rows() < GATHER_ROWS / 2 && part.num_rows() < batch.num_rows() {
+        let split = self.splitter.split(batch)?;
+        for (key, mut part) in split.parts {
+            if split.sliced
+                && part.num_rows() < GATHER_ROWS / 2
+                && part.num_rows() < batch.num_rows()
+            {
                 // A small slice waits for more rows: copy it, so that it does not
                 // keep the whole batch alive meanwhile.
                 part = concat_batches(&part.schema(), [&part])?;
             }
-            let full = {
-                let entry = self
-                    .open
-                    .entry(key.data().clone())
-                    .or_insert_with(|| OpenPartition {
-                        key: key.clone(),
-                        writer: None,
-                        pending: Vec::new(),
-                        pending_rows: 0,
-                        last_arrival: arrived,
-                    });
-                entry.last_arrival = arrived;
-                entry.pending_rows += part.num_rows();
-                entry.pending.push(part);
-                // A big part alone is written as it is, without a copy.
-                entry.pending_rows >= GATHER_ROWS
-                    || (entry.pending.len() == 1 && entry.pending_rows >= GATHER_ROWS / 2)
-            };
-            if full {
-                let partition = key.data().clone();
-                if let Some(open) = self.open.get_mut(&partition) {
-                    Self::flush(&self.builder, open).await?;
-                }
+            let entry = self
+                .open
+                .entry(key.data().clone())
+                .or_insert_with(|| OpenPartition {
+                    key,
+                    writer: None,
+                    pending: Vec::new(),
+                    pending_rows: 0,
+                    last_arrival: arrived,
+                });
+            entry.last_arrival = arrived;
+            entry.pending_rows += part.num_rows();
+            entry.pending.push(part);
+            // A big part alone is written as it is, without a copy.
+            if entry.pending_rows >= GATHER_ROWS
+                || (entry.pending.len() == 1 && entry.pending_rows >= GATHER_ROWS / 2)
+            {
+                Self::flush(&self.builder, entry).await?;
             }
         }
         if self.arrived - self.checked >= COLD_CHECK_ROWS.min(self.cold_rows) {

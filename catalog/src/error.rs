@@ -75,6 +75,28 @@ pub enum CatalogError {
     /// An input to the commit path is invalid (wrong partition spec, schema mismatch, ...).
     #[error("invalid commit to table {table}: {message}")]
     InvalidCommit { table: String, message: String },
+    /// A writer's position (Kafka offsets, a runner boundary, done intervals, …)
+    /// cannot be found although the table may hold rows written at it: starting
+    /// over would write them twice. See `crate::protocol::position`.
+    #[error(
+        "table {table} has lost position {key}: {reason}. Nothing was written; to go on, \
+         {reset}"
+    )]
+    PositionLost {
+        table: String,
+        key: String,
+        reason: String,
+        /// How to reset the position deliberately (the writer's flag or command).
+        reset: String,
+    },
+    /// A stored position does not parse.
+    #[error("table {table} holds an unreadable position {key} = {value:?}: {message}")]
+    PositionCorrupt {
+        table: String,
+        key: String,
+        value: String,
+        message: String,
+    },
     /// An error reported by the Iceberg library (metadata, manifests, Avro).
     #[error("iceberg: {0}")]
     Iceberg(#[from] iceberg::Error),

@@ -21,6 +21,8 @@
 //! - [`catalog`]: [`LakeCatalog`], an `iceberg::Catalog` on SQLite/PostgreSQL.
 //! - [`commit`]: the commit protocol (idempotent, compare-and-swap, multi-table).
 //! - [`evolution`]: the schema changes a writer may make (add optional columns, widen).
+//! - [`protocol`]: what our writers record besides rows (summary keys, positions,
+//!   `_kafka_*` columns) and the walk that finds a position again.
 
 pub mod catalog;
 pub mod commit;
@@ -29,6 +31,7 @@ mod db;
 pub mod delta;
 pub mod error;
 pub mod evolution;
+pub mod protocol;
 pub mod storage;
 pub mod views;
 

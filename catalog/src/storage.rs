@@ -125,7 +125,9 @@ impl WarehouseStore {
         })
     }
 
-    /// The object path of an Iceberg location (`file:///abs/x`, `/abs/x`, `s3://bucket/key`).
+    /// The object path of an Iceberg location: `file:///abs/x`, `file:/abs/x` (how
+    /// Hadoop's `FileIO`, and so Spark and Trino, write local paths),
+    /// `file://localhost/abs/x`, `/abs/x`; `s3://bucket/key`, `s3a://bucket/key`.
     pub fn path_of(&self, location: &str) -> Result<Path> {
         let invalid = |why: &str| CatalogError::Storage {
             location: location.to_string(),
@@ -134,13 +136,20 @@ impl WarehouseStore {
         };
         match &self.spec {
             StoreSpec::Local => {
-                let raw = if let Some(rest) = location.strip_prefix("file://") {
-                    rest
-                } else if location.starts_with('/') {
-                    location
-                } else {
-                    return Err(invalid("not a local file location"));
+                let raw = match location.strip_prefix("file:") {
+                    Some(rest) => match rest.strip_prefix("//") {
+                        Some(after) if after.starts_with('/') => after,
+                        Some(after) => after
+                            .strip_prefix("localhost")
+                            .filter(|path| path.starts_with('/'))
+                            .ok_or_else(|| invalid("a file location on another host"))?,
+                        None => rest,
+                    },
+                    None => location,
                 };
+                if !raw.starts_with('/') {
+                    return Err(invalid("not a local file location"));
+                }
                 Path::from_url_path(raw).map_err(|_| invalid("not a valid path"))
             }
             StoreSpec::S3 { bucket, .. } => {
@@ -353,6 +362,31 @@ mod tests {
         assert!(dir.path().join("ns/t/metadata/x.json").exists());
         io.delete(&location).await.unwrap();
         assert!(!io.exists(&location).await.unwrap());
+    }
+
+    /// Spark (Hadoop's FileIO) writes local locations as `file:/abs/x`: after any
+    /// Spark commit to a local lake, the catalog row, manifest lists and data
+    /// files all use that form.
+    #[test]
+    fn every_spelling_of_a_local_file_location_is_one_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::Local(dir.path().to_path_buf());
+        let store = WarehouseStore::new(&warehouse, &S3Options::default()).unwrap();
+        for location in [
+            "file:///lake/ns/t/a b.parquet",
+            "file:/lake/ns/t/a b.parquet",
+            "file://localhost/lake/ns/t/a b.parquet",
+            "/lake/ns/t/a b.parquet",
+        ] {
+            assert_eq!(
+                store.path_of(location).unwrap().as_ref(),
+                "lake/ns/t/a b.parquet",
+                "{location}"
+            );
+        }
+        for location in ["file://host/lake/x", "file:lake/x", "lake/x", "s3://lake/x"] {
+            assert!(store.path_of(location).is_err(), "{location}");
+        }
     }
 
     #[test]

@@ -55,8 +55,7 @@ use crate::write::{conform, WriteMetrics};
 /// A data file of a Delta table, as its log records it.
 pub type DeltaAdd = Add;
 
-/// The commit-info key holding the icefjord commit id of a Delta version.
-pub const COMMIT_ID_KEY: &str = "icefjord.commitId";
+use icefjord_catalog::protocol::keys::{COMMIT_ID, LEGACY_DELTA_COMMIT_ID};
 
 /// How much a [`DeltaWriter`] buffers before writing files out.
 const FLUSH_BYTES: usize = 128 << 20;
@@ -189,7 +188,7 @@ impl DeltaOutput {
             predicate: None,
         };
         let properties = CommitProperties::default().with_metadata([(
-            COMMIT_ID_KEY.to_string(),
+            COMMIT_ID.to_string(),
             serde_json::Value::String(commit_id.to_string()),
         )]);
         let done = CommitBuilder::from(properties)
@@ -236,9 +235,9 @@ fn commit_id_of(commit: &[u8]) -> Option<String> {
         .split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
         .find_map(|action| {
-            action
-                .get("commitInfo")?
-                .get(COMMIT_ID_KEY)?
+            let info = action.get("commitInfo")?;
+            info.get(COMMIT_ID)
+                .or_else(|| info.get(LEGACY_DELTA_COMMIT_ID))?
                 .as_str()
                 .map(str::to_string)
         })
@@ -623,9 +622,12 @@ mod tests {
     #[test]
     fn the_commit_id_is_read_from_the_commit_info_line() {
         let commit = br#"{"add":{"path":"a.parquet"}}
-{"commitInfo":{"operation":"WRITE","icefjord.commitId":"run:shop:r1"}}
+{"commitInfo":{"operation":"WRITE","icefjord.commit-id":"run:shop:r1"}}
 "#;
         assert_eq!(commit_id_of(commit).as_deref(), Some("run:shop:r1"));
+        // Versions written by releases that spelled the key in camel case.
+        let legacy = br#"{"commitInfo":{"operation":"WRITE","icefjord.commitId":"run:shop:r0"}}"#;
+        assert_eq!(commit_id_of(legacy).as_deref(), Some("run:shop:r0"));
         assert_eq!(
             commit_id_of(br#"{"commitInfo":{"operation":"WRITE"}}"#),
             None

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use iceberg::spec::MAIN_BRANCH;
-use icefjord_catalog::commit::latest_property;
+use icefjord_catalog::protocol::columns as kafka;
+use icefjord_catalog::protocol::{find_position, keys, GeneratorPositionKey};
 use icefjord_catalog::{parse_table, CommitId, LakeCatalog, TableSpec, TableWrite};
 
 use crate::error::{EngineError, Result};
@@ -114,12 +115,11 @@ impl<'a> Demo<'a> {
         self
     }
 
-    fn position_key(&self) -> String {
-        format!(
-            "icefjord.generator.{}.seed-{}.next-position",
-            self.kind.name(),
-            self.seed
-        )
+    fn position_key(&self) -> GeneratorPositionKey {
+        GeneratorPositionKey {
+            kind: self.kind.name().to_string(),
+            seed: self.seed,
+        }
     }
 
     pub async fn run(self) -> Result<DemoReport> {
@@ -140,9 +140,15 @@ impl<'a> Demo<'a> {
                 })
             })
             .await?;
-        let start = latest_property(raw.metadata(), MAIN_BRANCH, &self.position_key())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        // Found past other engines' snapshots and through snapshot expiry; a
+        // lost or corrupt position is an error, never "generate from 0 again".
+        let start = find_position(
+            raw.metadata(),
+            self.kind.table(),
+            MAIN_BRANCH,
+            &self.position_key(),
+        )?
+        .map_or(0, |found| found.value);
         let (mut events_written, mut raw_files_written) = (0, 0);
         if start < self.events {
             let mut writer = TableWriter::new(&raw).await?;
@@ -173,8 +179,8 @@ impl<'a> Demo<'a> {
                 .commit(id)
                 .with_write(
                     TableWrite::append(raw_ident.clone(), files)
-                        .with_property(self.position_key(), self.events.to_string())
-                        .with_property("icefjord.writer", "icefjord demo"),
+                        .with_position(&self.position_key(), &self.events)
+                        .with_property(keys::WRITER, keys::writer::GENERATE),
                 )
                 .execute()
                 .await?;
@@ -214,7 +220,7 @@ impl Demo<'_> {
         let events: Vec<Field> = table_schema
             .fields()
             .iter()
-            .filter(|f| !f.name().starts_with("_kafka_"))
+            .filter(|f| !kafka::ALL.contains(&f.name().as_str()))
             .map(|f| f.as_ref().clone())
             .collect();
         let mut decoder = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(events.clone())))
@@ -238,11 +244,11 @@ fn with_positions(batch: RecordBatch, start: u64, topic: &str) -> Result<RecordB
         .map(|f| f.as_ref().clone())
         .collect();
     fields.extend([
-        Field::new("_kafka_topic", DataType::Utf8, false),
-        Field::new("_kafka_partition", DataType::Int32, false),
-        Field::new("_kafka_offset", DataType::Int64, false),
+        Field::new(kafka::TOPIC, DataType::Utf8, false),
+        Field::new(kafka::PARTITION, DataType::Int32, false),
+        Field::new(kafka::OFFSET, DataType::Int64, false),
         Field::new(
-            "_kafka_timestamp",
+            kafka::TIMESTAMP,
             DataType::Timestamp(TimeUnit::Microsecond, None),
             true,
         ),

@@ -10,32 +10,13 @@
 //! rewritten (compacted) file cannot bring old rows back. A unified view is
 //! `output ∪ input@since:output`, exact and as cheap as the new data.
 
-use std::collections::BTreeMap;
-
 use arrow::datatypes::DataType;
 use datafusion::common::Column;
 use datafusion::logical_expr::{cast, lit, Expr};
 
-pub const TOPIC: &str = "_kafka_topic";
-pub const PARTITION: &str = "_kafka_partition";
-pub const OFFSET: &str = "_kafka_offset";
-
+pub use icefjord_catalog::protocol::columns::{OFFSET, PARTITION, TOPIC};
 /// `(topic, partition) → next offset`.
-pub type Boundary = BTreeMap<(String, i32), i64>;
-
-/// The summary property of the output's snapshot that holds the boundary.
-pub fn property(input: &str) -> String {
-    format!("icefjord.boundary.{input}")
-}
-
-/// The boundary as the summary property's JSON value.
-pub fn to_json(boundary: &Boundary) -> String {
-    let entries: Vec<(&str, i32, i64)> = boundary
-        .iter()
-        .map(|((topic, partition), next)| (topic.as_str(), *partition, *next))
-        .collect();
-    serde_json::to_string(&entries).unwrap_or_default()
-}
+pub use icefjord_catalog::protocol::BoundaryOffsets as Boundary;
 
 fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
@@ -64,20 +45,6 @@ pub fn fresh_filter(boundary: &Boundary) -> Expr {
         (Some(known), Some(past)) => past.or(!known),
         _ => lit(true),
     }
-}
-
-/// Parse the summary property's JSON value.
-pub fn parse(text: &str) -> Result<Boundary, String> {
-    let entries: Vec<(String, i32, i64)> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    Ok(entries
-        .into_iter()
-        .map(|(topic, partition, next)| ((topic, partition), next))
-        .collect())
-}
-
-/// The summary property naming the input snapshot an output read.
-pub fn input_property(input: &str) -> String {
-    format!("icefjord.input.{input}")
 }
 
 /// Marks a `@since:` table name.

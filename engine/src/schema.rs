@@ -12,6 +12,8 @@
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use serde::Deserialize;
 
+use icefjord_catalog::protocol::columns as kafka;
+
 use crate::error::{EngineError, Result};
 
 /// A parsed event schema.
@@ -97,10 +99,10 @@ impl EventSchema {
 /// ingestion position: topic, partition, offset, and the record's timestamp).
 pub fn kafka_field_specs() -> Vec<FieldSpec> {
     [
-        ("_kafka_topic", "string", true),
-        ("_kafka_partition", "int", true),
-        ("_kafka_offset", "long", true),
-        ("_kafka_timestamp", "timestamp", false),
+        (kafka::TOPIC, "string", true),
+        (kafka::PARTITION, "int", true),
+        (kafka::OFFSET, "long", true),
+        (kafka::TIMESTAMP, "timestamp", false),
     ]
     .into_iter()
     .map(|(name, ty, required)| FieldSpec {

@@ -30,7 +30,9 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 use crate::partitionwise::with_partitionwise_aggregation;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use iceberg::spec::MAIN_BRANCH;
 use iceberg::{NamespaceIdent, TableIdent};
+use icefjord_catalog::protocol::{find_position, BoundaryKey, InputSnapshotKey};
 use icefjord_catalog::{CatalogError, CatalogState, LakeCatalog, CATALOG_NAME};
 
 use crate::error::{EngineError, Result};
@@ -353,42 +355,45 @@ impl LakeSchemaProvider {
             .map_err(external)?;
         let input_name = format!("{}.{input}", self.namespace);
         let (namespace, table) = output.rsplit_once('.').unwrap_or_default();
-        let summary = match self.all_tables.get(namespace).and_then(|t| t.get(table)) {
-            Some(location) => {
-                let ident =
-                    TableIdent::new(NamespaceIdent::new(namespace.to_string()), table.into());
-                let output_table = self
-                    .catalog
-                    .load_at(&ident, location)
-                    .await
-                    .map_err(external)?;
-                output_table
-                    .metadata()
-                    .current_snapshot()
-                    .map(|s| s.summary().additional_properties.clone())
-            }
-            None => None,
-        };
         let mut provider =
             IcebergTable::try_new(input_table.clone(), None, self.catalog.store().clone())
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        if let Some(summary) = summary {
-            if let Some(text) = summary.get(&crate::fresh::property(&input_name)) {
-                let boundary = crate::fresh::parse(text).map_err(|e| {
-                    DataFusionError::Plan(format!(
-                        "{output}: unreadable boundary of {input_name}: {e}"
-                    ))
-                })?;
-                provider = provider.with_filter(crate::fresh::fresh_filter(&boundary));
-                // Files committed up to the snapshot the output read hold no row
-                // past its boundary: skip them (if that snapshot is still known).
-                let read = summary
-                    .get(&crate::fresh::input_property(&input_name))
-                    .and_then(|id| id.parse::<i64>().ok())
-                    .and_then(|id| input_table.metadata().snapshot_by_id(id));
-                if let Some(snapshot) = read {
-                    provider = provider.with_files_after(snapshot.sequence_number());
-                }
+        let Some(location) = self.all_tables.get(namespace).and_then(|t| t.get(table)) else {
+            return Ok(Some(Arc::new(provider)));
+        };
+        let ident = TableIdent::new(NamespaceIdent::new(namespace.to_string()), table.into());
+        let output_table = self
+            .catalog
+            .load_at(&ident, location)
+            .await
+            .map_err(external)?;
+        // The output's position, found past other engines' snapshots (a
+        // compaction of the output must not make every input row fresh again).
+        let metadata = output_table.metadata();
+        let boundary = find_position(
+            metadata,
+            output,
+            MAIN_BRANCH,
+            &BoundaryKey {
+                input: input_name.clone(),
+            },
+        )
+        .map_err(external)?;
+        if let Some(boundary) = boundary {
+            provider = provider.with_filter(crate::fresh::fresh_filter(&boundary.value));
+            // Files committed up to the snapshot the output read hold no row
+            // past its boundary: skip them (if that snapshot is still known;
+            // after its expiry every file is scanned, the filter still exact).
+            let read = find_position(
+                metadata,
+                output,
+                MAIN_BRANCH,
+                &InputSnapshotKey { input: input_name },
+            )
+            .map_err(external)?
+            .and_then(|found| input_table.metadata().snapshot_by_id(found.value));
+            if let Some(snapshot) = read {
+                provider = provider.with_files_after(snapshot.sequence_number());
             }
         }
         Ok(Some(Arc::new(provider)))

@@ -34,13 +34,13 @@ use datafusion::common::Column;
 use datafusion::functions_aggregate::min_max::max;
 use datafusion::logical_expr::{cast, Expr};
 use datafusion::prelude::DataFrame;
+use iceberg::spec::MAIN_BRANCH;
 use iceberg::table::Table;
 use iceberg::TableIdent;
 
 use crate::error::Result;
-pub use icefjord_engine::fresh::{
-    fresh_filter, parse, property, since_name, to_json, Boundary, OFFSET, PARTITION, TOPIC,
-};
+use icefjord_catalog::protocol::{find_position, BoundaryKey, PositionKey};
+pub use icefjord_engine::fresh::{fresh_filter, since_name, Boundary, OFFSET, PARTITION, TOPIC};
 
 /// The companion table of `output`: `<namespace>.<table>__boundary`.
 pub fn companion(output: &TableIdent) -> TableIdent {
@@ -50,20 +50,25 @@ pub fn companion(output: &TableIdent) -> TableIdent {
     )
 }
 
-/// The boundary the output's current snapshot records for `input` (empty for a
-/// new table or a first run).
+/// The boundary `output` records for `input` (empty for a new table or a first
+/// run), found by the table protocol's walk: past other engines' snapshots of
+/// the output (a compaction must not make every input row fresh again), through
+/// the position mirror after snapshot expiry. A lost or corrupt boundary is an
+/// error, never "read everything again".
 pub fn previous(output: Option<&Table>, input: &str) -> Result<Boundary> {
-    let Some(text) = output
-        .and_then(|t| t.metadata().current_snapshot())
-        .and_then(|s| s.summary().additional_properties.get(&property(input)))
-    else {
+    let Some(table) = output else {
         return Ok(Boundary::new());
     };
-    parse(text).map_err(|e| {
-        crate::RunnerError::Usage(format!(
-            "the boundary of {input} in the output's snapshot summary is unreadable: {e}"
-        ))
-    })
+    let key = BoundaryKey {
+        input: input.to_string(),
+    };
+    let found = find_position(
+        table.metadata(),
+        &icefjord_catalog::display(table.identifier()),
+        MAIN_BRANCH,
+        &key,
+    )?;
+    Ok(found.map(|f| f.value).unwrap_or_default())
 }
 
 fn column(name: &str) -> Expr {
@@ -104,9 +109,9 @@ pub async fn advance(previous: &Boundary, fresh: DataFrame) -> Result<Boundary> 
 /// read it (two runs reading the same rows would both add them).
 #[derive(Debug)]
 pub struct Fence {
-    pub property: String,
-    /// The boundary JSON the run started from (`None`: the first run).
-    pub expected: Option<String>,
+    pub key: BoundaryKey,
+    /// The boundary the run started from (empty: the first run).
+    pub expected: Boundary,
 }
 
 impl icefjord_catalog::CommitGuard for Fence {
@@ -115,18 +120,16 @@ impl icefjord_catalog::CommitGuard for Fence {
         metadata: &iceberg::spec::TableMetadata,
         branch: &str,
     ) -> std::result::Result<BTreeMap<String, String>, String> {
-        let current = metadata.snapshot_for_ref(branch).and_then(|s| {
-            s.summary()
-                .additional_properties
-                .get(&self.property)
-                .cloned()
-        });
+        let current = find_position(metadata, "the output", branch, &self.key)
+            .map_err(|e| e.to_string())?
+            .map(|found| found.value)
+            .unwrap_or_default();
         if current == self.expected {
             Ok(BTreeMap::new())
         } else {
             Err(format!(
                 "another run moved {} since this run read it; nothing of this run was published",
-                self.property
+                self.key.key()
             ))
         }
     }
@@ -206,8 +209,6 @@ mod tests {
         ]
         .into();
         assert_eq!(next, expected);
-        let json = to_json(&next);
-        assert!(json.contains("[\"u\",0,10]"), "{json}");
         assert_eq!(rows_of(&next).num_rows(), 4);
     }
 

@@ -84,8 +84,9 @@ impl Grain {
     }
 }
 
-/// Merged, sorted `[start, end)` ranges in µs.
-pub type Ranges = Vec<(i64, i64)>;
+/// Merged, sorted `[start, end)` ranges in µs (the value of the output's
+/// `IntervalsKey` position).
+pub use icefjord_catalog::protocol::Ranges;
 
 /// `ranges` sorted and merged (touching ranges join).
 pub fn merged(mut ranges: Ranges) -> Ranges {
@@ -138,9 +139,6 @@ pub fn parse_range(text: &str) -> Option<(i64, i64)> {
     let (a, b) = (parse_instant(a)?, parse_instant(b)?);
     (a < b).then_some((a, b))
 }
-
-/// The summary property holding the done ranges.
-pub const PROPERTY: &str = "icefjord.intervals";
 
 /// The partitions of `table` (its default spec) whose `grain(column)` value lies
 /// in `ranges`: what re-running those ranges replaces, including partitions the

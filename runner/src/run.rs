@@ -44,8 +44,12 @@ use datafusion::functions_aggregate::sum::sum;
 use datafusion::logical_expr::{cast, lit, Expr, SortExpr};
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
+use iceberg::spec::MAIN_BRANCH;
 use iceberg::table::Table;
 use icefjord_catalog::commit::find_commit;
+use icefjord_catalog::protocol::{
+    find_position, keys, BoundaryKey, InputSnapshotKey, IntervalsKey,
+};
 use icefjord_catalog::{
     mint_snapshot_id, CatalogError, CommitId, DeltaPointer, LakeCatalog, TableSpec, TableWrite,
     ViewWrite,
@@ -596,17 +600,16 @@ impl<'a> Runner<'a> {
             )?;
         }
         // incremental_by_time: the intervals this run processes (none: up to date).
-        let done: interval::Ranges = existing
-            .as_ref()
-            .and_then(|t| t.metadata().current_snapshot())
-            .and_then(|s| {
-                s.summary()
-                    .additional_properties
-                    .get(interval::PROPERTY)
-                    .cloned()
-            })
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
+        // Found past other engines' snapshots (compaction, deletes) and through
+        // snapshot expiry; lost or corrupt is an error, never "redo everything".
+        let done: interval::Ranges = match (&existing, &model.time) {
+            (Some(table), Some(_)) => {
+                find_position(table.metadata(), &model.name, MAIN_BRANCH, &IntervalsKey)?
+                    .map(|found| found.value)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
         let ranges: Option<interval::Ranges> =
             model.time.as_ref().map(|axis| match self.interval {
                 Some((from, to)) => {
@@ -861,34 +864,30 @@ impl<'a> Runner<'a> {
                 TableWrite::replace_partitions(model.ident.clone(), files)
                     .with_replaced_partitions(replaced)
                     .with_base_snapshot(base)
-                    .with_property(
-                        interval::PROPERTY,
-                        serde_json::to_string(&covered).unwrap_or_default(),
-                    )
+                    .with_position(&IntervalsKey, &covered)
             }
             _ => TableWrite::overwrite(model.ident.clone(), files),
         }
         .with_snapshot_id(snapshot_id)
-        .with_property("icefjord.writer", "icefjord run")
-        .with_property("icefjord.pipeline", self.pipeline.name.clone())
-        .with_property("icefjord.model", model.name.clone())
-        .with_property("icefjord.run-id", run_id.to_string());
-        let mut write = inputs.into_iter().fold(write, |write, (table, snapshot)| {
-            write.with_property(format!("icefjord.input.{table}"), snapshot)
+        .with_property(keys::WRITER, keys::writer::RUN)
+        .with_property(keys::PIPELINE, self.pipeline.name.clone())
+        .with_property(keys::MODEL, model.name.clone())
+        .with_property(keys::RUN_ID, run_id.to_string());
+        let mut write = inputs.into_iter().fold(write, |write, (input, snapshot)| {
+            write.with_position(&InputSnapshotKey { input }, &snapshot)
         });
         if let Some(table) = creating {
             write = write.creating(table);
         }
         let mut companion = None;
         if let (Some(input), Some(advanced)) = (&model.incremental_input, &advanced) {
-            let property = boundary::property(input);
-            let expected = existing
-                .as_ref()
-                .and_then(|t| t.metadata().current_snapshot())
-                .and_then(|s| s.summary().additional_properties.get(&property).cloned());
+            let key = BoundaryKey {
+                input: input.clone(),
+            };
+            let expected = boundary::previous(existing.as_ref(), input)?;
             write = write
-                .with_property(property.clone(), boundary::to_json(advanced))
-                .with_guard(Arc::new(boundary::Fence { property, expected }));
+                .with_position(&key, advanced)
+                .with_guard(Arc::new(boundary::Fence { key, expected }));
             // Later views of this run read `input@since:output` past the new boundary.
             let input_ident = icefjord_catalog::parse_table(input)?;
             let since = iceberg::TableIdent::new(
@@ -917,9 +916,9 @@ impl<'a> Runner<'a> {
                 new_table = new.then_some(table);
             }
             let mut write = TableWrite::overwrite(ident, files)
-                .with_property("icefjord.writer", "icefjord run")
-                .with_property("icefjord.model", model.name.clone())
-                .with_property("icefjord.run-id", run_id.to_string());
+                .with_property(keys::WRITER, keys::writer::RUN)
+                .with_property(keys::MODEL, model.name.clone())
+                .with_property(keys::RUN_ID, run_id.to_string());
             if let Some(table) = new_table {
                 write = write.creating(table);
             }
@@ -942,7 +941,7 @@ impl<'a> Runner<'a> {
         &self,
         session: &LakeSession,
         model: &Model,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<(String, i64)>> {
         let mut inputs = Vec::new();
         for read in &model.sql.reads {
             if self.pipeline.model(&read.table).is_some() {
@@ -956,10 +955,10 @@ impl<'a> Runner<'a> {
                 let snapshot = table
                     .snapshot_id()
                     .or_else(|| table.table().metadata().current_snapshot_id());
-                inputs.push((
-                    read.table.clone(),
-                    snapshot.map_or("none".to_string(), |id| id.to_string()),
-                ));
+                // An empty input has no snapshot to record.
+                if let Some(id) = snapshot {
+                    inputs.push((read.table.clone(), id));
+                }
             }
         }
         Ok(inputs)
@@ -986,7 +985,7 @@ impl<'a> Runner<'a> {
             true => None,
             false => Some(partition_spec(&name, partition_by, &iceberg)?),
         };
-        let properties = [("icefjord.pipeline".to_string(), self.pipeline.name.clone())];
+        let properties = [(keys::PIPELINE.to_string(), self.pipeline.name.clone())];
         let spec = TableSpec {
             schema: iceberg,
             partition_spec,
@@ -1092,9 +1091,9 @@ impl<'a> Runner<'a> {
         let (files, _) = writer.close().await?;
         let mut commit = self.catalog.commit(commit_id.clone()).with_write(
             TableWrite::append(history::runs_table(), files)
-                .with_property("icefjord.writer", "icefjord run")
-                .with_property("icefjord.pipeline", self.pipeline.name.clone())
-                .with_property("icefjord.run-id", report.run_id.clone()),
+                .with_property(keys::WRITER, keys::writer::RUN)
+                .with_property(keys::PIPELINE, self.pipeline.name.clone())
+                .with_property(keys::RUN_ID, report.run_id.clone()),
         );
         for pointer in pinned {
             let namespace = pointer.ident.namespace().join(".");
@@ -1137,8 +1136,8 @@ impl<'a> Runner<'a> {
             .commit(commit_id)
             .with_write(
                 TableWrite::append(history::runs_table(), files)
-                    .with_property("icefjord.writer", "icefjord run")
-                    .with_property("icefjord.pipeline", report.pipeline.clone()),
+                    .with_property(keys::WRITER, keys::writer::RUN)
+                    .with_property(keys::PIPELINE, report.pipeline.clone()),
             )
             .execute()
             .await?;

@@ -786,7 +786,7 @@ async fn delta_outputs_are_written_audited_and_pinned_with_the_run() {
     let entry =
         std::fs::read_to_string(table_dir.join("_delta_log/00000000000000000001.json")).unwrap();
     assert!(
-        entry.contains("\"icefjord.commitId\":\"run:shop:r1\""),
+        entry.contains("\"icefjord.commit-id\":\"run:shop:r1\""),
         "{entry}"
     );
     assert!(table_dir.join("store=1").is_dir() && table_dir.join("store=2").is_dir());

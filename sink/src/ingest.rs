@@ -55,6 +55,7 @@ use crate::error::{Result, SinkError};
 use crate::kafka::{Assignment, KafkaSettings, SinkContext};
 use crate::offsets::{self, OffsetFence, Span};
 use crate::record::{ByteArena, SourceRecord};
+use icefjord_catalog::protocol::keys;
 
 /// Consumer settings the exactly-once protocol depends on; not overridable.
 pub const PROTECTED_CONSUMER_SETTINGS: [&str; 4] = [
@@ -429,10 +430,10 @@ impl Ingest {
                 .await?,
         )
         .with_guard(fence)
-        .with_property("icefjord.writer", "icefjord ingest")
-        .with_property("icefjord.kafka.records", consumed.to_string());
+        .with_property(keys::WRITER, keys::writer::INGEST)
+        .with_property(keys::KAFKA_RECORDS, consumed.to_string());
         if let Some(watermark) = watermark {
-            main = main.with_property("icefjord.watermark.max-event-time", watermark);
+            main = main.with_property(keys::WATERMARK, watermark);
         }
         if let Some(schema) = schema {
             main = main.with_schema(schema);
@@ -448,7 +449,7 @@ impl Ingest {
                 .await?;
             commit = commit.with_write(
                 TableWrite::append(self.dlq_ident(), files)
-                    .with_property("icefjord.writer", "icefjord ingest"),
+                    .with_property(keys::WRITER, keys::writer::INGEST),
             );
         }
         let started = Instant::now();
@@ -510,19 +511,13 @@ impl Ingest {
 
     async fn stored_offsets(&self) -> Result<BTreeMap<i32, i64>> {
         let table = self.catalog.load(&self.route.table).await?;
-        offsets::stored(
+        Ok(offsets::stored(
             table.metadata(),
+            &icefjord_catalog::display(&self.route.table),
             MAIN_BRANCH,
             &self.route.group,
             &self.route.topic,
-        )
-        .map_err(|message| SinkError::Config {
-            field: format!(
-                "offsets of {}",
-                icefjord_catalog::display(&self.route.table)
-            ),
-            message,
-        })
+        )?)
     }
 
     /// Run until idle (with `until_idle`) or until `shutdown` resolves; the open

@@ -7,8 +7,10 @@
 //!   `icefjord.kafka.<group>.<topic>`, a JSON object `{"<partition>": next_offset}`
 //!   merged with the value the table held before, so every partition ever ingested
 //!   keeps its position even when a batch touches only some partitions.
-//! - Readers walk back from the branch head to the newest snapshot carrying the key
-//!   (snapshots of maintenance or other writers may lack it).
+//! - Readers find it with the table protocol's one walk
+//!   (`icefjord_catalog::protocol::find_position`): past snapshots of maintenance
+//!   or other engines, through the position mirror after snapshot expiry; a lost
+//!   position stops the sink instead of starting the topic over.
 //! - **Fence**: a batch that starts partition `p` at offset `s` may commit only if the
 //!   table holds exactly `s` for `p` (or nothing for `p` and `s` is the first offset
 //!   the consumer saw). Anything else means another writer (a zombie from before a
@@ -21,49 +23,30 @@
 use std::collections::BTreeMap;
 
 use iceberg::spec::TableMetadata;
-use icefjord_catalog::commit::latest_property;
-use icefjord_catalog::CommitGuard;
+use icefjord_catalog::protocol::{find_position, KafkaOffsetsKey, PositionKey};
+use icefjord_catalog::{CatalogError, CommitGuard};
 
-/// Partition → next offset to read.
-pub type PartitionOffsets = BTreeMap<i32, i64>;
+pub use icefjord_catalog::protocol::PartitionOffsets;
 
-/// The summary key for a consumer group and topic.
-pub fn summary_key(group: &str, topic: &str) -> String {
-    format!("icefjord.kafka.{group}.{topic}")
-}
-
-/// The offsets a table holds for `group`/`topic` on `branch` (empty when none).
-/// An unreadable value is an error, never "none": treating it as none would let
-/// the sink start the topic over and ingest everything twice.
+/// The offsets `table` holds for `group`/`topic` on `branch` (empty when this
+/// sink never wrote there), found by the protocol's one walk
+/// ([`find_position`]): past other engines' snapshots, through the mirror after
+/// snapshot expiry. An unreadable or lost position is an error, never "none":
+/// treating it as none would start the topic over and ingest everything twice.
 pub fn stored(
     metadata: &TableMetadata,
+    table: &str,
     branch: &str,
     group: &str,
     topic: &str,
-) -> Result<PartitionOffsets, String> {
-    match latest_property(metadata, branch, &summary_key(group, topic)) {
-        Some(value) => parse(&value),
-        None => Ok(PartitionOffsets::new()),
-    }
-}
-
-/// Parse a stored value.
-pub fn parse(value: &str) -> Result<PartitionOffsets, String> {
-    let map = serde_json::from_str::<BTreeMap<String, i64>>(value)
-        .map_err(|e| format!("unreadable stored Kafka offsets {value:?}: {e}"))?;
-    map.into_iter()
-        .map(|(p, o)| {
-            p.parse::<i32>().map(|p| (p, o)).map_err(|_| {
-                format!("unreadable partition {p:?} in stored Kafka offsets {value:?}")
-            })
-        })
-        .collect()
-}
-
-/// Serialize offsets for the snapshot summary.
-pub fn render(offsets: &PartitionOffsets) -> String {
-    let map: BTreeMap<String, i64> = offsets.iter().map(|(p, o)| (p.to_string(), *o)).collect();
-    serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
+) -> Result<PartitionOffsets, CatalogError> {
+    let key = KafkaOffsetsKey {
+        group: group.to_string(),
+        topic: topic.to_string(),
+    };
+    Ok(find_position(metadata, table, branch, &key)?
+        .map(|found| found.value)
+        .unwrap_or_default())
 }
 
 /// The range of offsets a batch covers in one partition.
@@ -123,11 +106,16 @@ impl CommitGuard for OffsetFence {
         metadata: &TableMetadata,
         branch: &str,
     ) -> Result<BTreeMap<String, String>, String> {
-        let merged = self.apply(&stored(metadata, branch, &self.group, &self.topic)?)?;
-        Ok(BTreeMap::from([(
-            summary_key(&self.group, &self.topic),
-            render(&merged),
-        )]))
+        let key = KafkaOffsetsKey {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+        };
+        // The guard runs on the table being committed to; its name is in the
+        // commit's own error.
+        let stored = stored(metadata, "the table", branch, &self.group, &self.topic)
+            .map_err(|e| e.to_string())?;
+        let merged = self.apply(&stored)?;
+        Ok(BTreeMap::from([(key.key(), key.format(&merged))]))
     }
 }
 
@@ -161,8 +149,6 @@ mod tests {
         let stored = PartitionOffsets::from([(0, 10), (1, 7)]);
         let merged = fence(&[(0, 10, 25, false)]).apply(&stored).unwrap();
         assert_eq!(merged, PartitionOffsets::from([(0, 25), (1, 7)]));
-        assert_eq!(parse(&render(&merged)).unwrap(), merged);
-        assert!(parse("{\"zero\": 4}").is_err() && parse("nope").is_err());
     }
 
     #[test]

@@ -75,8 +75,14 @@ async fn a_second_writer_of_the_same_offsets_is_refused() {
         .await
         .unwrap();
     let table = lake.load(&ident).await.unwrap();
-    let stored =
-        offsets::stored(table.metadata(), "main", "icefjord-retail", "retail_events").unwrap();
+    let stored = offsets::stored(
+        table.metadata(),
+        "raw.retail_events",
+        "main",
+        "icefjord-retail",
+        "retail_events",
+    )
+    .unwrap();
     assert_eq!(stored, BTreeMap::from([(0, 150), (1, 40)]));
 
     // Writer B, a zombie that read partition 0 from 100 before a rebalance, is refused.

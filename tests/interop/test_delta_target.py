@@ -95,7 +95,7 @@ def test_delta_outputs_equal_duckdb_and_carry_the_run(lake, tmp_path):
     # Partitioned by value, as Delta readers expect.
     assert DeltaTable(str(hourly)).metadata().partition_columns == ["category"]
     history = DeltaTable(str(hourly)).history()
-    assert history[0]["icefjord.commitId"] == "run:export:first", history[0]
+    assert history[0]["icefjord.commit-id"] == "run:export:first", history[0]
 
     # More raw events and a second run: the full refresh is recomputed; the
     # append model adds only the sales past the first run's offsets.

@@ -58,12 +58,13 @@ use crate::delta::DeltaPointer;
 use crate::error::{CatalogError, Result};
 #[cfg(doc)]
 use crate::evolution::check_evolution;
+use crate::protocol::PositionKey;
 use crate::views::ViewWrite;
 
 pub use snapshot::{live_entries, mint_snapshot_id};
 
 /// Summary property holding the commit id of the snapshot.
-pub const COMMIT_ID_PROPERTY: &str = "icefjord.commit-id";
+pub const COMMIT_ID_PROPERTY: &str = crate::protocol::keys::COMMIT_ID;
 
 /// Identifies one logical commit across retries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -104,7 +105,8 @@ pub enum WriteMode {
 
 /// A check run on every commit attempt against the table as it is now.
 pub trait CommitGuard: Send + Sync + fmt::Debug {
-    /// `Ok(properties)` lets the attempt proceed and adds these summary properties;
+    /// `Ok(properties)` lets the attempt proceed and adds these summary properties,
+    /// which are positions (mirrored like [`TableWrite::with_position`]'s);
     /// `Err(reason)` refuses the commit (nothing is written).
     fn check(
         &self,
@@ -129,6 +131,9 @@ pub struct TableWrite {
     replaced: Vec<iceberg::spec::Struct>,
     /// The table to register if the catalog does not have it yet.
     creating: Option<Table>,
+    /// The keys of `properties` that are positions (mirrored, see
+    /// [`crate::protocol::position`]).
+    positions: std::collections::BTreeSet<String>,
 }
 
 impl TableWrite {
@@ -145,6 +150,7 @@ impl TableWrite {
             snapshot_id: None,
             replaced: Vec::new(),
             creating: None,
+            positions: Default::default(),
         }
     }
 
@@ -174,7 +180,19 @@ impl TableWrite {
         self
     }
 
-    /// A summary property (writer position, watermark, …) stored in the snapshot.
+    /// A writer's position, stored in the snapshot's summary and mirrored in a
+    /// table property that survives snapshot expiry (see
+    /// [`crate::protocol::position`]); read it back with
+    /// [`crate::protocol::find_position`].
+    pub fn with_position<K: PositionKey>(mut self, key: &K, value: &K::Value) -> Self {
+        let name = key.key();
+        self.properties.insert(name.clone(), key.format(value));
+        self.positions.insert(name);
+        self
+    }
+
+    /// A summary property (writer, run id, watermark, …) stored in the snapshot.
+    /// Positions go through [`Self::with_position`].
     pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
@@ -494,13 +512,6 @@ pub fn find_commit(metadata: &TableMetadata, branch: &str, id: &CommitId) -> Opt
                 .is_some_and(|v| v == id.as_str())
         })
         .map(|s| s.snapshot_id())
-}
-
-/// The newest value of a summary property on a branch, walking back past snapshots
-/// that do not carry it (e.g. maintenance rewrites).
-pub fn latest_property(metadata: &TableMetadata, branch: &str, key: &str) -> Option<String> {
-    ancestry(metadata, head_of(metadata, branch))
-        .find_map(|s| s.summary().additional_properties.get(key).cloned())
 }
 
 fn backoff(attempt: u32) -> Duration {

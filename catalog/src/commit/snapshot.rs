@@ -17,6 +17,8 @@ use super::{ancestry, head_of, CommitId, TableWrite, WriteMode, COMMIT_ID_PROPER
 use crate::catalog::display;
 use crate::error::{CatalogError, Result};
 use crate::evolution::check_evolution;
+use crate::protocol::mirror_property;
+use crate::protocol::position::Mirror;
 
 /// The live data-file entries of a snapshot (all manifests, loaded concurrently).
 pub async fn live_entries(
@@ -347,11 +349,15 @@ pub(super) async fn produce(
         }
         None => builder.build(),
     };
+    let mirrors = position_mirrors(write, guard_properties, snapshot_id, sequence_number);
     let mut builder = metadata
         .clone()
         .into_builder(table.metadata_location().map(str::to_string));
     if new_schema_id.is_some() {
         builder = builder.add_current_schema(schema.as_ref().clone())?;
+    }
+    if !mirrors.is_empty() {
+        builder = builder.set_properties(mirrors)?;
     }
     let new_metadata = builder
         .add_snapshot(snapshot)?
@@ -369,6 +375,33 @@ pub(super) async fn produce(
         )));
     }
     Ok((new_metadata, snapshot_id))
+}
+
+/// The table properties mirroring the positions this write sets on `main` (see
+/// [`crate::protocol::position`], invariant 2): its own and its guard's.
+fn position_mirrors(
+    write: &TableWrite,
+    guard_properties: &std::collections::BTreeMap<String, String>,
+    snapshot_id: i64,
+    sequence_number: i64,
+) -> HashMap<String, String> {
+    if write.branch != MAIN_BRANCH {
+        return HashMap::new();
+    }
+    let own = write
+        .positions
+        .iter()
+        .filter_map(|key| Some((key, write.properties.get(key)?)));
+    own.chain(guard_properties)
+        .map(|(key, value)| {
+            let mirror = Mirror {
+                snapshot_id,
+                sequence_number,
+                value: value.clone(),
+            };
+            (mirror_property(key), mirror.render())
+        })
+        .collect()
 }
 
 /// The schema the write's files use, and its id when it becomes a new current

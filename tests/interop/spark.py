@@ -135,6 +135,8 @@ class Spark:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        timings = [{"statement": s, "seconds": t} for s, t in getattr(self, "timings", [])]
+        self.log_path.with_name("timings.json").write_text(json.dumps(timings, indent=1))
 
     # -- what users run on our tables -----------------------------------------------------
 
@@ -161,6 +163,11 @@ class Spark:
             f"retain_last => {retain_last}",
         ]
         return self._call(lake, "expire_snapshots", args)
+
+    def set_properties(self, lake, table: str, properties: dict) -> None:
+        """ALTER TABLE ... SET TBLPROPERTIES, e.g. {"write.delete.mode": "merge-on-read"}."""
+        pairs = ", ".join(f"{quote(k)} = {quote(v)}" for k, v in properties.items())
+        self.run(lake, f"ALTER TABLE {CATALOG}.{table} SET TBLPROPERTIES ({pairs})")
 
     def rewrite_manifests(self, lake, table: str) -> dict:
         return self._call(lake, "rewrite_manifests", [f"table => {quote(table)}"])

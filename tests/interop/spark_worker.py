@@ -96,9 +96,17 @@ def session_for(spark, catalog):
         f"{prefix}.warehouse": catalog["warehouse"],
         f"{prefix}.jdbc.schema-version": "V1",
         f"{prefix}.cache-enabled": "false",
-        f"{prefix}.jdbc.init-catalog-tables": "false",
         "spark.sql.defaultCatalog": CATALOG,
     }
+    if catalog["uri"].startswith("jdbc:sqlite:"):
+        # Icefjord made the catalog tables. Iceberg 1.10's check for them leaves a read
+        # transaction open on SQLite; in rollback-journal mode (a catalog PyIceberg made)
+        # every later commit then fails with SQLITE_BUSY. Icefjord's catalog is in WAL mode
+        # (catalog/src/db.rs), where it does no harm, but the check is not needed.
+        conf[f"{prefix}.jdbc.init-catalog-tables"] = "false"
+        # Wait for another writer's lock as long as Icefjord does (catalog/src/db.rs);
+        # sqlite-jdbc's default is 3 s, after which the commit fails with SQLITE_BUSY.
+        conf[f"{prefix}.jdbc.busy_timeout"] = "30000"
     if catalog.get("user"):
         conf[f"{prefix}.jdbc.user"] = catalog["user"]
     if catalog.get("password"):

@@ -188,6 +188,11 @@ class Spark:
         """Type promotion the Iceberg spec allows: int→bigint, float→double, decimal(P,S)→decimal(P',S) with P'>P."""
         self.run(lake, f"ALTER TABLE {CATALOG}.{table} ALTER COLUMN {column} TYPE {type_}")
 
+    def move_column(self, lake, table: str, column: str, after: str | None = None) -> None:
+        """Reorders a column: to the front (after=None) or after another column."""
+        where = f"AFTER {after}" if after else "FIRST"
+        self.run(lake, f"ALTER TABLE {CATALOG}.{table} ALTER COLUMN {column} {where}")
+
     def snapshots(self, lake, table: str) -> list[dict]:
         """The table's `.snapshots` metadata table, oldest first."""
         return self.records(

@@ -168,3 +168,35 @@ def test_alter_column_type_int_to_bigint_keeps_the_values(lake, spark):
     assert totals(after) == totals(before)
     i = before.schema.get_field_index("quantity")
     assert same_rows(after, before.set_column(i, "quantity", before["quantity"].cast(pa.int64())))
+
+
+def test_alter_column_type_widens_a_decimal_and_keeps_the_values(lake, spark):
+    generate(lake)
+    before = scan(lake)
+
+    spark.alter_column_type(lake, TABLE, "unit_price", "decimal(12,2)")
+
+    table = lake.catalog().load_table(TABLE)
+    assert str(table.schema().find_field("unit_price").field_type) == "decimal(12, 2)"
+    after = scan(lake)
+    assert after.schema.field("unit_price").type == pa.decimal128(12, 2)
+    assert totals(after) == totals(before)
+    i = before.schema.get_field_index("unit_price")
+    widened = before.set_column(i, "unit_price", before["unit_price"].cast(pa.decimal128(12, 2)))
+    assert same_rows(after, widened)
+
+
+def test_move_column_reorders_the_schema_not_the_values(lake, spark):
+    generate(lake)
+    before = scan(lake)
+    ids = {f.name: f.field_id for f in lake.catalog().load_table(TABLE).schema().fields}
+
+    spark.move_column(lake, TABLE, "unit_price")
+    spark.move_column(lake, TABLE, "store_id", after="quantity")
+
+    schema = lake.catalog().load_table(TABLE).schema()
+    names = [f.name for f in schema.fields]
+    assert names[0] == "unit_price"
+    assert names.index("store_id") == names.index("quantity") + 1
+    assert {f.name: f.field_id for f in schema.fields} == ids
+    assert same_rows(scan(lake).select(before.column_names), before)

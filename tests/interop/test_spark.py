@@ -155,35 +155,28 @@ def test_drop_then_add_a_column_with_the_same_name_reads_null_for_old_rows(lake,
     assert same_rows(after.drop_columns(["store_id"]), before.drop_columns(["store_id"]))
 
 
-def test_alter_column_type_int_to_bigint_keeps_the_values(lake, spark):
+@pytest.mark.parametrize(
+    "column, spark_type, iceberg_type, arrow_type",
+    [
+        ("quantity", "bigint", "long", pa.int64()),
+        ("unit_price", "decimal(12,2)", "decimal(12, 2)", pa.decimal128(12, 2)),
+    ],
+)
+def test_alter_column_type_promotes_and_keeps_the_values(
+    lake, spark, column, spark_type, iceberg_type, arrow_type
+):
     generate(lake)
     before = scan(lake)
 
-    spark.alter_column_type(lake, TABLE, "quantity", "bigint")
+    spark.alter_column_type(lake, TABLE, column, spark_type)
 
     table = lake.catalog().load_table(TABLE)
-    assert str(table.schema().find_field("quantity").field_type) == "long"
+    assert str(table.schema().find_field(column).field_type) == iceberg_type
     after = scan(lake)
-    assert after.schema.field("quantity").type == pa.int64()
+    assert after.schema.field(column).type == arrow_type
     assert totals(after) == totals(before)
-    i = before.schema.get_field_index("quantity")
-    assert same_rows(after, before.set_column(i, "quantity", before["quantity"].cast(pa.int64())))
-
-
-def test_alter_column_type_widens_a_decimal_and_keeps_the_values(lake, spark):
-    generate(lake)
-    before = scan(lake)
-
-    spark.alter_column_type(lake, TABLE, "unit_price", "decimal(12,2)")
-
-    table = lake.catalog().load_table(TABLE)
-    assert str(table.schema().find_field("unit_price").field_type) == "decimal(12, 2)"
-    after = scan(lake)
-    assert after.schema.field("unit_price").type == pa.decimal128(12, 2)
-    assert totals(after) == totals(before)
-    i = before.schema.get_field_index("unit_price")
-    widened = before.set_column(i, "unit_price", before["unit_price"].cast(pa.decimal128(12, 2)))
-    assert same_rows(after, widened)
+    i = before.schema.get_field_index(column)
+    assert same_rows(after, before.set_column(i, column, before[column].cast(arrow_type)))
 
 
 def test_move_column_reorders_the_schema_not_the_values(lake, spark):

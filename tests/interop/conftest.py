@@ -137,3 +137,16 @@ def kafka(tansu_bin: Path, tmp_path: Path):
     broker = Broker(tansu_bin, tmp_path)
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """One Spark 3.5 + Iceberg 1.10 driver for the session (tests/interop/spark.py)."""
+    from spark import Spark, SparkUnavailable
+
+    try:
+        driver = Spark(tmp_path_factory.mktemp("spark"))
+    except SparkUnavailable as e:
+        pytest.fail(str(e))
+    yield driver
+    driver.stop()

@@ -39,7 +39,7 @@ def raw_counts(lake):
     rows = table(lake, "raw.retail_events").scan().to_arrow()
     return duckdb.sql(
         "SELECT count(*), count(DISTINCT (_kafka_topic, _kafka_partition, _kafka_offset)) FROM rows"
-    ).fetchone()
+    ).fetchall()[0]
 
 
 def generate(lake, events, seed=5):
@@ -113,7 +113,7 @@ def unified_events(lake):
 
 def history_events(lake):
     rows = table(lake, "historical.sales_hourly").scan().to_arrow()
-    return duckdb.sql("SELECT sum(event_count) FROM rows").fetchone()[0]
+    return duckdb.sql("SELECT sum(event_count) FROM rows").fetchall()[0][0]
 
 
 def run(lake):

@@ -25,8 +25,8 @@
 //!    was rolled back past our commit: that is an error, never a silent rewind.
 //! 4. **Never silently from the beginning.** No position at all is "start from
 //!    the beginning" only when the whole ancestry back to the table's first
-//!    snapshot is visible (this writer never wrote here) or the branch holds no
-//!    rows. A cut ancestry with rows and no usable mirror is
+//!    snapshot (sequence number 1) is visible (this writer never wrote here) or
+//!    the branch holds no rows. A cut ancestry with rows and no usable mirror is
 //!    [`CatalogError::PositionLost`]: the writer refuses to start and says how to
 //!    reset.
 //! 5. **A corrupt value is an error** ([`CatalogError::PositionCorrupt`]), in the
@@ -119,7 +119,13 @@ pub fn find_position<K: PositionKey>(
         }
         oldest = snapshot;
     }
-    let complete = oldest.parent_snapshot_id().is_none();
+    // The whole history is visible when the oldest ancestor is the table's first
+    // snapshot. A missing parent alone does not say so: PyIceberg's expiry
+    // clears the parent id of the snapshots it keeps. In v2+ the first snapshot
+    // has sequence number 1 (numbers start at 1 and grow with every commit).
+    let complete = oldest.parent_snapshot_id().is_none()
+        && (metadata.format_version() == iceberg::spec::FormatVersion::V1
+            || oldest.sequence_number() <= 1);
     let mirror = (branch == MAIN_BRANCH)
         .then(|| metadata.properties().get(&mirror_property(&name)))
         .flatten();

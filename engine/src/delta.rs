@@ -489,6 +489,7 @@ impl TableProvider for DeltaScan {
             files,
             Some(indices),
             limit,
+            None,
         )
         .await
     }

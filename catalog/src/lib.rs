@@ -21,6 +21,8 @@
 //! - [`catalog`]: [`LakeCatalog`], an `iceberg::Catalog` on SQLite/PostgreSQL.
 //! - [`commit`]: the commit protocol (idempotent, compare-and-swap, multi-table).
 //! - [`evolution`]: the schema changes a writer may make (add optional columns, widen).
+//! - [`writer_columns`]: where a writer's column goes after other engines renamed or
+//!   dropped columns.
 
 pub mod catalog;
 pub mod commit;
@@ -31,6 +33,7 @@ pub mod error;
 pub mod evolution;
 pub mod storage;
 pub mod views;
+pub mod writer_columns;
 
 pub use catalog::{display, parse_table, LakeCatalog, TableSpec, CATALOG_NAME};
 pub use commit::{
@@ -43,3 +46,4 @@ pub use error::{CatalogError, Result};
 pub use evolution::SchemaEvolution;
 pub use storage::WarehouseStore;
 pub use views::{CatalogState, ViewDef, ViewWrite};
+pub use writer_columns::{resolve_writer_column, WriterColumn};

@@ -3,6 +3,7 @@ drop and re-add under the old name, promote int to long); icefjord must then rea
 every column by Iceberg field id and keep writing. Expected values come from
 PyIceberg reading the same rows, never from icefjord."""
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -205,3 +206,37 @@ def test_an_int_column_promoted_to_long_reads_old_files_widened(lake):
     assert len(quantity) == 2500
     ours = lake.sql(f"SELECT sum(quantity) AS total FROM {TABLE}")[0]
     assert ours["total"] == pc.sum(quantity).as_py()
+
+
+def test_the_sink_lands_a_producers_old_key_in_the_renamed_column(lake, kafka):
+    from test_ingest import good_event, ingest
+
+    def produce(events):
+        producer = kafka.producer()
+        for i, event in events:
+            producer.produce("retail-renamed", key=str(i).encode(), value=json.dumps(event).encode())
+        producer.flush(60)
+
+    kafka.create_topic("retail-renamed", partitions=1)
+    first = [(i, good_event(i)) for i in range(40)]
+    produce(first)
+    out = ingest(lake, kafka, "retail-renamed")
+    assert out.returncode == 0, out.stderr
+
+    table = load(lake)
+    with table.update_schema() as update:
+        update.rename_column("store_id", "store")
+    # The producer still says store_id.
+    second = [(i, good_event(i)) for i in range(40, 100)]
+    produce(second)
+    out = ingest(lake, kafka, "retail-renamed")
+    assert out.returncode == 0, out.stderr
+
+    store = column(lake, "store")
+    sent = [event["store_id"] for _, event in first + second]
+    assert len(store) == 100
+    assert sorted(store.to_pylist()) == sorted(sent)
+    ours = lake.sql(f"SELECT count(store) AS n, sum(store) AS total FROM {TABLE}")[0]
+    assert ours == {"n": 100, "total": sum(sent)}
+    dead = lake.sql("SELECT count(*) AS n FROM raw.retail_events_dlq")[0]
+    assert dead["n"] == 0

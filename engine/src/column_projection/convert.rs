@@ -411,3 +411,136 @@ impl PhysicalExpr for FieldIdProjection {
         fmt::Display::fmt(self, f)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use arrow::array::{
+        Int32Array, Int32Builder, Int64Array, ListArray, MapBuilder, StringBuilder,
+    };
+    use arrow::buffer::OffsetBuffer;
+    use iceberg::arrow::schema_to_arrow_schema;
+    use iceberg::spec::{ListType, MapType, PrimitiveType, Schema as IcebergSchema, StructType};
+    use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
+
+    use super::super::file_ids::file_ids;
+    use super::*;
+
+    fn with_id(field: Field, id: i32) -> Field {
+        field.with_metadata(HashMap::from([(
+            PARQUET_FIELD_ID_META_KEY.to_string(),
+            id.to_string(),
+        )]))
+    }
+
+    /// The table's column `name` (Iceberg and Arrow) in `schema`.
+    fn table_column(schema: &IcebergSchema, name: &str) -> (NestedField, Field) {
+        let arrow = schema_to_arrow_schema(schema).unwrap();
+        let iceberg = schema.field_by_name(name).unwrap().as_ref().clone();
+        (iceberg, arrow.field_with_name(name).unwrap().clone())
+    }
+
+    #[test]
+    fn list_elements_match_struct_fields_by_id() {
+        // items: list<struct<2: qty int>> in the file; the table renamed qty to
+        // units, promoted it to long and added 4: note.
+        let file_item = with_id(
+            Field::new_struct(
+                "element",
+                vec![with_id(Field::new("qty", DataType::Int32, true), 2)],
+                true,
+            ),
+            1,
+        );
+        let file_field = with_id(
+            Field::new("items", DataType::List(Arc::new(file_item.clone())), true),
+            10,
+        );
+        let DataType::Struct(item_fields) = file_item.data_type().clone() else {
+            panic!()
+        };
+        let items = StructArray::new(
+            item_fields,
+            vec![Arc::new(Int32Array::from(vec![3, 4, 5]))],
+            None,
+        );
+        let file_array: ArrayRef = Arc::new(ListArray::new(
+            Arc::new(file_item),
+            OffsetBuffer::from_lengths([2, 1]),
+            Arc::new(items),
+            None,
+        ));
+
+        let element = NestedField::optional(
+            1,
+            "element",
+            Type::Struct(StructType::new(vec![
+                NestedField::optional(4, "note", Type::Primitive(PrimitiveType::String)).into(),
+                NestedField::optional(2, "units", Type::Primitive(PrimitiveType::Long)).into(),
+            ])),
+        );
+        let schema = IcebergSchema::builder()
+            .with_fields(vec![NestedField::optional(
+                10,
+                "items",
+                Type::List(ListType::new(element.into())),
+            )
+            .into()])
+            .build()
+            .unwrap();
+        let (iceberg, table) = table_column(&schema, "items");
+        let (ids, _) = file_ids(&vec![file_field.clone()].into(), None, schema.as_struct());
+        let conversion = plan(&iceberg, &table, &file_field, &ids[0]).unwrap();
+        let read = conversion.apply(&file_array).unwrap();
+        assert_eq!(read.data_type(), table.data_type());
+        let list = read.as_list::<i32>();
+        let structs = list.values().as_struct();
+        assert_eq!(structs.column(0).null_count(), 3, "note is not in the file");
+        let units = structs
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(units.values(), &[3, 4, 5]);
+        assert_eq!(list.value_offsets(), &[0, 2, 3]);
+    }
+
+    #[test]
+    fn map_values_are_promoted() {
+        let mut builder = MapBuilder::new(None, StringBuilder::new(), Int32Builder::new());
+        builder.keys().append_value("a");
+        builder.values().append_value(7);
+        builder.append(true).unwrap();
+        let file_array: ArrayRef = Arc::new(builder.finish());
+        let file_field = Field::new("m", file_array.data_type().clone(), true);
+
+        let schema = IcebergSchema::builder()
+            .with_fields(vec![NestedField::optional(
+                1,
+                "m",
+                Type::Map(MapType::new(
+                    NestedField::map_key_element(2, Type::Primitive(PrimitiveType::String)).into(),
+                    NestedField::map_value_element(3, Type::Primitive(PrimitiveType::Long), false)
+                        .into(),
+                )),
+            )
+            .into()])
+            .build()
+            .unwrap();
+        let (iceberg, table) = table_column(&schema, "m");
+        // A file without field ids: matched by names, keys and values by place.
+        let (ids, _) = file_ids(&vec![file_field.clone()].into(), None, schema.as_struct());
+        let conversion = plan(&iceberg, &table, &file_field, &ids[0]).unwrap();
+        let read = conversion.apply(&file_array).unwrap();
+        assert_eq!(read.data_type(), table.data_type());
+        let values = read
+            .as_map()
+            .values()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(values.values(), &[7]);
+    }
+}

@@ -23,6 +23,8 @@
 //! - [`evolution`]: the schema changes a writer may make (add optional columns, widen).
 //! - [`protocol`]: what our writers record besides rows (summary keys, positions,
 //!   `_kafka_*` columns) and the walk that finds a position again.
+//! - [`writer_columns`]: where a writer's column goes after other engines renamed or
+//!   dropped columns.
 
 pub mod catalog;
 pub mod commit;
@@ -34,6 +36,7 @@ pub mod evolution;
 pub mod protocol;
 pub mod storage;
 pub mod views;
+pub mod writer_columns;
 
 pub use catalog::{display, parse_table, LakeCatalog, TableSpec, CATALOG_NAME};
 pub use commit::{
@@ -46,3 +49,4 @@ pub use error::{CatalogError, Result};
 pub use evolution::SchemaEvolution;
 pub use storage::WarehouseStore;
 pub use views::{CatalogState, ViewDef, ViewWrite};
+pub use writer_columns::{resolve_writer_column, WriterColumn};

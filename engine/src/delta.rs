@@ -488,6 +488,7 @@ impl TableProvider for DeltaScan {
             files,
             Some(indices),
             limit,
+            None,
         )
         .await
     }

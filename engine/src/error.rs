@@ -14,6 +14,17 @@ pub enum EngineError {
     /// A record batch does not fit the table it is written to.
     #[error("data does not fit table {table}: {message}")]
     SchemaMismatch { table: String, message: String },
+    /// A writer's column was dropped from the table by a schema change
+    /// (see `icefjord_catalog::writer_columns`); its values are not written.
+    #[error(
+        "table {table} no longer has column {column} (field id {field_id} was dropped); \
+         stop writing it or add the column back"
+    )]
+    DroppedColumn {
+        table: String,
+        column: String,
+        field_id: i32,
+    },
     /// An event schema file is invalid.
     #[error("schema {source_name}: {message}")]
     InvalidSchema {
@@ -27,6 +38,9 @@ pub enum EngineError {
     /// A Delta table could not be read, written or committed.
     #[error("delta table {location}: {message}")]
     Delta { location: String, message: String },
+    /// The table's `schema.name-mapping.default` is not the spec's name mapping JSON.
+    #[error("table {table}: schema.name-mapping.default is not a valid name mapping: {message}")]
+    InvalidNameMapping { table: String, message: String },
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
 }

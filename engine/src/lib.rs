@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod column_projection;
 pub mod delta;
 pub mod demo;
 pub mod error;

@@ -1,7 +1,8 @@
 //! [`IcebergTable`]: a DataFusion `TableProvider` over one snapshot of an Iceberg
 //! table. Planning lists the snapshot's live data files from its manifests; the scan
 //! itself is DataFusion's own Parquet reader (projection, row-group pruning and
-//! filter pushdown included) on the warehouse's object store. String columns come
+//! filter pushdown included) on the warehouse's object store, with each file's
+//! columns found by Iceberg field id ([`crate::column_projection`]). String columns come
 //! out as `Utf8View`, and each file carries its partition
 //! ([`crate::partitionwise::FilePartition`]) for partition-wise aggregation.
 
@@ -21,6 +22,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr_adapter::PhysicalExprAdapterFactory;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_datasource::TableSchema;
@@ -29,6 +31,7 @@ use iceberg::spec::{Literal, PrimitiveLiteral, Transform};
 use iceberg::table::Table;
 use icefjord_catalog::{commit::live_entries, CatalogError, WarehouseStore};
 
+use crate::column_projection::ColumnProjection;
 use crate::error::Result;
 use crate::partitionwise::{FilePartition, PartitionField, PartitionKey};
 
@@ -48,6 +51,8 @@ pub struct IcebergTable {
     /// (`None` for a source that is not a top-level column), when it has a single spec (see
     /// [`crate::partitionwise`]).
     partition_fields: Option<Vec<Option<(String, Transform)>>>,
+    /// Finds each data file's columns by field id.
+    projection: Arc<ColumnProjection>,
 }
 
 /// Data files written but not committed, read as if a commit had added them: how
@@ -74,12 +79,17 @@ pub enum StagedMode {
 
 impl IcebergTable {
     /// The table at `snapshot_id` (`None`: the current snapshot of `main`).
+    ///
+    /// Its columns are those of the table's current schema, or for a given
+    /// snapshot (time travel) those of the schema that snapshot was written with,
+    /// as Iceberg readers do (a schema change commits no snapshot: the current
+    /// snapshot's schema may be older than the table's).
     pub fn try_new(table: Table, snapshot_id: Option<i64>, store: WarehouseStore) -> Result<Self> {
-        let snapshot_id = snapshot_id.or_else(|| table.metadata().current_snapshot_id());
         let iceberg_schema = match snapshot_id.and_then(|id| table.metadata().snapshot_by_id(id)) {
             Some(snapshot) => snapshot.schema(table.metadata())?,
             None => table.metadata().current_schema().clone(),
         };
+        let snapshot_id = snapshot_id.or_else(|| table.metadata().current_snapshot_id());
         let with_ids = schema_to_arrow_schema(&iceberg_schema)?;
         let schema = Arc::new(Schema::new(
             with_ids
@@ -117,6 +127,11 @@ impl IcebergTable {
                 })
                 .collect()
         });
+        let projection = Arc::new(ColumnProjection::try_new(
+            &icefjord_catalog::display(table.identifier()),
+            iceberg_schema,
+            metadata.properties(),
+        )?);
         Ok(Self {
             table,
             snapshot_id,
@@ -126,6 +141,7 @@ impl IcebergTable {
             after_sequence: None,
             filter: None,
             partition_fields,
+            projection,
         })
     }
 
@@ -319,6 +335,7 @@ impl TableProvider for IcebergTable {
             files,
             scan_projection,
             scan_limit,
+            Some(self.projection.clone()),
         )
         .await?;
         let Some(filter) = &self.filter else {
@@ -350,7 +367,8 @@ impl TableProvider for IcebergTable {
 
 /// DataFusion's own Parquet scan of `files` on the warehouse store, spread over
 /// the session's target partitions (`projection` indexes `table_schema`'s
-/// columns: file columns, then partition columns).
+/// columns: file columns, then partition columns). `columns` finds each file's
+/// columns (`None`: DataFusion's default, by name).
 pub(crate) async fn parquet_scan(
     state: &dyn Session,
     store: &WarehouseStore,
@@ -358,6 +376,7 @@ pub(crate) async fn parquet_scan(
     files: Vec<PartitionedFile>,
     projection: Option<Vec<usize>>,
     limit: Option<usize>,
+    columns: Option<Arc<dyn PhysicalExprAdapterFactory>>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let target = state.config_options().execution.target_partitions.max(1);
     let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
@@ -367,6 +386,7 @@ pub(crate) async fn parquet_scan(
         .with_file_groups(balance(files, target))
         .with_projection_indices(projection)?
         .with_limit(limit)
+        .with_expr_adapter(columns)
         .build();
     format.create_physical_plan(state, config).await
 }

@@ -9,7 +9,7 @@ use arrow::array::{new_null_array, RecordBatch};
 use arrow::compute::{cast_with_options, concat_batches, CastOptions};
 use arrow::datatypes::{DataType, SchemaRef};
 use iceberg::arrow::schema_to_arrow_schema;
-use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, Struct};
+use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, Struct, TableMetadata};
 use iceberg::table::Table;
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
 use iceberg::writer::file_writer::location_generator::{
@@ -21,6 +21,8 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
+
+use icefjord_catalog::writer_columns::{resolve_writer_column, WriterColumn};
 
 use crate::error::{EngineError, Result};
 use crate::partition::PartitionSplitter;
@@ -185,11 +187,16 @@ pub struct WriteMetrics {
 
 /// Writes record batches of any compatible schema into data files of one table.
 ///
-/// Columns are matched by name; missing nullable columns become nulls; types are
-/// cast safely (a value that does not fit is an error naming the column).
+/// Columns are matched by name, or by a renamed column's old name
+/// ([`conform_to_table`]); missing nullable columns become nulls; types are cast
+/// safely (a value that does not fit is an error naming the column).
 pub struct TableWriter {
     table_name: String,
     schema: SchemaRef,
+    /// The table's schemas, for columns renamed since the writer named them.
+    metadata: iceberg::spec::TableMetadataRef,
+    /// The schema the files are written with (`schema` as Iceberg).
+    iceberg_schema: iceberg::spec::SchemaRef,
     sink: Sink,
     rows: u64,
 }
@@ -239,7 +246,7 @@ impl TableWriter {
             Sink::Unpartitioned(Box::new(builder.build(None).await?))
         } else {
             Sink::Partitioned(Box::new(Partitioned {
-                splitter: PartitionSplitter::try_new(iceberg_schema, spec)?,
+                splitter: PartitionSplitter::try_new(iceberg_schema.clone(), spec)?,
                 builder,
                 open: HashMap::new(),
                 arrived: 0,
@@ -251,6 +258,8 @@ impl TableWriter {
         Ok(Self {
             table_name: icefjord_catalog::display(table.identifier()),
             schema,
+            metadata: table.metadata_ref(),
+            iceberg_schema,
             sink,
             rows: 0,
         })
@@ -282,7 +291,13 @@ impl TableWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let batch = conform(&self.table_name, &self.schema, &batch)?;
+        let batch = conform_to_table(
+            &self.table_name,
+            &self.schema,
+            &self.metadata,
+            &self.iceberg_schema,
+            &batch,
+        )?;
         self.rows += batch.num_rows() as u64;
         match &mut self.sink {
             Sink::Unpartitioned(writer) => writer.write(batch).await?,
@@ -307,21 +322,79 @@ impl TableWriter {
 }
 
 /// Reshape `batch` to `schema`: columns by name, nulls for missing optional columns,
-/// safe casts.
+/// safe casts. For tables without a schema history (Delta); Iceberg tables use
+/// [`conform_to_table`].
 pub fn conform(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    conform_by(table, schema, batch, |name| {
+        Ok(schema.index_of(name).ok().map(|_| name.to_string()))
+    })
+}
+
+/// Reshape `batch` to `schema`, the Arrow form of `target` (the table's current
+/// schema in `metadata`, or the evolution of it this write makes current): each
+/// batch column goes to the table column the catalog's writer rule names
+/// ([`icefjord_catalog::writer_columns`]): the column of its name, else the
+/// column it was renamed to; values of a dropped column are refused
+/// ([`EngineError::DroppedColumn`]). Then as [`conform`].
+pub fn conform_to_table(
+    table: &str,
+    schema: &SchemaRef,
+    metadata: &TableMetadata,
+    target: &iceberg::spec::Schema,
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
+    conform_by(table, schema, batch, |name| {
+        match resolve_writer_column(metadata, target, name) {
+            WriterColumn::Current(field) | WriterColumn::Renamed { field, .. } => {
+                Ok(Some(field.name.clone()))
+            }
+            WriterColumn::Dropped { field_id, .. } => Err(EngineError::DroppedColumn {
+                table: table.to_string(),
+                column: name.to_string(),
+                field_id,
+            }),
+            WriterColumn::Unknown => Ok(None),
+        }
+    })
+}
+
+/// [`conform`] with `target_of` naming the table column each batch column goes
+/// to (`None`: no column of the table).
+fn conform_by(
+    table: &str,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    target_of: impl Fn(&str) -> Result<Option<String>>,
+) -> Result<RecordBatch> {
     let mismatch = |message: String| EngineError::SchemaMismatch {
         table: table.to_string(),
         message,
     };
     let input = batch.schema();
+    let mut sources: HashMap<String, usize> = HashMap::with_capacity(input.fields().len());
+    for (i, field) in input.fields().iter().enumerate() {
+        let Some(target) = target_of(field.name())? else {
+            return Err(mismatch(format!(
+                "the table has no column {}",
+                field.name()
+            )));
+        };
+        if let Some(other) = sources.insert(target.clone(), i) {
+            return Err(mismatch(format!(
+                "columns {} and {} both go to column {target}",
+                input.field(other).name(),
+                field.name()
+            )));
+        }
+    }
     let options = CastOptions {
         safe: false,
         ..Default::default()
     };
     let mut columns = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let column = match input.index_of(field.name()) {
-            Ok(i) => {
+        let column = match sources.get(field.name()) {
+            Some(&i) => {
                 let column = batch.column(i);
                 if column.data_type() == field.data_type() {
                     column.clone()
@@ -336,8 +409,8 @@ pub fn conform(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Result<R
                     })?
                 }
             }
-            Err(_) if field.is_nullable() => new_null_array(field.data_type(), batch.num_rows()),
-            Err(_) => {
+            None if field.is_nullable() => new_null_array(field.data_type(), batch.num_rows()),
+            None => {
                 return Err(mismatch(format!(
                     "required column {} is missing",
                     field.name()
@@ -352,14 +425,6 @@ pub fn conform(table: &str, schema: &SchemaRef, batch: &RecordBatch) -> Result<R
             )));
         }
         columns.push(column);
-    }
-    for field in input.fields() {
-        if schema.index_of(field.name()).is_err() {
-            return Err(mismatch(format!(
-                "the table has no column {}",
-                field.name()
-            )));
-        }
     }
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }

@@ -7,6 +7,9 @@ use icefjord_catalog::{parse_table, CatalogError, LakeCatalog, LakeConfig};
 use icefjord_engine::demo::Demo;
 use icefjord_engine::{AsOf, EngineError, LakeSession};
 
+#[path = "engine/schema_evolution.rs"]
+mod schema_evolution;
+
 async fn count(session: &LakeSession, name: &str) -> i64 {
     let batches = session
         .query(&format!("SELECT count(*) FROM {name}"))

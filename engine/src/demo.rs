@@ -217,11 +217,25 @@ impl Demo<'_> {
                 .collect(),
         };
         let table_schema = iceberg::arrow::schema_to_arrow_schema(raw.metadata().current_schema())?;
+        // A column another engine renamed keeps the generator's JSON key here;
+        // the writer puts it under its new name (`writer_columns`, as the sink).
+        let (file, text) = self.kind.schema();
+        let event_schema = EventSchema::parse(file, text)?;
+        let producer = icefjord_catalog::writer_columns::producer_names(
+            raw.metadata(),
+            event_schema.fields.iter().map(|f| f.name.as_str()),
+        );
         let events: Vec<Field> = table_schema
             .fields()
             .iter()
             .filter(|f| !kafka::ALL.contains(&f.name().as_str()))
-            .map(|f| f.as_ref().clone())
+            .map(|f| {
+                let field = f.as_ref().clone();
+                match producer.get(f.name()) {
+                    Some(key) => field.with_name(key),
+                    None => field,
+                }
+            })
             .collect();
         let mut decoder = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(events.clone())))
             .with_batch_size(lines.len().max(1))

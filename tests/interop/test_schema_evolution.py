@@ -240,3 +240,21 @@ def test_the_sink_lands_a_producers_old_key_in_the_renamed_column(lake, kafka):
     assert ours == {"n": 100, "total": sum(sent)}
     dead = lake.sql("SELECT count(*) AS n FROM raw.retail_events_dlq")[0]
     assert dead["n"] == 0
+
+
+def test_the_clickstream_generator_writes_a_renamed_column(lake):
+    """The JSON generators decode their events like the sink: a column renamed
+    since keeps the producer's key, and lands under its new name."""
+    out = lake.run("generate", "--kind", "clickstream", "--events", "1000")
+    assert out.returncode == 0, out.stderr
+    table = lake.catalog().load_table("raw.clickstream_events")
+    with table.update_schema() as update:
+        update.rename_column("user_id", "customer_id")
+    out = lake.run("generate", "--kind", "clickstream", "--events", "2000")
+    assert out.returncode == 0, out.stderr
+    rows = lake.catalog().load_table("raw.clickstream_events").scan().to_arrow()
+    assert rows.num_rows == 2000
+    customer = rows["customer_id"]
+    assert customer.null_count == 0
+    ours = lake.sql("SELECT count(customer_id) AS n FROM raw.clickstream_events")[0]
+    assert ours["n"] == 2000

@@ -32,10 +32,12 @@
 use std::collections::HashMap;
 
 use arrow::array::RecordBatch;
-use iceberg::spec::{DataFile, DataFileBuilder, Datum, PrimitiveLiteral, PrimitiveType, SchemaRef};
-use iceberg::writer::file_writer::{FileWriter, FileWriterBuilder, ParquetWriter, ParquetWriterBuilder};
-use iceberg::writer::CurrentFileStatus;
 use iceberg::io::OutputFile;
+use iceberg::spec::{DataFile, DataFileBuilder, Datum, PrimitiveLiteral, PrimitiveType, SchemaRef};
+use iceberg::writer::file_writer::{
+    FileWriter, FileWriterBuilder, ParquetWriter, ParquetWriterBuilder,
+};
+use iceberg::writer::CurrentFileStatus;
 use parquet::file::properties::WriterPropertiesBuilder;
 
 /// Code points (strings) or bytes (binaries) kept in a bound: Iceberg's default
@@ -175,9 +177,10 @@ impl FileWriter for BoundsWriter {
         for builder in &mut builders {
             // The builder cannot be read; a trial build can (all its required
             // fields are set by the Parquet writer).
-            let file: DataFile = builder.clone().build().map_err(|e| {
-                iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string())
-            })?;
+            let file: DataFile = builder
+                .clone()
+                .build()
+                .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::Unexpected, e.to_string()))?;
             builder
                 .lower_bounds(manifest_bounds(file.lower_bounds(), End::Lower))
                 .upper_bounds(manifest_bounds(file.upper_bounds(), End::Upper));

@@ -649,7 +649,8 @@ async fn long_strings_in_one_row_group_keep_the_file_bounds_true() {
         .into_iter()
         .chain([Some("a"), None])
         .collect::<arrow::array::StringArray>();
-    let batch = arrow::array::RecordBatch::try_new(schema, vec![std::sync::Arc::new(rows)]).unwrap();
+    let batch =
+        arrow::array::RecordBatch::try_new(schema, vec![std::sync::Arc::new(rows)]).unwrap();
     writer.write(batch).await.unwrap();
     let (two_groups, _) = writer.close().await.unwrap();
     assert_eq!(two_groups.len(), 1);
@@ -671,10 +672,19 @@ async fn long_strings_in_one_row_group_keep_the_file_bounds_true() {
     let table = lake.load(&ident).await.unwrap();
     for (filter, kept) in [
         (Reference::new("s").greater_than(Datum::string("b")), 1),
-        (Reference::new("s").equal_to(Datum::string(long.as_str())), 1),
-        (Reference::new("s").greater_than(Datum::string(long.as_str())), 1),
+        (
+            Reference::new("s").equal_to(Datum::string(long.as_str())),
+            1,
+        ),
+        (
+            Reference::new("s").greater_than(Datum::string(long.as_str())),
+            1,
+        ),
         (Reference::new("s").less_than(Datum::string("a")), 0),
-        (Reference::new("s").greater_than(Datum::string("cxxxxxxxxxxxxxxy")), 0),
+        (
+            Reference::new("s").greater_than(Datum::string("cxxxxxxxxxxxxxxy")),
+            0,
+        ),
     ] {
         let scan = table.scan().with_filter(filter.clone()).build().unwrap();
         let files: Vec<_> = futures::TryStreamExt::try_collect(scan.plan_files().await.unwrap())

@@ -23,6 +23,7 @@ pub mod partitionwise;
 pub mod scan;
 pub mod schema;
 pub mod session;
+pub mod sum;
 pub mod transform;
 pub mod write;
 

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod arithmetic;
 pub mod bounds;
 pub mod delta;
 pub mod demo;

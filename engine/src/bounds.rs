@@ -25,7 +25,13 @@
 //!   counts NaN into `nan_value_counts`); -0.0 precedes +0.0 (spec: IEEE 754
 //!   totalOrder), so a zero lower bound is -0.0 and a zero upper bound +0.0.
 //! - **Null counts** come from Parquet's statistics, which parquet-rs writes for
-//!   every column chunk; value, null and NaN counts are not changed here.
+//!   every column chunk; value, null and NaN counts are not changed here. So
+//!   statistics must stay enabled for every column (parquet-rs's default,
+//!   `EnabledStatistics::Page`): a row group without them would drop out of the
+//!   file's bounds and null counts, as inexact ones did.
+//! - The cost of exact row-group statistics: the Parquet footer holds each row
+//!   group's longest-value min and max in full (two values per column and row
+//!   group); the page index keeps its own 64-byte truncation.
 //!
 //! Cost: no pass over the data; a few map lookups per file when it closes.
 

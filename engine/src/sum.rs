@@ -509,3 +509,95 @@ impl<T: ArrowNumericType> GroupsAccumulator for CheckedSumGroups<T> {
         self.sums.capacity() * std::mem::size_of::<T::Native>() + self.seen.capacity()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+
+    fn groups() -> CheckedSumGroups<Int64Type> {
+        CheckedSumGroups {
+            sums: Vec::new(),
+            seen: Vec::new(),
+            name: "sum(v)".into(),
+            data_type: DataType::Int64,
+        }
+    }
+
+    fn longs(values: &[Option<i64>]) -> ArrayRef {
+        Arc::new(Int64Array::from(values.to_vec()))
+    }
+
+    #[test]
+    fn group_sums_are_exact_until_one_overflows() {
+        let mut sums = groups();
+        let rows = longs(&[Some(i64::MAX), Some(1), None, Some(-1)]);
+        sums.update_batch(&[rows], &[0, 1, 1, 0], None, 3).unwrap();
+        let out = sums.evaluate(EmitTo::All).unwrap();
+        let expected = longs(&[Some(i64::MAX - 1), Some(1), None]);
+        assert_eq!(&out, &expected);
+
+        let mut sums = groups();
+        let rows = longs(&[Some(i64::MAX), Some(1)]);
+        let err = sums.update_batch(&[rows], &[0, 0], None, 1).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("overflow: sum(v) does not fit Int64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn group_sums_skip_filtered_rows_and_merge_states_checked() {
+        let mut sums = groups();
+        let rows = longs(&[Some(i64::MAX), Some(1), Some(2)]);
+        let filter = BooleanArray::from(vec![Some(true), Some(false), None]);
+        sums.update_batch(std::slice::from_ref(&rows), &[0, 0, 0], Some(&filter), 1)
+            .unwrap();
+        assert_eq!(
+            &sums.state(EmitTo::First(1)).unwrap()[0],
+            &longs(&[Some(i64::MAX)])
+        );
+
+        let state = sums.convert_to_state(&[rows], Some(&filter)).unwrap();
+        assert_eq!(&state[0], &longs(&[Some(i64::MAX), None, None]));
+        let mut merged = groups();
+        merged
+            .merge_batch(&[longs(&[Some(i64::MAX)])], &[0], None, 1)
+            .unwrap();
+        assert!(merged
+            .merge_batch(&[longs(&[Some(1)])], &[0], None, 1)
+            .is_err());
+    }
+
+    #[test]
+    fn sliding_sums_retract_without_overflow() {
+        let mut sum = CheckedSlidingSum::<Int64Type> {
+            sum: CheckedSumAccumulator::new("sum(v)".into(), DataType::Int64),
+            count: 0,
+        };
+        sum.update_batch(&[longs(&[Some(i64::MAX)])]).unwrap();
+        sum.retract_batch(&[longs(&[Some(i64::MAX)])]).unwrap();
+        assert_eq!(sum.evaluate().unwrap(), ScalarValue::Int64(None));
+        sum.update_batch(&[longs(&[Some(5), None])]).unwrap();
+        assert_eq!(sum.evaluate().unwrap(), ScalarValue::Int64(Some(5)));
+        sum.update_batch(&[longs(&[Some(i64::MAX)])]).unwrap_err();
+    }
+
+    #[test]
+    fn decimal_sums_beyond_their_precision_are_errors() {
+        let mut sum = CheckedSumAccumulator::<Decimal128Type>::new(
+            "sum(d)".into(),
+            DataType::Decimal128(3, 0),
+        );
+        let values: ArrayRef = Arc::new(
+            arrow::array::Decimal128Array::from(vec![999, 1])
+                .with_precision_and_scale(3, 0)
+                .unwrap(),
+        );
+        sum.update_batch(&[values]).unwrap();
+        let err = sum.evaluate().unwrap_err();
+        assert!(err.to_string().contains("Decimal128(3, 0)"), "{err}");
+    }
+}

@@ -8,6 +8,7 @@ the edges of its values: equal to the minimum and maximum, just below and above
 them, strings past Iceberg's 16-character truncation.
 """
 
+import json
 from decimal import Decimal
 
 import duckdb
@@ -22,7 +23,14 @@ from pyiceberg.expressions import (
     LessThanOrEqual,
     NotNaN,
 )
-from pyiceberg.types import DecimalType, DoubleType, IntegerType, LongType, StringType
+from pyiceberg.types import (
+    BinaryType,
+    DecimalType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+)
 
 LONG = "c" + "x" * 99
 WIDE = "é" + "ü" * 40
@@ -47,7 +55,7 @@ LONG_STRINGS_SQL = f"""SELECT value AS n,
 FROM (SELECT unnest(range(0, 1048578)) AS value) AS g
 """
 
-CHECKED = (IntegerType, LongType, StringType, DecimalType, DoubleType)
+CHECKED = (IntegerType, LongType, StringType, BinaryType, DecimalType, DoubleType)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +92,12 @@ def edge_filters(name, field_type, low, high):
             (GreaterThanOrEqual(name, high + 1), f'"{name}" >= ?', high + 1),
             (LessThanOrEqual(name, low - 1), f'"{name}" <= ?', low - 1),
         ]
+    if isinstance(field_type, BinaryType):
+        cases += [
+            (GreaterThanOrEqual(name, high + b"\x00"), f'"{name}" >= ?', high + b"\x00"),
+            (GreaterThan(name, high[:16]), f'"{name}" > ?', high[:16]),
+            (LessThan(name, low[:16] + b"\xff"), f'"{name}" < ?', low[:16] + b"\xff"),
+        ]
     if isinstance(field_type, StringType):
         above = high + "a"
         cases += [
@@ -115,10 +129,12 @@ def tables(lake):
             yield ".".join(ident), catalog.load_table(ident)
 
 
-def test_pyiceberg_prunes_no_file_that_holds_a_match(built):
+def check_edges(lake):
+    """Compare PyIceberg and DuckDB at the edges of every column of every table;
+    returns the names of the tables checked and the number of filters."""
     seen = set()
     checked = 0
-    for name, table in tables(built):
+    for name, table in tables(lake):
         files = data_files(table)
         if not files:
             continue
@@ -142,8 +158,30 @@ def test_pyiceberg_prunes_no_file_that_holds_a_match(built):
                 got = table.scan(row_filter=row_filter).to_arrow().num_rows
                 assert got == expected, f"{name}: {row_filter}: PyIceberg {got}, DuckDB {expected}"
                 checked += 1
+    return seen, checked
+
+
+def test_pyiceberg_prunes_no_file_that_holds_a_match(built):
+    seen, checked = check_edges(built)
     assert {"raw.retail_events", "historical.sales_hourly", "historical.long_strings"} <= seen
     assert checked > 100
+
+
+def test_the_sinks_files_prune_right_too(lake, kafka):
+    from test_ingest import BAD_VALUES, good_event, ingest
+
+    kafka.create_topic("retail-bounds", partitions=2)
+    producer = kafka.producer()
+    for i in range(300):
+        event = {**good_event(i), "product_id": f"P{'é' * (i % 40)}{i}"}
+        value = BAD_VALUES[i % len(BAD_VALUES)] if i % 7 == 0 else json.dumps(event).encode()
+        producer.produce("retail-bounds", key=str(i).encode(), value=value)
+    producer.flush(60)
+    out = ingest(lake, kafka, "retail-bounds")
+    assert out.returncode == 0, out.stderr
+    seen, checked = check_edges(lake)
+    assert {"raw.retail_events", "raw.retail_events_dlq"} <= seen
+    assert checked > 50
 
 
 def test_the_issue_filter_keeps_the_long_string_file(built):

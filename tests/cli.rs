@@ -470,3 +470,45 @@ fn generate_fills_a_raw_table_in_the_sinks_layout_and_tops_it_up() {
     assert_eq!(counts[0]["positions"], 1500);
     assert_eq!(counts[0]["many_users"], true);
 }
+
+/// Issue 11 E: `sum` over BIGINT wrapped around (printed -9223372036854775808).
+/// Every way DataFusion sums (one group, GROUP BY, windows, DISTINCT, decimals)
+/// and integer `+ - *` (which wrapped too) fail with an error naming the overflow.
+#[test]
+fn integer_sums_that_overflow_are_errors_not_wrapped_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let max =
+        "(VALUES (1, CAST(9223372036854775807 AS BIGINT)), (1, CAST(1 AS BIGINT))) AS t(k, v)";
+    let overflowing = [
+        "SELECT sum(v) FROM (VALUES (CAST(9223372036854775807 AS BIGINT)), (CAST(1 AS BIGINT))) AS t(v)".to_string(),
+        format!("SELECT k, sum(v) FROM {max} GROUP BY k"),
+        format!("SELECT sum(DISTINCT v) FROM {max}"),
+        format!("SELECT sum(v) OVER (ORDER BY v ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM {max}"),
+        format!("SELECT sum(v) OVER (PARTITION BY k) FROM {max}"),
+        "SELECT sum(d) FROM (VALUES (CAST('99999999999999999999999999999999999999' AS DECIMAL(38, 0))), \
+         (CAST('1' AS DECIMAL(38, 0)))) AS t(d)"
+            .to_string(),
+        format!("SELECT v + 1 FROM {max}"),
+        format!("SELECT v * 2 FROM {max}"),
+        format!("SELECT -v - 2 FROM {max}"),
+        format!("SELECT k FROM {max} WHERE v + k > 0"),
+        "SELECT CAST(2147483647 AS INT) + CAST(1 AS INT)".to_string(),
+    ];
+    for sql in &overflowing {
+        let out = icefjord(&lake, &["sql", sql]);
+        assert_clean_error(&out, 1, "overflow");
+    }
+    // Sums in range stay exact; avg of BIGINT is a double, as in DataFusion.
+    let fine = json(
+        &lake,
+        "SELECT sum(v) AS s, avg(v) > 4e18 AS a, max(v - 1) AS m FROM \
+         (VALUES (CAST(9223372036854775807 AS BIGINT)), (CAST(-1 AS BIGINT))) AS t(v)",
+    );
+    assert_eq!(fine[0]["s"], 9_223_372_036_854_775_806_i64);
+    assert_eq!(fine[0]["a"], true);
+    assert_eq!(fine[0]["m"], 9_223_372_036_854_775_806_i64);
+    // Column names stay the operator's.
+    let named = json(&lake, "SELECT k + 1 FROM (VALUES (1)) AS t(k)");
+    assert_eq!(named[0]["t.k + Int64(1)"], 2);
+}

@@ -13,6 +13,8 @@
 //! ```
 
 pub mod column_projection;
+pub mod arithmetic;
+pub mod bounds;
 pub mod delta;
 pub mod demo;
 pub mod error;
@@ -23,6 +25,7 @@ pub mod partitionwise;
 pub mod scan;
 pub mod schema;
 pub mod session;
+pub mod sum;
 pub mod transform;
 pub mod write;
 

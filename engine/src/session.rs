@@ -98,6 +98,10 @@ impl LakeSession {
             ))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        // Integer and decimal sums fail on overflow instead of wrapping (sum.rs).
+        ctx.register_udaf(crate::sum::checked_sum_udaf().as_ref().clone());
+        // So do integer + - * (arithmetic.rs).
+        ctx.add_analyzer_rule(Arc::new(crate::arithmetic::CheckedArithmetic));
         let provider = Arc::new(LakeCatalogProvider {
             catalog: catalog.clone(),
             namespaces: RwLock::default(),

@@ -16,7 +16,6 @@ use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
 };
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -24,13 +23,14 @@ use parquet::schema::types::ColumnPath;
 
 use icefjord_catalog::writer_columns::{resolve_writer_column, WriterColumn};
 
+use crate::bounds::BoundsWriterBuilder;
 use crate::error::{EngineError, Result};
 use crate::partition::PartitionSplitter;
 
 type FileWriterBuilder =
-    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+    DataFileWriterBuilder<BoundsWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 type FileWriter =
-    DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+    DataFileWriter<BoundsWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
 /// Rows per partition gathered before they go to the partition's file: a batch
 /// that spans many partitions (e.g. hash-ordered query output) splits into slivers,
@@ -229,10 +229,10 @@ impl TableWriter {
                     .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
             }
         }
-        let props = props.build();
         let builder =
             DataFileWriterBuilder::new(RollingFileWriterBuilder::new_with_default_file_size(
-                ParquetWriterBuilder::new(props, iceberg_schema.clone()),
+                // Data files whose column bounds hold for every value (see bounds.rs).
+                BoundsWriterBuilder::new(props, iceberg_schema.clone()),
                 table.file_io().clone(),
                 DefaultLocationGenerator::new(metadata)?,
                 DefaultFileNameGenerator::new(

@@ -611,3 +611,88 @@ async fn day_partitions_before_1970_are_not_aligned() {
         assert_eq!(ours, theirs, "{table}");
     }
 }
+
+/// Create `ns.name` with one optional string column `s` (no rows).
+async fn string_table(lake: &LakeCatalog, name: &str) -> iceberg::TableIdent {
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+    let ident = parse_table(name).unwrap();
+    let schema = Schema::builder()
+        .with_fields(vec![NestedField::optional(
+            1,
+            "s",
+            Type::Primitive(PrimitiveType::String),
+        )
+        .into()])
+        .build()
+        .unwrap();
+    let spec = icefjord_catalog::TableSpec {
+        schema,
+        partition_spec: None,
+        properties: Default::default(),
+    };
+    lake.create(&ident, spec).await.unwrap();
+    ident
+}
+
+/// Issue 11 B: a first row group of strings longer than Parquet's 64-byte
+/// statistics and a second holding 'a' gave bounds lower = upper = 'a', and a
+/// reader filtering `s > 'b'` skipped the file.
+#[tokio::test]
+async fn long_strings_in_one_row_group_keep_the_file_bounds_true() {
+    use iceberg::expr::Reference;
+    use iceberg::spec::Datum;
+    use icefjord_catalog::{CommitId, TableWrite};
+    let (_dir, lake) = lake().await;
+    let ident = string_table(&lake, "historical.long_strings").await;
+    let table = lake.load(&ident).await.unwrap();
+    let long = format!("c{}", "x".repeat(99));
+    let mut writer = icefjord_engine::TableWriter::new(&table).await.unwrap();
+    let schema = writer.schema().clone();
+    let rows = vec![Some(long.as_str()); 1 << 20]
+        .into_iter()
+        .chain([Some("a"), None])
+        .collect::<arrow::array::StringArray>();
+    let batch =
+        arrow::array::RecordBatch::try_new(schema, vec![std::sync::Arc::new(rows)]).unwrap();
+    writer.write(batch).await.unwrap();
+    let (two_groups, _) = writer.close().await.unwrap();
+    assert_eq!(two_groups.len(), 1);
+    let file = &two_groups[0];
+    assert_eq!(file.lower_bounds().get(&1), Some(&Datum::string("a")));
+    // 16 code points (Iceberg's truncate(16)), the last one incremented.
+    assert_eq!(
+        file.upper_bounds().get(&1),
+        Some(&Datum::string("cxxxxxxxxxxxxxxy"))
+    );
+    assert_eq!(file.null_value_counts().get(&1), Some(&1));
+    lake.commit(CommitId::mint())
+        .with_write(TableWrite::append(ident.clone(), two_groups))
+        .execute()
+        .await
+        .unwrap();
+    // iceberg-rust's own file pruning (the inclusive metrics evaluator, as
+    // PyIceberg's) keeps the file for values past the truncated bounds.
+    let table = lake.load(&ident).await.unwrap();
+    for (filter, kept) in [
+        (Reference::new("s").greater_than(Datum::string("b")), 1),
+        (
+            Reference::new("s").equal_to(Datum::string(long.as_str())),
+            1,
+        ),
+        (
+            Reference::new("s").greater_than(Datum::string(long.as_str())),
+            1,
+        ),
+        (Reference::new("s").less_than(Datum::string("a")), 0),
+        (
+            Reference::new("s").greater_than(Datum::string("cxxxxxxxxxxxxxxy")),
+            0,
+        ),
+    ] {
+        let scan = table.scan().with_filter(filter.clone()).build().unwrap();
+        let files: Vec<_> = futures::TryStreamExt::try_collect(scan.plan_files().await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(files.len(), kept, "files kept for {filter}");
+    }
+}

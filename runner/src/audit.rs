@@ -28,6 +28,9 @@ pub async fn run(audit: &Audit, output: DataFrame, ctx: &SessionContext) -> Resu
             output.filter(any_null)?.count().await? as u64
         }
         Audit::Unique { columns } => {
+            // GROUP BY puts NULLs in one group: NULL keys count as equal (IS NOT
+            // DISTINCT FROM), as the `incremental_by_key` merge matches them
+            // (merge.rs). dbt's `unique` test skips NULL values instead.
             let keys: Vec<Expr> = columns.iter().map(|c| column(c)).collect();
             output
                 .aggregate(keys, vec![count(lit(1)).alias("__icefjord_n")])?

@@ -21,6 +21,10 @@ pub enum RunnerError {
     Query(#[from] datafusion::error::DataFusionError),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// An `incremental_by_key` model with `merge = "replace"` yielded one key
+    /// twice in a run's new rows (see `merge.rs`); `key` is `a = 1, b = NULL`.
+    #[error("model {model}: key ({key}) occurs more than once in this run's new rows; merge = \"replace\" needs one row per key")]
+    RepeatedKey { model: String, key: String },
     /// A Rust transform failed outright (a bug, not bad input).
     #[error("transform {transform}: {message}")]
     Transform { transform: String, message: String },

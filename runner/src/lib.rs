@@ -24,6 +24,7 @@ pub mod error;
 pub mod graph;
 pub mod history;
 pub mod interval;
+pub mod merge;
 pub mod report;
 pub mod run;
 pub mod spec;

@@ -37,10 +37,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::Utc;
 use datafusion::catalog::view::ViewTable;
-use datafusion::common::{Column, JoinType, ScalarValue};
+use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
-use datafusion::functions_aggregate::sum::sum;
 use datafusion::logical_expr::{cast, lit, Expr, SortExpr};
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
@@ -65,8 +64,9 @@ use crate::error::{Result, RunnerError};
 use crate::graph::Graph;
 use crate::history;
 use crate::interval;
+use crate::merge;
 use crate::report::{ModelReport, ModelStatus, RunReport, RunStatus};
-use crate::spec::{Kind, Merge, Model, Pipeline, SpecError, Target};
+use crate::spec::{Kind, Model, Pipeline, SpecError, Target};
 
 /// Called as models start and finish (e.g. a terminal progress line).
 pub type Progress = Arc<dyn Fn(ModelEvent<'_>) + Send + Sync>;
@@ -727,8 +727,6 @@ impl<'a> Runner<'a> {
             Kind::Table => (new_frame, StagedMode::Overwrite),
             Kind::Append => (new_frame, StagedMode::Append),
             Kind::IncrementalByTime => (new_frame, StagedMode::ReplacePartitions),
-            // Nothing published yet: the new rows are the whole content.
-            Kind::IncrementalByKey if is_empty => (new_frame, StagedMode::Overwrite),
             Kind::IncrementalByKey => {
                 // The new rows are read twice (their keys, then the rows): hold them.
                 let batches = new_frame.collect().await?;
@@ -737,31 +735,13 @@ impl<'a> Runner<'a> {
                     ctx.read_table(mem_table(&frame_schema, &batches)?)?,
                     &schema,
                 )?;
-                let keys: Vec<&str> = model.unique_key.iter().map(String::as_str).collect();
-                let old = conformed(ctx.read_table(published.clone())?, &schema)?;
-                let merged = match model.merge {
-                    Merge::Replace => {
-                        let kept = old.join(
-                            new.clone().select_columns(&keys)?,
-                            JoinType::LeftAnti,
-                            &keys,
-                            &keys,
-                            None,
-                        )?;
-                        kept.union(new)?
-                    }
-                    Merge::Sum => {
-                        let measures: Vec<Expr> = schema
-                            .fields()
-                            .iter()
-                            .filter(|f| !keys.contains(&f.name().as_str()))
-                            .map(|f| sum(column_expr(f.name())).alias(f.name()))
-                            .collect();
-                        let key_columns: Vec<Expr> = keys.iter().map(|k| column_expr(k)).collect();
-                        conformed(old.union(new)?.aggregate(key_columns, measures)?, &schema)?
-                    }
+                // Nothing published yet: no old rows to merge with.
+                let old = match is_empty {
+                    true => None,
+                    false => Some(conformed(ctx.read_table(published.clone())?, &schema)?),
                 };
-                (merged, StagedMode::Overwrite)
+                let merged = merge::merge_by_key(model, old, new, &schema).await?;
+                (conformed(merged, &schema)?, StagedMode::Overwrite)
             }
             Kind::View => {
                 return Err(RunnerError::Usage(format!(

@@ -167,7 +167,10 @@ const FILES: [(&str, &str); 4] = [
         "SELECT store,\n  sum(CASE WHEN kind = 'SALE' THEN amount ELSE 0 END) AS sales,\n  count(*) AS events\nFROM raw.orders GROUP BY store",
     ),
     ("sale_log.sql", "SELECT id, kind, amount FROM raw.orders WHERE kind = 'SALE'"),
-    ("latest.sql", "SELECT id, amount FROM raw.orders"),
+    (
+        "latest.sql",
+        "SELECT id, max(amount) AS amount FROM raw.orders GROUP BY id",
+    ),
     (
         "big_stores.sql",
         "-- name = \"unified.big_stores\"\n-- kind = \"view\"\nSELECT store, sales FROM historical.store_totals WHERE sales > 5",
@@ -259,8 +262,9 @@ async fn assert_second_run(lake: &LakeCatalog, pipeline: &Pipeline, namespace: &
         "append adds every run's rows"
     );
     let latest = query(lake, &format!("SELECT count(*) FROM {namespace}.latest")).await;
-    // ids 1–5, with id 2 twice in the input (two raw rows) merged as two new rows.
-    assert_eq!(int64s(&latest, 0), [6]);
+    // ids 1–5: the two raw rows of id 2 are one key (a key repeated within one
+    // run's new rows would fail the run, see merge.rs).
+    assert_eq!(int64s(&latest, 0), [5]);
 }
 
 #[tokio::test]
@@ -832,4 +836,151 @@ async fn delta_outputs_are_written_audited_and_pinned_with_the_run() {
     assert_eq!(delta_versions(&table_dir), [0, 1, 2]);
     let totals = query(&lake, "SELECT count(*) FROM export.store_totals").await;
     assert_eq!(int64s(&totals, 0), [2], "store 3 is not published");
+}
+
+/// A pipeline of one `incremental_by_key` model `historical.by_store` keyed on
+/// `store_key`, merged by `merge`, over `sql`; with `audit` appended to the model.
+fn keyed_pipeline(dir: &Path, merge: &str, sql: &str, audit: &str) -> Pipeline {
+    let toml = format!(
+        "name = \"keys\"\n\n[[models]]\nname = \"historical.by_store\"\n\
+         kind = \"incremental_by_key\"\nunique_key = [\"store_key\"]\nmerge = \"{merge}\"\n{audit}"
+    );
+    write_pipeline(dir, &toml, &[("by_store.sql", sql)])
+}
+
+/// Store 2's key is NULL.
+const NULL_KEY_SQL: &str = "SELECT CASE WHEN store = 2 THEN NULL ELSE store END AS store_key, \
+     count(*) AS events FROM raw.orders GROUP BY 1";
+
+/// `(store_key, events)` of `historical.by_store`, NULL key first (as -1).
+async fn by_store(lake: &LakeCatalog) -> Vec<(i64, i64)> {
+    let rows = query(
+        lake,
+        "SELECT coalesce(CAST(store_key AS BIGINT), -1), CAST(events AS BIGINT) \
+         FROM historical.by_store ORDER BY 1",
+    )
+    .await;
+    int64s(&rows, 0).into_iter().zip(int64s(&rows, 1)).collect()
+}
+
+/// `historical.by_store` (see [`by_store`]) after two runs of [`NULL_KEY_SQL`]
+/// over ORDERS merged by `merge`.
+async fn null_key_twice(merge: &str) -> Vec<(i64, i64)> {
+    let (dir, lake) = lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let pipeline = keyed_pipeline(dir.path(), merge, NULL_KEY_SQL, "");
+    for _ in 0..2 {
+        let report = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    }
+    by_store(&lake).await
+}
+
+/// Issue 11 D: a NULL key never matched the LEFT ANTI join of `merge = "replace"`,
+/// so the NULL-key row was added again by every run.
+#[tokio::test]
+async fn a_null_key_is_replaced_not_added_again_each_run() {
+    assert_eq!(null_key_twice("replace").await, [(-1, 2), (1, 2)]);
+}
+
+#[tokio::test]
+async fn a_null_key_is_summed_as_one_key() {
+    assert_eq!(null_key_twice("sum").await, [(-1, 4), (1, 4)]);
+}
+
+/// A key twice in one run's new rows: which row replaces the old one would be
+/// arbitrary, so the run fails naming the model and the key (first run and later).
+#[tokio::test]
+async fn a_key_repeated_in_one_runs_rows_fails_the_run_naming_it() {
+    let (dir, lake) = lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let once = keyed_pipeline(
+        dir.path(),
+        "replace",
+        "SELECT DISTINCT store AS store_key, 1 AS events FROM raw.orders",
+        "",
+    );
+    let report = Runner::new(&lake, &once).unwrap().run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    let before = snapshot(&lake, "historical.by_store").await;
+    for sql in [
+        "SELECT store AS store_key, id AS events FROM raw.orders",
+        "SELECT CAST(NULL AS INT) AS store_key, id AS events FROM raw.orders",
+    ] {
+        let twice = keyed_pipeline(dir.path(), "replace", sql, "");
+        let report = Runner::new(&lake, &twice).unwrap().run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+        let error = report.models[0].error.clone().unwrap_or_default();
+        assert!(error.contains("historical.by_store"), "{error}");
+        assert!(
+            error.contains("store_key = 1")
+                || error.contains("store_key = 2")
+                || error.contains("store_key = NULL"),
+            "{error}"
+        );
+        assert_eq!(snapshot(&lake, "historical.by_store").await, before);
+    }
+    // The same on a first run (nothing published yet).
+    let (dir, lake) = self::lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let twice = keyed_pipeline(
+        dir.path(),
+        "replace",
+        "SELECT store AS store_key, id AS events FROM raw.orders",
+        "",
+    );
+    let report = Runner::new(&lake, &twice).unwrap().run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    assert!(!lake
+        .exists(&parse_table("historical.by_store").unwrap())
+        .await
+        .unwrap());
+}
+
+/// The `unique` audit counts NULL keys as equal (IS NOT DISTINCT FROM, as the
+/// merge does); dbt's `unique` test skips NULLs instead.
+#[tokio::test]
+async fn the_unique_audit_counts_two_null_keys_as_a_duplicate() {
+    let (dir, lake) = lake().await;
+    add_orders(&lake, &ORDERS).await;
+    let toml =
+        "name = \"keys\"\n\n[[models]]\nname = \"historical.by_store\"\nkind = \"table\"\n\n\
+                [[models.audits]]\ncheck = \"unique\"\ncolumns = [\"store_key\"]\n";
+    let sql = "SELECT CASE WHEN store = 2 THEN NULL ELSE id END AS store_key FROM raw.orders";
+    let pipeline = write_pipeline(dir.path(), toml, &[("by_store.sql", sql)]);
+    let report = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    let audit = &report.models[0].audits[0];
+    assert_eq!((audit.passed, audit.failing), (false, 1));
+}
+
+/// Issue 11 E: `merge = "sum"` wrapped an overflowing BIGINT sum around.
+#[tokio::test]
+async fn a_sum_merge_that_overflows_fails_the_run() {
+    let (dir, lake) = lake().await;
+    let big = |v: i64| -> Vec<arrow::array::ArrayRef> {
+        vec![
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(Int64Array::from(vec![v])),
+        ]
+    };
+    let columns = [("store", PrimitiveType::Long), ("v", PrimitiveType::Long)];
+    append_rows(&lake, "raw.big", &columns, big(i64::MAX)).await;
+    let pipeline = keyed_pipeline(
+        dir.path(),
+        "sum",
+        "SELECT store AS store_key, v AS events FROM raw.big",
+        "",
+    );
+    let report = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    assert_eq!(by_store(&lake).await, [(1, i64::MAX)]);
+    let before = snapshot(&lake, "historical.by_store").await;
+    write_rows(&lake, "raw.big", &columns, big(1), true).await;
+    let report = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Failed, "{report:?}");
+    let error = report.models[0].error.clone().unwrap_or_default();
+    assert!(error.contains("overflow"), "{error}");
+    assert_eq!(snapshot(&lake, "historical.by_store").await, before);
+    assert_eq!(by_store(&lake).await, [(1, i64::MAX)]);
 }

@@ -12,9 +12,9 @@
 //! # Ok(()) }
 //! ```
 
-pub mod column_projection;
 pub mod arithmetic;
 pub mod bounds;
+pub mod column_projection;
 pub mod delta;
 pub mod demo;
 pub mod error;

@@ -20,9 +20,12 @@
 //!   of this mode). Sums never wrap: an overflow fails the run
 //!   ([`icefjord_engine::sum`]).
 //! - The first run (nothing published yet) follows the same rules with no old rows.
+//!   When the query's plan makes the key unique by construction (a `GROUP BY`
+//!   of the key, [`unique_by_plan`]), both rules leave its rows as they are: the
+//!   runner then streams them to files instead of holding and re-grouping them.
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::{Column, JoinType, NullEquality, ScalarValue};
+use datafusion::common::{Column, Dependency, JoinType, NullEquality, ScalarValue};
 use datafusion::functions_aggregate::count::count;
 use datafusion::logical_expr::{lit, Expr, LogicalPlanBuilder};
 use datafusion::prelude::DataFrame;
@@ -91,6 +94,29 @@ pub async fn merge_by_key(
     }
 }
 
+/// Whether `frame`'s plan makes `keys` unique by construction: a `GROUP BY` over
+/// (a subset of) the key columns, as DataFusion's functional dependencies record
+/// it (NULLs group together, as the merge matches them). Such rows need no
+/// duplicate check, and a first run may stream them straight to its files.
+pub fn unique_by_plan(frame: &DataFrame, keys: &[String]) -> bool {
+    let schema = frame.schema();
+    let Some(indices) = keys
+        .iter()
+        .map(|k| schema.index_of_column_by_name(None, k))
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return false;
+    };
+    schema.functional_dependencies().iter().any(|dependence| {
+        dependence.mode == Dependency::Single
+            && !dependence.source_indices.is_empty()
+            && dependence
+                .source_indices
+                .iter()
+                .all(|i| indices.contains(i))
+    })
+}
+
 /// A key that occurs more than once in `rows`, shown as `a = 1, b = NULL`.
 async fn repeated_key(rows: &DataFrame, keys: &[&str]) -> Result<Option<String>> {
     let key_columns: Vec<Expr> = keys.iter().map(|k| column(k)).collect();
@@ -110,4 +136,46 @@ async fn repeated_key(rows: &DataFrame, keys: &[&str]) -> Result<Option<String>>
         parts.push(format!("{key} = {value}"));
     }
     Ok(Some(parts.join(", ")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    fn keys(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_group_by_of_the_key_makes_it_unique_by_plan() {
+        let ctx = SessionContext::new();
+        ctx.sql(
+            "CREATE TABLE t (t TIMESTAMP, s INT, v DECIMAL(10, 2)) AS VALUES \
+             (TIMESTAMP '2023-10-27 10:00:00', 1, 2.5), (TIMESTAMP '2023-10-27 10:30:00', 1, 1)",
+        )
+        .await
+        .unwrap();
+        let frame = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move { ctx.sql(sql).await.unwrap() }
+        };
+        // The retail history's shape: date_trunc keys, casted sums.
+        let hourly = frame(
+            "SELECT date_trunc('hour', t) AS hour, s AS store_id, \
+             CAST(sum(v) AS DECIMAL(18, 2)) AS amount, count(*) AS n FROM t GROUP BY 1, 2",
+        )
+        .await;
+        assert!(unique_by_plan(&hourly, &keys(&["hour", "store_id"])));
+        assert!(!unique_by_plan(&hourly, &keys(&["hour"])));
+        let plain = frame("SELECT s, v FROM t").await;
+        assert!(!unique_by_plan(&plain, &keys(&["s"])));
+        assert!(!unique_by_plan(&plain, &keys(&["missing"])));
+        let by_store = frame("SELECT s, sum(v) AS v FROM t GROUP BY s").await;
+        assert!(unique_by_plan(&by_store, &keys(&["s"])));
+        // A wider key than the GROUP BY is unique too.
+        assert!(unique_by_plan(&by_store, &keys(&["s", "v"])));
+    }
 }

@@ -727,6 +727,13 @@ impl<'a> Runner<'a> {
             Kind::Table => (new_frame, StagedMode::Overwrite),
             Kind::Append => (new_frame, StagedMode::Append),
             Kind::IncrementalByTime => (new_frame, StagedMode::ReplacePartitions),
+            // Nothing published yet and the key unique by the query's own GROUP
+            // BY: merging changes nothing, so the rows stream to files.
+            Kind::IncrementalByKey
+                if is_empty && merge::unique_by_plan(&new_frame, &model.unique_key) =>
+            {
+                (new_frame, StagedMode::Overwrite)
+            }
             Kind::IncrementalByKey => {
                 // The new rows are read twice (their keys, then the rows): hold them.
                 let batches = new_frame.collect().await?;

@@ -1,13 +1,25 @@
 //! JSON records → Arrow rows of the target table, plus dead letters for the records
 //! that are not JSON, lack a required field or hold a value that does not fit its
-//! column. Nothing is dropped: `records = rows + dead letters`, always.
+//! column. Nothing is dropped unseen: `records = rows + dead letters + tombstones`,
+//! always.
 //!
-//! Three tiers, each the fallback of the one before, all with the same meaning:
-//! 1. [`flat`]: a decoder specialised to the flat scalar events the sink mostly sees,
-//!    a strict subset of arrow-json's behaviour, for the whole batch;
-//! 2. arrow-json over the whole batch;
-//! 3. when that fails (or a message holds other than exactly one JSON object), the
-//!    batch record by record, to isolate the bad ones as dead letters.
+//! What fits a column, and as what value, is decided by the input rules
+//! ([`rules`], summarised in `data/README.md`): a value is kept exactly or the
+//! record is dead-lettered, never changed. Two tiers apply them, each the fallback
+//! of the one before, and agree on every row and every dead letter (the
+//! `agreement` tests):
+//! 1. [`flat`]: a fast decoder for the whole batch, when every record is clean;
+//! 2. [`checked`]: record by record, isolating the bad ones as dead letters.
+//!
+//! Columns of types outside the rules (nested types, binary: a table another engine
+//! evolved) are left to arrow-json, whole batch first, then record by record.
+//!
+//! # Tombstones
+//!
+//! A record without a value (a tombstone: compacted topics and CDC deletes carry
+//! them) becomes neither a row nor a dead letter: it is counted
+//! ([`Decoded::tombstones`]) and skipped. Its offset still advances the stored
+//! position, as every consumed record's does.
 //!
 //! # Schema evolution ([`EventDecoder::with_schema_evolution`])
 //!
@@ -38,7 +50,13 @@ use arrow::json::ReaderBuilder;
 
 use crate::record::SourceRecord;
 
+#[cfg(test)]
+mod agreement;
+mod checked;
+mod column;
+mod cursor;
 mod flat;
+mod rules;
 
 /// The Kafka position columns appended to every row of a sink table.
 pub const KAFKA_COLUMNS: [&str; 4] = [
@@ -51,7 +69,8 @@ pub const KAFKA_COLUMNS: [&str; 4] = [
 /// Where a record failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// No value (a tombstone or an empty message).
+    /// An empty value (zero bytes; a record without a value is a tombstone, not
+    /// a dead letter).
     Empty,
     /// The value is not one JSON object.
     Json,
@@ -83,6 +102,8 @@ pub struct Decoded {
     /// Rows in the sink table's layout: event fields, then [`KAFKA_COLUMNS`].
     pub rows: RecordBatch,
     pub dead: Vec<DeadLetter>,
+    /// Records without a value, skipped (see the module docs).
+    pub tombstones: usize,
     /// The schema change `rows` need (only with schema evolution on).
     pub evolution: Option<Evolution>,
 }
@@ -225,7 +246,15 @@ impl EventDecoder {
     }
 
     pub fn decode(&self, records: &[SourceRecord]) -> Result<Decoded, ArrowError> {
-        let records: Vec<&SourceRecord> = records.iter().collect();
+        let (records, tombstones): (Vec<&SourceRecord>, Vec<&SourceRecord>) =
+            records.iter().partition(|r| r.value.is_some());
+        let mut decoded = self.decode_values(records)?;
+        decoded.tombstones = tombstones.len();
+        Ok(decoded)
+    }
+
+    /// Decode records that have a value.
+    fn decode_values(&self, records: Vec<&SourceRecord>) -> Result<Decoded, ArrowError> {
         if let Some(fast) = self.decode_all(&records, self.evolve)? {
             return Ok(fast);
         }
@@ -307,8 +336,14 @@ impl EventDecoder {
             return Ok(Some(Decoded {
                 rows: self.with_kafka_columns(&batch, records)?,
                 dead: Vec::new(),
+                tombstones: 0,
                 evolution: None,
             }));
+        }
+        // The rules decide every column they know: arrow-json only reads columns
+        // outside them.
+        if checked::CheckedDecoder::new(&self.events).is_some() {
+            return Ok(None);
         }
         let mut decoder = self.decoder(records.len(), strict)?;
         for (i, record) in records.iter().enumerate() {
@@ -338,11 +373,37 @@ impl EventDecoder {
         Ok(Some(Decoded {
             rows: self.with_kafka_columns(&batch, records)?,
             dead: Vec::new(),
+            tombstones: 0,
             evolution: None,
         }))
     }
 
     fn decode_one_by_one(&self, records: &[&SourceRecord]) -> Result<Decoded, ArrowError> {
+        if let Some(checked) = checked::CheckedDecoder::new(&self.events) {
+            let (batch, outcomes) = checked.decode(
+                records
+                    .iter()
+                    .map(|r| r.value.as_deref().unwrap_or_default()),
+            )?;
+            let mut good = Vec::with_capacity(batch.num_rows());
+            let mut dead = Vec::new();
+            for (&record, outcome) in records.iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => good.push(record),
+                    Err((stage, error)) => dead.push(DeadLetter {
+                        record: record.clone(),
+                        stage,
+                        error,
+                    }),
+                }
+            }
+            return Ok(Decoded {
+                rows: self.with_kafka_columns(&batch, &good)?,
+                dead,
+                tombstones: 0,
+                evolution: None,
+            });
+        }
         let mut batches = Vec::new();
         let mut good = Vec::new();
         let mut dead = Vec::new();
@@ -363,6 +424,7 @@ impl EventDecoder {
         Ok(Decoded {
             rows: self.with_kafka_columns(&batch, &good)?,
             dead,
+            tombstones: 0,
             evolution: None,
         })
     }
@@ -429,7 +491,7 @@ fn millis_to_micros(ms: i64) -> Option<i64> {
     ms.checked_mul(1000)
 }
 
-fn json_kind(value: &serde_json::Value) -> &'static str {
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",
@@ -506,7 +568,7 @@ pub fn dead_letter_batch(dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError>
 #[allow(clippy::unwrap_used)]
 mod tests {
     use arrow::array::{Array, AsArray};
-    use arrow::datatypes::Int64Type;
+    use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     use bytes::Bytes;
 
     use super::*;
@@ -637,11 +699,12 @@ mod tests {
         assert_eq!(coupons.value(0), "A");
         assert_eq!(decoded.rows.num_rows() + decoded.dead.len(), records.len());
 
-        // Without evolution: unknown keys are ignored, an overflowing int is dead.
+        // Without evolution: unknown keys are ignored, an overflowing int is dead,
+        // and so is 1e300 in a float column (arrow-json stored it as infinity).
         let decoded = int_decoder().decode(&records).unwrap();
         assert!(decoded.evolution.is_none());
         let dead: Vec<_> = decoded.dead.iter().map(|d| d.record.offset).collect();
-        assert_eq!(dead, vec![1]);
+        assert_eq!(dead, vec![1, 4]);
         assert_eq!(decoded.rows.num_columns(), 2 + KAFKA_COLUMNS.len());
     }
 
@@ -686,7 +749,7 @@ mod tests {
                     r#"{"event_time": "2023-10-27 10:00:00", "store_id": "one", "unit_price": 1}"#,
                 ),
             ),
-            record(4, None),
+            record(4, Some("")),
             record(5, Some("[1, 2]")),
             record(6, Some(&format!("{GOOD}{GOOD}"))),
             record(7, Some(GOOD)),
@@ -720,6 +783,68 @@ mod tests {
         assert_eq!(table.num_rows(), 6);
         let values = table.column_by_name("value").unwrap().as_binary::<i32>();
         assert_eq!(values.value(0), b"not json {");
-        assert!(values.is_null(3), "a tombstone keeps its null value");
+        assert!(values.value(3).is_empty(), "an empty value stays empty");
+    }
+
+    /// Regression: a number in a timestamp column was read as µs (1970-01-20).
+    /// It is epoch milliseconds, as Iceberg's Kafka Connect sink reads it.
+    #[test]
+    fn a_number_in_a_timestamp_column_is_epoch_milliseconds_not_1970() {
+        let value = r#"{"event_time": 1698400800000, "store_id": 1, "unit_price": 450.00}"#;
+        let decoded = decoder().decode(&[record(0, Some(value))]).unwrap();
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+        let times = decoded.rows.column_by_name("event_time").unwrap();
+        // 2023-10-27 10:00:00 UTC.
+        assert_eq!(
+            times.as_primitive::<TimestampMicrosecondType>().value(0),
+            1_698_400_800_000_000
+        );
+    }
+
+    /// Regression: 2.999 into decimal(10,2) was stored as 2.99 (truncated).
+    #[test]
+    fn extra_decimals_are_a_dead_letter_never_truncated() {
+        let value = r#"{"event_time": "2023-10-27 10:00:00", "store_id": 1, "unit_price": 2.999}"#;
+        let decoded = decoder()
+            .decode(&[record(0, Some(value)), record(1, Some(GOOD))])
+            .unwrap();
+        assert_eq!(decoded.rows.num_rows(), 1);
+        assert_eq!(decoded.dead.len(), 1);
+        assert_eq!(decoded.dead[0].record.offset, 0);
+        assert!(
+            decoded.dead[0]
+                .error
+                .contains("more decimals than the column's scale"),
+            "{}",
+            decoded.dead[0].error
+        );
+    }
+
+    /// Regression: "2023-10-27T00:30:00+02:00" into a zone-less timestamp column was
+    /// stored as 2023-10-26 22:30 (converted to UTC); the wall clock stays.
+    #[test]
+    fn a_zoned_string_keeps_its_wall_clock_in_a_timestamp_column() {
+        let value =
+            r#"{"event_time": "2023-10-27T00:30:00+02:00", "store_id": 1, "unit_price": 1}"#;
+        let decoded = decoder().decode(&[record(0, Some(value))]).unwrap();
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+        let times = decoded.rows.column_by_name("event_time").unwrap();
+        // 2023-10-27 00:30:00.
+        assert_eq!(
+            times.as_primitive::<TimestampMicrosecondType>().value(0),
+            1_698_366_600_000_000
+        );
+    }
+
+    /// Regression: tombstones were dead letters (stage "empty"), counted as errors.
+    #[test]
+    fn tombstones_are_counted_and_skipped_not_dead_lettered() {
+        let mut records: Vec<_> = (0..9).map(|i| record(i, None)).collect();
+        records.push(record(9, Some(GOOD)));
+        let decoded = decoder().decode(&records).unwrap();
+        assert!(decoded.dead.is_empty(), "{:?}", decoded.dead);
+        assert_eq!(decoded.tombstones, 9);
+        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
+        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[9]);
     }
 }

@@ -12,7 +12,6 @@ use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int32Type, Int64Type,
     Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
-use bytes::Bytes;
 use chrono::{NaiveDate, NaiveDateTime};
 
 use super::checked::CheckedDecoder;
@@ -24,6 +23,7 @@ use crate::record::SourceRecord;
 #[derive(Clone, Copy, Debug)]
 enum Expect {
     Str(&'static str),
+    Bytes(&'static [u8]),
     Bool(bool),
     Int(i64),
     Float(f64),
@@ -41,6 +41,7 @@ enum Expect {
 use Expect::*;
 
 const STRING: &str = "string";
+const BINARY: &str = "binary";
 const BOOLEAN: &str = "boolean";
 const INT: &str = "int";
 const LONG: &str = "long";
@@ -64,6 +65,13 @@ const CASES: &[(&str, bool, &str, Expect)] = &[
     (STRING, false, "null", Null),
     (STRING, true, "[1]", Dead("does not take an array")),
     (STRING, true, r#"{"a":1}"#, Dead("does not take an object")),
+    // binary (hex digits, as arrow-json reads them)
+    (BINARY, true, r#""00ff10""#, Bytes(&[0, 255, 16])),
+    (BINARY, true, r#""""#, Bytes(&[])),
+    (BINARY, true, r#""0f0""#, Dead("is not hex digits")),
+    (BINARY, true, r#""zz""#, Dead("is not hex digits")),
+    (BINARY, true, "12", Dead("a binary column does not take a number")),
+    (BINARY, false, "null", Null),
     // boolean
     (BOOLEAN, true, "true", Bool(true)),
     (BOOLEAN, true, "false", Bool(false)),
@@ -180,6 +188,7 @@ const CASES: &[(&str, bool, &str, Expect)] = &[
 fn data_type(name: &str) -> DataType {
     match name {
         STRING => DataType::Utf8,
+        BINARY => DataType::Binary,
         BOOLEAN => DataType::Boolean,
         INT => DataType::Int32,
         LONG => DataType::Int64,
@@ -220,6 +229,7 @@ fn check(batch: &RecordBatch, expect: Expect, case: &str) {
     match expect {
         Null => assert!(v.is_null(0), "{case}: not null"),
         Str(s) => assert_eq!(v.as_string::<i32>().value(0), s, "{case}"),
+        Bytes(b) => assert_eq!(v.as_binary::<i32>().value(0), b, "{case}"),
         Bool(b) => assert_eq!(v.as_boolean().value(0), b, "{case}"),
         Int(i) => match v.data_type() {
             DataType::Int32 => assert_eq!(
@@ -307,7 +317,7 @@ fn record(offset: i64, value: &str) -> SourceRecord {
         offset,
         timestamp_ms: None,
         key: None,
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
     }
 }
 

@@ -123,10 +123,13 @@ impl CheckedDecoder {
                 None | Some(Scalar::Null) if field.is_nullable() => Staged::Null,
                 None => return Err(refuse("required, but the key is missing".into())),
                 Some(Scalar::Null) => return Err(refuse("required, but the value is null".into())),
-                Some(Scalar::String(text)) if *kind == Kind::Utf8 => {
-                    Staged::Text(text.into_owned())
-                }
-                Some(value) => Staged::Value(kind.convert(value.json()).map_err(refuse)?),
+                Some(value) => match kind.convert(value.json()).map_err(refuse)? {
+                    Value::Text => match value {
+                        Scalar::String(text) => Staged::Text(text.into_owned()),
+                        _ => return Err(refuse("not a string".into())),
+                    },
+                    converted => Staged::Value(converted),
+                },
             };
             row.push(staged);
         }

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int32Builder, Int64Builder, NullBufferBuilder, StringArray,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
+    Float32Builder, Float64Builder, Int32Builder, Int64Builder, NullBufferBuilder, StringArray,
     TimestampMicrosecondBuilder,
 };
 use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::error::ArrowError;
 
-use super::rules::{Kind, Value};
+use super::rules::{hex_bytes, Kind, Value};
 
 /// A string column as raw bytes: the strings are checked to be UTF-8 once, with
 /// the whole column, when it is finished.
@@ -50,6 +50,7 @@ impl Utf8Column {
 /// One column being built.
 pub(crate) enum Column {
     Utf8(Utf8Column),
+    Binary(BinaryBuilder),
     Boolean(BooleanBuilder),
     Int32(Int32Builder),
     Int64(Int64Builder),
@@ -64,6 +65,7 @@ impl Column {
     pub(crate) fn new(kind: &Kind, capacity: usize) -> Self {
         match kind {
             Kind::Utf8 => Self::Utf8(Utf8Column::with_capacity(capacity)),
+            Kind::Binary => Self::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             Kind::Boolean => Self::Boolean(BooleanBuilder::with_capacity(capacity)),
             Kind::Int32 => Self::Int32(Int32Builder::with_capacity(capacity)),
             Kind::Int64 => Self::Int64(Int64Builder::with_capacity(capacity)),
@@ -87,6 +89,7 @@ impl Column {
                 b.nulls.append_null();
                 b.end_value()?;
             }
+            Self::Binary(b) => b.append_null(),
             Self::Boolean(b) => b.append_null(),
             Self::Int32(b) => b.append_null(),
             Self::Int64(b) => b.append_null(),
@@ -99,13 +102,18 @@ impl Column {
         Ok(())
     }
 
-    /// Append a string's bytes (a `string` column; UTF-8 is checked by [`finish`]).
-    pub(crate) fn append_text(&mut self, bytes: &[u8]) -> Result<(), ArrowError> {
+    /// Append a string's content: its bytes to a `string` column (UTF-8 is checked
+    /// by [`Self::finish`]), the bytes its hex digits spell to a `binary` one.
+    pub(crate) fn append_text(&mut self, text: &[u8]) -> Result<(), ArrowError> {
         match self {
             Self::Utf8(b) => {
-                b.values.extend_from_slice(bytes);
+                b.values.extend_from_slice(text);
                 b.nulls.append_non_null();
                 b.end_value()
+            }
+            Self::Binary(b) => {
+                b.append_value(hex_bytes(text).ok_or_else(mismatch)?);
+                Ok(())
             }
             _ => Err(mismatch()),
         }
@@ -130,6 +138,7 @@ impl Column {
     pub(crate) fn len(&self) -> usize {
         match self {
             Self::Utf8(b) => b.offsets.len() - 1,
+            Self::Binary(b) => b.len(),
             Self::Boolean(b) => b.len(),
             Self::Int32(b) => b.len(),
             Self::Int64(b) => b.len(),
@@ -144,6 +153,7 @@ impl Column {
     pub(crate) fn finish(self) -> Result<ArrayRef, ArrowError> {
         Ok(match self {
             Self::Utf8(b) => b.finish()?,
+            Self::Binary(mut b) => Arc::new(b.finish()),
             Self::Boolean(mut b) => Arc::new(b.finish()),
             Self::Int32(mut b) => Arc::new(b.finish()),
             Self::Int64(mut b) => Arc::new(b.finish()),

@@ -22,7 +22,7 @@ use arrow::datatypes::SchemaRef;
 
 use super::column::Column;
 use super::cursor::{Cursor, GiveUp, Scalar, Step};
-use super::rules::Kind;
+use super::rules::{Kind, Value};
 
 /// Decodes flat JSON events of one schema (see the module docs).
 #[derive(Clone, Debug)]
@@ -137,13 +137,17 @@ impl FlatDecoder {
     /// Append the value of column `i`, when it fits.
     fn append(&self, i: usize, value: Scalar<'_>, column: &mut Column) -> Step<()> {
         let kind = &self.kinds[i];
-        match value {
-            Scalar::Null if self.nullable & (1 << i) != 0 => column.append_null(),
-            Scalar::String(text) if *kind == Kind::Utf8 => column.append_text(&text),
-            value => {
-                let value = kind.convert(value.json()).map_err(|_| GiveUp)?;
-                column.append(value)
-            }
+        match (&value, kind) {
+            (Scalar::Null, _) if self.nullable & (1 << i) != 0 => column.append_null(),
+            // Strings as they are, checked to be UTF-8 with the whole column.
+            (Scalar::String(text), Kind::Utf8) => column.append_text(text),
+            _ => match kind.convert(value.json()).map_err(|_| GiveUp)? {
+                Value::Text => match &value {
+                    Scalar::String(text) => column.append_text(text),
+                    _ => return Err(GiveUp),
+                },
+                value => column.append(value),
+            },
         }
         .map_err(|_| GiveUp)
     }

@@ -11,8 +11,9 @@
 //! 1. [`flat`]: a fast decoder for the whole batch, when every record is clean;
 //! 2. [`checked`]: record by record, isolating the bad ones as dead letters.
 //!
-//! Columns of types outside the rules (nested types, binary: a table another engine
-//! evolved) are left to arrow-json, whole batch first, then record by record.
+//! Tables with columns of types outside the rules (nested types, zones other than
+//! UTC: a table another engine evolved) are left to arrow-json, whole batch first,
+//! then record by record.
 //!
 //! # Tombstones
 //!

@@ -8,6 +8,7 @@
 //! | column | accepted | refused (the record is dead-lettered) |
 //! |---|---|---|
 //! | `string` | a string | numbers, booleans, arrays, objects (no coercion: `1`, `1.0` and `1e0` would all have to become some text) |
+//! | `binary` | a string of hex digits, two per byte (as arrow-json reads binary) | other strings, numbers, booleans |
 //! | `boolean` | `true`, `false` | everything else (`"true"`, `0`, `1`) |
 //! | `int`, `long` | a number whose exact value is whole and in range, in any notation (`1000`, `1e3`, `1000.0`) | fractions (`1.5`), values out of range, strings, booleans |
 //! | `float`, `double` | a number, rounded to the nearest representable value (IEEE 754, as every JSON reader does) | numbers beyond the type's range, non-zero numbers that would round to zero, strings (`"NaN"`), booleans |
@@ -28,6 +29,8 @@ use arrow::datatypes::{DataType, TimeUnit};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Utf8,
+    /// Bytes, written as hex digits.
+    Binary,
     Boolean,
     Int32,
     Int64,
@@ -50,6 +53,7 @@ impl Kind {
     pub(crate) fn of(data_type: &DataType) -> Option<Self> {
         Some(match data_type {
             DataType::Utf8 => Self::Utf8,
+            DataType::Binary => Self::Binary,
             DataType::Boolean => Self::Boolean,
             DataType::Int32 => Self::Int32,
             DataType::Int64 => Self::Int64,
@@ -82,6 +86,7 @@ impl Kind {
     fn name(&self) -> String {
         match self {
             Self::Utf8 => "string".into(),
+            Self::Binary => "binary".into(),
             Self::Boolean => "boolean".into(),
             Self::Int32 => "int".into(),
             Self::Int64 => "long".into(),
@@ -95,12 +100,20 @@ impl Kind {
     }
 
     /// The value `json` gives this column, or why it gives none (a message for the
-    /// dead letter, without the column's name). Strings of a `string` column are
-    /// left to the caller ([`Value::Text`]): it copies their bytes as they are.
+    /// dead letter, without the column's name). Strings of a `string` or `binary`
+    /// column are left to the caller ([`Value::Text`]): it copies their bytes as
+    /// they are, or decodes their hex digits (checked here).
     pub(crate) fn convert(&self, json: Json<'_>) -> Result<Value, String> {
         match (self, json) {
             (_, Json::Null) => Err("null".into()),
             (Self::Utf8, Json::String(_)) => Ok(Value::Text),
+            (Self::Binary, Json::String(text)) => match hex_bytes(text) {
+                Some(_) => Ok(Value::Text),
+                None => Err(format!(
+                    "\"{}\" is not hex digits (binary columns take two per byte)",
+                    shorten(text)
+                )),
+            },
             (Self::Boolean, Json::Bool(b)) => Ok(Value::Boolean(b)),
             (Self::Int32, Json::Number(text)) => {
                 let whole = self.whole(text)?;
@@ -192,6 +205,19 @@ pub(crate) enum Value {
     Micros(i64),
     /// The unscaled value at the column's scale.
     Decimal(i128),
+}
+
+/// The bytes hex digits spell (`None` for an odd count or another character).
+pub(crate) fn hex_bytes(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| {
+            let digit = |d: u8| char::from(d).to_digit(16);
+            Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
+        .collect()
 }
 
 /// At most this much of a value is quoted in a message.

@@ -3,12 +3,16 @@
 //! # Protocol (see also [`crate::offsets`])
 //!
 //! 1. On start the table's stored offsets are read; every partition the group
-//!    assigns starts there (or at the beginning when the table holds none).
+//!    assigns starts there (or at the beginning when the table holds none). Each
+//!    stored offset must lie within the broker's log, on start and on every
+//!    assignment; a recreated topic or records lost to retention stop the sink
+//!    (see [`position`], also for `--reset-offsets`).
 //! 2. Records are accepted per partition strictly after the last accepted offset;
 //!    anything at or below it (a refetch after a seek or rebalance) is skipped, so a
 //!    batch never holds a record twice.
 //! 3. A batch closes on time, rows or bytes. Its good rows go to the table and its
-//!    bad records to `<table>_dlq`, in ONE commit that also stores the merged
+//!    bad records to `<table>_dlq` (tombstones are counted and skipped), in ONE
+//!    commit that also stores the merged
 //!    offsets, guarded by the offset fence: it lands only if the table still holds
 //!    each partition's batch start.
 //! 4. A closed batch is decoded, written and committed in the background while the
@@ -508,6 +512,7 @@ impl Ingest {
                 {
                     last_drain_check = Some(Instant::now());
                     run.flush(true).await?;
+                    run.commit_positions();
                     if self.drained(&run.consumer).await? {
                         return Ok(run.report);
                     }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use iceberg::spec::MAIN_BRANCH;
 use icefjord_catalog::{CommitId, TableWrite};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::*;
@@ -330,6 +330,31 @@ fn consumer_positions(consumer: &StreamConsumer<SinkContext>) -> BTreeMap<i32, i
 }
 
 impl Run<'_> {
+    /// With nothing pending, tell the group how far this member has read (its
+    /// positions, past transaction markers), so members judging whether the topic
+    /// is drained can count this member's partitions (monitoring only, like every
+    /// group commit of the sink; the table holds the truth).
+    pub(super) fn commit_positions(&self) {
+        if self.ingest.assign != Assign::Group || self.in_flight.is_some() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, pos) in consumer_positions(&self.consumer) {
+            if !self.pending(p)
+                && tpl
+                    .add_partition_offset(self.topic(), p, Offset::Offset(pos))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "group position commit failed");
+            }
+        }
+    }
+
     /// Refresh the lag gauges (high watermark − how far the partition is read,
     /// per assigned partition) and return the total. How far: the table's offset,
     /// or the consumer's position when nothing of the partition is pending (the

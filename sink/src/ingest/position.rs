@@ -92,6 +92,36 @@ impl ResetTo {
 /// The summary property a reset commit carries: `{partition: "old → new (to)"}`.
 pub const RESET_PROPERTY: &str = "icefjord.kafka.reset";
 
+/// A partition's log as the broker reports it: offsets `low..high` (its
+/// watermarks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Log {
+    low: i64,
+    high: i64,
+}
+
+impl Log {
+    /// Whether reading can continue at `stored`: at a record of the log, or at its
+    /// end.
+    fn continues(self, stored: i64) -> bool {
+        self.low <= stored && stored <= self.high
+    }
+
+    /// [`SinkError::LogMoved`] unless reading can continue at `stored`.
+    fn check(self, topic: &str, partition: i32, stored: i64) -> Result<()> {
+        if self.continues(stored) {
+            return Ok(());
+        }
+        Err(SinkError::LogMoved {
+            topic: topic.to_string(),
+            partition,
+            stored,
+            low: self.low,
+            high: self.high,
+        })
+    }
+}
+
 /// How long a watermark query may take.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -106,16 +136,7 @@ impl Ingest {
     ) -> Result<()> {
         let (low, high) =
             consumer.fetch_watermarks(&self.route.topic, partition, WATERMARK_TIMEOUT)?;
-        if high < stored || low > stored {
-            return Err(SinkError::LogMoved {
-                topic: self.route.topic.clone(),
-                partition,
-                stored,
-                low,
-                high,
-            });
-        }
-        Ok(())
+        Log { low, high }.check(&self.route.topic, partition, stored)
     }
 
     /// [`Self::check_log`] for every partition in `partitions` that has a stored
@@ -156,7 +177,7 @@ impl Ingest {
         let mut moved = BTreeMap::new();
         for (&p, &offset) in &stored {
             let (low, high) = consumer.fetch_watermarks(&self.route.topic, p, WATERMARK_TIMEOUT)?;
-            if low <= offset && offset <= high {
+            if (Log { low, high }).continues(offset) {
                 continue;
             }
             let to = match reset.to {
@@ -383,5 +404,59 @@ impl Run<'_> {
             }
         }
         total
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_outside_the_log_names_the_cause_the_offsets_and_the_flag() {
+        let log = Log { low: 0, high: 3 };
+        assert!(log.check("t", 0, 0).is_ok() && log.check("t", 0, 3).is_ok());
+        // A recreated topic: the log is behind the table.
+        let recreated = log.check("retail", 2, 5).unwrap_err().to_string();
+        for part in [
+            "partition 2 of topic retail",
+            "stored offset is 5",
+            "0..3",
+            "recreated",
+            "--reset-offsets retail=earliest",
+            "--reset-offsets retail=latest",
+        ] {
+            assert!(recreated.contains(part), "{part}: {recreated}");
+        }
+        // Retention: the log starts after the table's position.
+        let trimmed = Log { low: 8, high: 10 }
+            .check("retail", 0, 5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            trimmed.contains("retention") && trimmed.contains("8..10"),
+            "{trimmed}"
+        );
+        assert!(Log { low: 8, high: 10 }.check("retail", 0, 8).is_ok());
+    }
+
+    #[test]
+    fn reset_flags_name_their_topic_and_direction() {
+        assert_eq!(
+            "retail.events=earliest".parse::<ResetOffsets>(),
+            Ok(ResetOffsets {
+                topic: "retail.events".into(),
+                to: ResetTo::Earliest
+            })
+        );
+        assert_eq!(
+            "a=b=latest"
+                .parse::<ResetOffsets>()
+                .map(|r| (r.topic, r.to)),
+            Ok(("a=b".into(), ResetTo::Latest))
+        );
+        for bad in ["earliest", "=earliest", "t=beginning", "t="] {
+            assert!(bad.parse::<ResetOffsets>().is_err(), "{bad}");
+        }
     }
 }

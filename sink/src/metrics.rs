@@ -9,7 +9,7 @@
 //! | `icefjord_sink_commits_total` | counter | table, result = ok, refused, error |
 //! | `icefjord_sink_commit_duration_seconds` | histogram | table |
 //! | `icefjord_sink_last_committed_offset` | gauge | topic, partition (next offset to read) |
-//! | `icefjord_sink_consumer_lag` | gauge | topic, partition (high watermark − table offset) |
+//! | `icefjord_sink_consumer_lag` | gauge | topic, partition (high watermark − how far it is read: the table's offset, or the consumer's position past transaction markers when nothing is pending) |
 
 use ::metrics::{counter, gauge, histogram};
 

@@ -18,11 +18,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use icefjord_catalog::{parse_table, LakeCatalog, LakeConfig};
 use icefjord_engine::schema::{builtin, EventSchema};
-use icefjord_sink::{Assign, BatchLimits, Ingest, KafkaSettings, Route};
+use icefjord_sink::{Assign, BatchLimits, Ingest, KafkaSettings, Progress, Route};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -83,6 +84,8 @@ async fn until_idle_finishes_when_the_log_ends_with_a_transaction_marker() {
         group: "icefjord-tx".into(),
         evolve_schema: false,
     };
+    let lags = Arc::new(Mutex::new(Vec::new()));
+    let seen = lags.clone();
     let sink = Ingest::new(
         lake.clone(),
         KafkaSettings {
@@ -96,7 +99,12 @@ async fn until_idle_finishes_when_the_log_ends_with_a_transaction_marker() {
         interval: Duration::from_millis(200),
         ..Default::default()
     })
-    .until_idle(Some(Duration::from_secs(1)));
+    // Idle long enough for the lag gauge to be refreshed after the last batch
+    // (every 5 s).
+    .until_idle(Some(Duration::from_secs(6)))
+    .with_progress(Box::new(move |p: &Progress| {
+        seen.lock().unwrap().push(p.lag);
+    }));
     // Before the fix the sink waited forever: the table's offset (6, one past the
     // last record) never reached the high watermark (7, one past the marker).
     let report = tokio::time::timeout(Duration::from_secs(60), sink.run(std::future::pending()))
@@ -106,6 +114,10 @@ async fn until_idle_finishes_when_the_log_ends_with_a_transaction_marker() {
     assert_eq!(report.consumed, 5, "{report:?}");
     assert_eq!(report.written, 5, "{report:?}");
     assert_eq!(report.dead_lettered, 0, "{report:?}");
+    // Lag: nothing is left to read once the consumer is past the marker (before the
+    // fix the gauge stayed at 1, the marker's offset).
+    let lags = lags.lock().unwrap().clone();
+    assert_eq!(lags.last(), Some(&0), "{lags:?}");
     let stored = icefjord_sink::offsets::stored(
         lake.load(&table).await.unwrap().metadata(),
         "main",

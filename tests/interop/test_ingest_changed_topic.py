@@ -5,7 +5,7 @@ reset deliberately; nothing loops, nothing is skipped silently."""
 import json
 import subprocess
 
-from test_ingest import good_event, ingest, produce
+from test_ingest import SCHEMA, good_event, ingest, produce
 
 
 def count(lake, table="raw.retail_events"):
@@ -87,3 +87,51 @@ def test_a_recreated_topic_stops_the_sink_until_its_position_is_reset(lake, kafk
     out = ingest(lake, kafka, topic, "--reset-offsets", "other-topic=latest")
     assert out.returncode == 2 and "no route reads topic other-topic" in out.stderr, out.stderr
     assert count(lake) == 8
+
+
+def test_a_topic_recreated_while_the_sink_runs_is_never_read_past(lake, kafka):
+    """The same fault while the sink runs. Its fetch position falls outside the new
+    log, which the consumer reports (auto.offset.reset is 'error') instead of
+    resetting to the start and dropping the offsets below the stored one. Seen here:
+    librdkafka 2.12.1 crashes (SIGSEGV in its metadata cache, rd_kafka_metadata_
+    cache_find) on Tansu's metadata for the deleted topic, with or without these
+    changes; so the test holds the outcome either way: the sink does not exit 0,
+    ingests nothing of the new topic, and the next start names the fault."""
+    import time
+
+    topic = "retail-recreated-live"
+    kafka.create_topic(topic, partitions=1)
+    produce(kafka, topic, 5)
+    sink = subprocess.Popen(
+        [str(lake.binary), "--lake", str(lake.path), "ingest", "--brokers", kafka.bootstrap,
+         "--topic", topic, "--table", "raw.retail_events", "--schema", str(SCHEMA),
+         "--group", "icefjord-test", "--commit-interval", "300ms", "--assign", "all"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and count_or_zero(lake) < 5:
+            time.sleep(0.5)
+        assert count(lake) == 5
+        deleted = subprocess.run(
+            [str(kafka.binary), "topic", "delete", "--broker", kafka.url, topic],
+            capture_output=True, text=True, check=False,
+        )
+        assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+        kafka.create_topic(topic, partitions=1)
+        produce(kafka, topic, 3)
+        _, err = sink.communicate(timeout=90)
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+    assert sink.returncode != 0, err[-3000:]
+    assert count(lake) == 5
+    out = ingest(lake, kafka, topic)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert f"partition 0 of topic {topic}" in out.stderr, out.stderr
+    assert count(lake) == 5
+
+
+def count_or_zero(lake):
+    out = lake.run("sql", "-o", "json", "SELECT count(*) AS n FROM raw.retail_events")
+    return json.loads(out.stdout)[0]["n"] if out.returncode == 0 else 0

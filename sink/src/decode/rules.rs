@@ -150,7 +150,7 @@ impl Kind {
 
     /// The whole number `text` names (exactly), for integer columns.
     fn whole(&self, text: &str) -> Result<i128, String> {
-        match Exact::parse(text).and_then(|n| n.scaled(0)) {
+        match scaled(text, 0) {
             Ok(v) => Ok(v),
             Err(NumberError::Decimals) => Err(format!(
                 "{text} is not a whole number ({} columns take whole numbers)",
@@ -239,6 +239,38 @@ enum NumberError {
     Decimals,
     /// Does not fit 128 bits at the wanted scale.
     Range,
+}
+
+/// The value of the number `text` × 10^`scale`, when that is whole.
+fn scaled(text: &str, scale: u32) -> Result<i128, NumberError> {
+    plain(text, scale).map_or_else(|| Exact::parse(text)?.scaled(scale), Ok)
+}
+
+/// [`scaled`] in one pass for the common case: no exponent, at most `scale`
+/// decimals, at most 18 digits in all (`None` otherwise: the general path).
+fn plain(text: &str, scale: u32) -> Option<i128> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = match digits.split_once('.') {
+        Some((_, "")) => return None,
+        Some(parts) => parts,
+        None => (digits, ""),
+    };
+    let zeros = scale.checked_sub(frac.len() as u32)?;
+    if int.is_empty() || int.len() + scale as usize > 18 {
+        return None;
+    }
+    let mut value = 0i64;
+    for d in int.bytes().chain(frac.bytes()) {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(d - b'0');
+    }
+    let value = value * 10i64.pow(zeros);
+    Some(i128::from(if negative { -value } else { value }))
 }
 
 /// A JSON number's exact decimal value: `±digits × 10^(exponent − frac_len)`.
@@ -338,7 +370,7 @@ impl<'a> Exact<'a> {
 
 fn decimal(text: &str, precision: u8, scale: u32) -> Result<i128, String> {
     let column = format!("decimal({precision},{scale})");
-    let unscaled = match Exact::parse(text).and_then(|n| n.scaled(scale)) {
+    let unscaled = match scaled(text, scale) {
         Ok(v) => v,
         Err(NumberError::Decimals) => {
             return Err(format!(
@@ -400,7 +432,7 @@ fn float<F: Float>(text: &str, name: &str) -> Result<F, String> {
 
 /// µs of a number of epoch milliseconds (exact to the µs).
 fn epoch_millis(text: &str) -> Result<i64, String> {
-    match Exact::parse(text).and_then(|n| n.scaled(3)) {
+    match scaled(text, 3) {
         Ok(micros) => i64::try_from(micros)
             .map_err(|_| format!("{text} (epoch milliseconds) is out of range for a timestamp")),
         Err(NumberError::Decimals) => Err(format!(
@@ -567,7 +599,21 @@ mod tests {
 
     #[test]
     fn exact_numbers_scale_without_rounding() {
-        let scaled = |text: &str, scale| Exact::parse(text).and_then(|n| n.scaled(scale));
+        let general = |text: &str, scale| Exact::parse(text).and_then(|n| n.scaled(scale));
+        for (text, scale) in [
+            ("2.99", 2),
+            ("-0.5", 3),
+            ("450", 2),
+            ("123456789012345678", 0),
+        ] {
+            assert_eq!(
+                plain(text, scale).map(Ok),
+                Some(general(text, scale)),
+                "{text}"
+            );
+        }
+        assert_eq!(plain("2.999", 2), None);
+        assert_eq!(plain("1e3", 0), None);
         assert_eq!(scaled("2.99", 2), Ok(299));
         assert_eq!(scaled("2.990", 2), Ok(299));
         assert_eq!(scaled("2.999", 2), Err(NumberError::Decimals));

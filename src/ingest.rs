@@ -13,7 +13,7 @@ use clap::Args;
 use futures::FutureExt;
 use icefjord_catalog::LakeCatalog;
 use icefjord_engine::schema::EventSchema;
-use icefjord_sink::{Assign, BatchLimits, Ingest, Route};
+use icefjord_sink::{Assign, BatchLimits, Ingest, ResetOffsets, Route};
 
 use crate::config::{parse_duration, FileConfig, IngestFile, RouteFile};
 use crate::exit::Usage;
@@ -69,6 +69,14 @@ pub struct IngestArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
+    /// Move the table's stored position of TOPIC deliberately, before ingesting:
+    /// `TOPIC=earliest` (the log's start: ingest what it holds now) or
+    /// `TOPIC=latest` (its end: skip it). Only for partitions whose stored offset
+    /// lies outside the broker's log (a recreated topic, records deleted by
+    /// retention), which otherwise stop the sink; refused when there is none. The
+    /// new positions are recorded in a commit of their own. Use it for one run.
+    #[arg(long, value_name = "TOPIC=earliest|latest")]
+    reset_offsets: Option<ResetOffsets>,
     /// Extra librdkafka consumer setting, KEY=VALUE (repeatable), e.g.
     /// group.instance.id=sink-1 for static membership.
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
@@ -205,6 +213,15 @@ pub async fn run(args: IngestArgs, lake: LakeCatalog, file: &FileConfig) -> Resu
         (None, None) => None,
     };
     let routes = args.routes(section)?;
+    if let Some(reset) = &args.reset_offsets {
+        if !routes.iter().any(|r| r.route.topic == reset.topic) {
+            return Err(Usage::new(
+                "--reset-offsets",
+                format!("no route reads topic {}", reset.topic),
+            )
+            .into());
+        }
+    }
     let kafka = args.kafka.settings(&file.kafka)?;
     let limits = args.limits(section)?;
     let assign = match (args.assign, &section.assign) {
@@ -242,12 +259,17 @@ pub async fn run(args: IngestArgs, lake: LakeCatalog, file: &FileConfig) -> Resu
     let mut sinks = Vec::with_capacity(routes.len());
     for planned in routes {
         let label = planned.route.topic.clone();
+        let reset = args
+            .reset_offsets
+            .clone()
+            .filter(|r| r.topic == planned.route.topic);
         let mut ingest = Ingest::new(lake.clone(), kafka.clone(), planned.route)
             .with_limits(limits)
             .until_idle(args.until_idle)
             .with_max_error_ratio(planned.max_error_ratio)
             .with_session_timeout(session_timeout)
-            .with_assign(assign);
+            .with_assign(assign)
+            .with_reset_offsets(reset);
         for (key, value) in &properties {
             ingest = ingest.with_consumer_property(key, value)?;
         }

@@ -41,6 +41,24 @@ pub enum SinkError {
         group: String,
         waited: std::time::Duration,
     },
+    /// A partition's log no longer continues the position the table holds: the
+    /// topic was recreated (`high < stored`) or records were deleted by retention
+    /// before the sink read them (`low > stored`). Nothing was skipped.
+    #[error(
+        "partition {partition} of topic {topic}: the table's stored offset is {stored}, but the \
+         broker's log spans offsets {low}..{high} ({}); nothing was ingested past it. To move \
+         the position deliberately, run once with --reset-offsets {topic}=earliest (ingest what \
+         the log holds now) or --reset-offsets {topic}=latest (skip it)",
+        if high < stored { "the log is behind the table: was the topic deleted and recreated?" }
+        else { "records before the log's start were deleted (retention) before they were read" }
+    )]
+    LogMoved {
+        topic: String,
+        partition: i32,
+        stored: i64,
+        low: i64,
+        high: i64,
+    },
     /// The events need a schema change that is not a safe evolution.
     #[error("cannot evolve the schema of table {table}: {message}")]
     SchemaEvolution { table: String, message: String },

@@ -17,7 +17,10 @@ pub mod simulate;
 
 pub use decode::{DeadLetter, Decoded, EventDecoder, Evolution, Stage};
 pub use error::{Result, SinkError};
-pub use ingest::{Assign, BatchLimits, Ingest, IngestReport, Progress, ProgressObserver, Route};
+pub use ingest::{
+    Assign, BatchLimits, Ingest, IngestReport, Progress, ProgressObserver, ResetOffsets, ResetTo,
+    Route,
+};
 pub use kafka::{KafkaSettings, SaslMechanism};
 pub use offsets::{OffsetFence, PartitionOffsets, Span};
 pub use record::SourceRecord;

@@ -119,6 +119,40 @@ impl CommitGuard for OffsetFence {
     }
 }
 
+/// The guard of a deliberate reset of a lost position (`--reset-offsets` when
+/// the table lost it, see `icefjord_catalog::protocol::position`): lands only
+/// while the position is still lost, and sets it to `offsets`.
+#[derive(Clone, Debug)]
+pub struct LostReset {
+    pub group: String,
+    pub topic: String,
+    pub offsets: PartitionOffsets,
+}
+
+impl CommitGuard for LostReset {
+    fn check(
+        &self,
+        metadata: &TableMetadata,
+        branch: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        match stored(metadata, "the table", branch, &self.group, &self.topic) {
+            Err(CatalogError::PositionLost { .. }) => {
+                let key = KafkaOffsetsKey {
+                    group: self.group.clone(),
+                    topic: self.topic.clone(),
+                };
+                Ok(BTreeMap::from([(key.key(), key.format(&self.offsets))]))
+            }
+            Ok(_) => Err(format!(
+                "the offsets of {} are no longer lost (another writer set them): \
+                 nothing was reset",
+                self.topic
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

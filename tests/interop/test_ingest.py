@@ -155,12 +155,15 @@ def test_metrics_are_served_and_sigterm_commits_what_is_held(lake, kafka):
     )
     deadline = time.time() + 60
     metrics = {}
+    ok_commits = 'icefjord_sink_commits_total{table="raw.retail_events",result="ok"}'
     while time.time() < deadline:
         try:
             metrics = scrape(port)
         except OSError:
             metrics = {}
-        if metrics.get('icefjord_sink_records_consumed_total{topic="retail-m"}') == 500:
+        # All consumed, and the second batch's commit (in flight meanwhile) landed.
+        if (metrics.get('icefjord_sink_records_consumed_total{topic="retail-m"}') == 500
+                and metrics.get(ok_commits) == 2):
             break
         time.sleep(0.5)
     assert metrics.get('icefjord_sink_records_consumed_total{topic="retail-m"}') == 500, metrics

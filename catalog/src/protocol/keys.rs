@@ -24,12 +24,16 @@ pub const MODEL: &str = "icefjord.model";
 pub const RUN_ID: &str = "icefjord.run-id";
 /// Records a sink batch consumed (rows + dead letters + skipped tombstones).
 pub const KAFKA_RECORDS: &str = "icefjord.kafka-records";
+/// What a deliberate `icefjord ingest --reset-offsets` moved:
+/// `{"<partition>": "<old> -> <new> (earliest|latest)"}`.
+pub const KAFKA_RESET: &str = "icefjord.kafka-reset";
 /// The greatest event time of a sink batch (µs, as text).
 pub const WATERMARK: &str = "icefjord.watermark.max-event-time";
 
 /// The values of `WRITER`.
 pub mod writer {
     pub const INGEST: &str = "icefjord ingest";
+    pub const RESET_OFFSETS: &str = "icefjord ingest --reset-offsets";
     pub const RUN: &str = "icefjord run";
     pub const GENERATE: &str = "icefjord demo";
 }
@@ -90,9 +94,9 @@ impl PositionKey for KafkaOffsetsKey {
     fn reset(&self, table: &str) -> String {
         format!(
             "choose where group {} resumes reading {} with `icefjord ingest --reset-offsets \
-             earliest|latest` (records that the table already holds would be written again \
-             by `earliest`), or restore {table}",
-            self.group, self.topic
+             {}=earliest|latest` (`earliest` writes again the records the table already \
+             holds), or restore {table}",
+            self.group, self.topic, self.topic
         )
     }
 }

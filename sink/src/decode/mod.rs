@@ -1,13 +1,26 @@
 //! JSON records → Arrow rows of the target table, plus dead letters for the records
 //! that are not JSON, lack a required field or hold a value that does not fit its
-//! column. Nothing is dropped: `records = rows + dead letters`, always.
+//! column. Nothing is dropped unseen: `records = rows + dead letters + tombstones`,
+//! always.
 //!
-//! Three tiers, each the fallback of the one before, all with the same meaning:
-//! 1. [`flat`]: a decoder specialised to the flat scalar events the sink mostly sees,
-//!    a strict subset of arrow-json's behaviour, for the whole batch;
-//! 2. arrow-json over the whole batch;
-//! 3. when that fails (or a message holds other than exactly one JSON object), the
-//!    batch record by record, to isolate the bad ones as dead letters.
+//! What fits a column, and as what value, is decided by the input rules
+//! ([`rules`], summarised in `data/README.md`): a value is kept exactly or the
+//! record is dead-lettered, never changed. Two tiers apply them, each the fallback
+//! of the one before, and agree on every row and every dead letter (the
+//! `agreement` tests):
+//! 1. [`flat`]: a fast decoder for the whole batch, when every record is clean;
+//! 2. [`checked`]: record by record, isolating the bad ones as dead letters.
+//!
+//! Tables with columns of types outside the rules (nested types, zones other than
+//! UTC: a table another engine evolved) are left to arrow-json, whole batch first,
+//! then record by record.
+//!
+//! # Tombstones
+//!
+//! A record without a value (a tombstone: compacted topics and CDC deletes carry
+//! them) becomes neither a row nor a dead letter: it is counted
+//! ([`Decoded::tombstones`]) and skipped. Its offset still advances the stored
+//! position, as every consumed record's does.
 //!
 //! # Schema evolution ([`EventDecoder::with_schema_evolution`])
 //!
@@ -29,8 +42,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -38,20 +50,27 @@ use arrow::json::ReaderBuilder;
 
 use crate::record::SourceRecord;
 
+#[cfg(test)]
+mod agreement;
+mod checked;
+mod column;
+mod cursor;
+mod dead_letter;
 mod flat;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use dead_letter::{dead_letter_batch, dead_letter_schema};
 
 /// The Kafka position columns appended to every row of a sink table.
-pub const KAFKA_COLUMNS: [&str; 4] = [
-    "_kafka_topic",
-    "_kafka_partition",
-    "_kafka_offset",
-    "_kafka_timestamp",
-];
+pub const KAFKA_COLUMNS: [&str; 4] = icefjord_catalog::protocol::columns::ALL;
 
 /// Where a record failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
-    /// No value (a tombstone or an empty message).
+    /// An empty value (zero bytes; a record without a value is a tombstone, not
+    /// a dead letter).
     Empty,
     /// The value is not one JSON object.
     Json,
@@ -83,6 +102,8 @@ pub struct Decoded {
     /// Rows in the sink table's layout: event fields, then [`KAFKA_COLUMNS`].
     pub rows: RecordBatch,
     pub dead: Vec<DeadLetter>,
+    /// Records without a value, skipped (see the module docs).
+    pub tombstones: usize,
     /// The schema change `rows` need (only with schema evolution on).
     pub evolution: Option<Evolution>,
 }
@@ -225,7 +246,15 @@ impl EventDecoder {
     }
 
     pub fn decode(&self, records: &[SourceRecord]) -> Result<Decoded, ArrowError> {
-        let records: Vec<&SourceRecord> = records.iter().collect();
+        let (records, tombstones): (Vec<&SourceRecord>, Vec<&SourceRecord>) =
+            records.iter().partition(|r| r.value.is_some());
+        let mut decoded = self.decode_values(records)?;
+        decoded.tombstones = tombstones.len();
+        Ok(decoded)
+    }
+
+    /// Decode records that have a value.
+    fn decode_values(&self, records: Vec<&SourceRecord>) -> Result<Decoded, ArrowError> {
         if let Some(fast) = self.decode_all(&records, self.evolve)? {
             return Ok(fast);
         }
@@ -307,8 +336,14 @@ impl EventDecoder {
             return Ok(Some(Decoded {
                 rows: self.with_kafka_columns(&batch, records)?,
                 dead: Vec::new(),
+                tombstones: 0,
                 evolution: None,
             }));
+        }
+        // The rules decide every column they know: arrow-json only reads columns
+        // outside them.
+        if checked::CheckedDecoder::new(&self.events).is_some() {
+            return Ok(None);
         }
         let mut decoder = self.decoder(records.len(), strict)?;
         for (i, record) in records.iter().enumerate() {
@@ -338,11 +373,37 @@ impl EventDecoder {
         Ok(Some(Decoded {
             rows: self.with_kafka_columns(&batch, records)?,
             dead: Vec::new(),
+            tombstones: 0,
             evolution: None,
         }))
     }
 
     fn decode_one_by_one(&self, records: &[&SourceRecord]) -> Result<Decoded, ArrowError> {
+        if let Some(checked) = checked::CheckedDecoder::new(&self.events) {
+            let (batch, outcomes) = checked.decode(
+                records
+                    .iter()
+                    .map(|r| r.value.as_deref().unwrap_or_default()),
+            )?;
+            let mut good = Vec::with_capacity(batch.num_rows());
+            let mut dead = Vec::new();
+            for (&record, outcome) in records.iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => good.push(record),
+                    Err((stage, error)) => dead.push(DeadLetter {
+                        record: record.clone(),
+                        stage,
+                        error,
+                    }),
+                }
+            }
+            return Ok(Decoded {
+                rows: self.with_kafka_columns(&batch, &good)?,
+                dead,
+                tombstones: 0,
+                evolution: None,
+            });
+        }
         let mut batches = Vec::new();
         let mut good = Vec::new();
         let mut dead = Vec::new();
@@ -363,6 +424,7 @@ impl EventDecoder {
         Ok(Decoded {
             rows: self.with_kafka_columns(&batch, &good)?,
             dead,
+            tombstones: 0,
             evolution: None,
         })
     }
@@ -429,7 +491,7 @@ fn millis_to_micros(ms: i64) -> Option<i64> {
     ms.checked_mul(1000)
 }
 
-fn json_kind(value: &serde_json::Value) -> &'static str {
+pub(crate) fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",
@@ -446,280 +508,4 @@ fn schema_error(e: &ArrowError) -> String {
     text.strip_prefix("Json error: ")
         .unwrap_or(&text)
         .to_string()
-}
-
-/// The layout of a dead-letter table (`<target>_dlq`).
-pub fn dead_letter_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("source_topic", DataType::Utf8, false),
-        Field::new("source_partition", DataType::Int32, false),
-        Field::new("source_offset", DataType::Int64, false),
-        Field::new(
-            "source_timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, None),
-            true,
-        ),
-        Field::new("key", DataType::Binary, true),
-        Field::new("value", DataType::Binary, true),
-        Field::new("stage", DataType::Utf8, false),
-        Field::new("error", DataType::Utf8, false),
-    ]))
-}
-
-/// Dead letters as rows of [`dead_letter_schema`].
-pub fn dead_letter_batch(dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError> {
-    let n = dead.len();
-    let mut topic = StringBuilder::with_capacity(n, n * 16);
-    let mut partition = Int32Builder::with_capacity(n);
-    let mut offset = Int64Builder::with_capacity(n);
-    let mut timestamp = TimestampMicrosecondBuilder::with_capacity(n);
-    let mut key = BinaryBuilder::with_capacity(n, 0);
-    let mut value = BinaryBuilder::with_capacity(n, 0);
-    let mut stage = StringBuilder::with_capacity(n, n * 8);
-    let mut error = StringBuilder::with_capacity(n, n * 64);
-    for d in dead {
-        topic.append_value(&*d.record.topic);
-        partition.append_value(d.record.partition);
-        offset.append_value(d.record.offset);
-        timestamp.append_option(d.record.timestamp_ms.and_then(millis_to_micros));
-        key.append_option(d.record.key.as_deref());
-        value.append_option(d.record.value.as_deref());
-        stage.append_value(d.stage.as_str());
-        error.append_value(&d.error);
-    }
-    RecordBatch::try_new(
-        dead_letter_schema(),
-        vec![
-            Arc::new(topic.finish()),
-            Arc::new(partition.finish()),
-            Arc::new(offset.finish()),
-            Arc::new(timestamp.finish()),
-            Arc::new(key.finish()),
-            Arc::new(value.finish()),
-            Arc::new(stage.finish()),
-            Arc::new(error.finish()),
-        ],
-    )
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::Int64Type;
-    use bytes::Bytes;
-
-    use super::*;
-
-    fn decoder() -> EventDecoder {
-        EventDecoder::new(Arc::new(Schema::new(vec![
-            Field::new(
-                "event_time",
-                DataType::Timestamp(TimeUnit::Microsecond, None),
-                false,
-            ),
-            Field::new("store_id", DataType::Int32, false),
-            Field::new("unit_price", DataType::Decimal128(10, 2), false),
-            Field::new("note", DataType::Utf8, true),
-        ])))
-    }
-
-    fn record(offset: i64, value: Option<&str>) -> SourceRecord {
-        SourceRecord {
-            topic: "retail".into(),
-            partition: 2,
-            offset,
-            timestamp_ms: Some(1_700_000_000_000),
-            key: Some(Bytes::from_static(b"k")),
-            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-        }
-    }
-
-    const GOOD: &str =
-        r#"{"event_time": "2023-10-27 10:00:00", "store_id": 1, "unit_price": 450.00}"#;
-
-    #[test]
-    fn good_records_decode_in_one_go_with_their_positions() {
-        let records: Vec<_> = (0..3).map(|i| record(10 + i, Some(GOOD))).collect();
-        let decoded = decoder().decode(&records).unwrap();
-        assert!(decoded.dead.is_empty());
-        assert_eq!(decoded.rows.num_rows(), 3);
-        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
-        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[10, 11, 12]);
-        assert_eq!(decoded.rows.column_by_name("note").unwrap().null_count(), 3);
-    }
-
-    /// Regression: a message with two objects filled the decoder early, and the next
-    /// (good) record was silently skipped while its offset was committed.
-    #[test]
-    fn a_two_object_message_cannot_hide_the_next_record() {
-        let two = format!("{GOOD}{GOOD}");
-        let records = vec![
-            record(0, Some(GOOD)),
-            record(1, Some(&two)),
-            record(2, Some(GOOD)),
-        ];
-        let decoded = decoder().decode(&records).unwrap();
-        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
-        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[0, 2]);
-        assert_eq!(decoded.dead.len(), 1);
-        assert_eq!(decoded.dead[0].record.offset, 1);
-        // Also when the two-object message comes last, and for whitespace-only values.
-        let records = vec![record(0, Some(GOOD)), record(1, Some(&two))];
-        let decoded = decoder().decode(&records).unwrap();
-        assert_eq!(decoded.rows.num_rows() + decoded.dead.len(), 2);
-        assert_eq!(decoded.dead[0].record.offset, 1);
-        let records = vec![
-            record(0, Some("   ")),
-            record(1, Some(&two)),
-            record(2, Some(GOOD)),
-        ];
-        let decoded = decoder().decode(&records).unwrap();
-        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
-        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[2]);
-        assert_eq!(decoded.dead.len(), 2);
-    }
-
-    #[test]
-    fn evolution_adds_typed_columns_widens_ints_and_rejects_nested_values() {
-        let int_decoder = || {
-            EventDecoder::new(Arc::new(Schema::new(vec![
-                Field::new("id", DataType::Int32, false),
-                Field::new("score", DataType::Float32, true),
-            ])))
-        };
-        let records = vec![
-            record(0, Some(r#"{"id": 1, "coupon": "A", "n": 2}"#)),
-            record(1, Some(r#"{"id": 5000000000, "n": 2.5, "flag": true}"#)),
-            record(2, Some(r#"{"id": 3, "later": null}"#)),
-            record(3, Some(r#"{"id": 4, "basket": {"items": 3}}"#)),
-            record(4, Some(r#"{"id": 5, "score": 1e300}"#)),
-            record(5, Some(r#"{"id": 6, "coupon": 7}"#)),
-        ];
-        let decoded = int_decoder()
-            .with_schema_evolution(true)
-            .decode(&records)
-            .unwrap();
-        let evolution = decoded.evolution.unwrap();
-        assert_eq!(
-            evolution.added,
-            vec![
-                ("coupon".to_string(), DataType::Utf8),
-                ("n".to_string(), DataType::Float64),
-                ("flag".to_string(), DataType::Boolean),
-            ]
-        );
-        assert_eq!(
-            evolution.widened,
-            vec![
-                ("id".to_string(), DataType::Int64),
-                ("score".to_string(), DataType::Float64)
-            ]
-        );
-        let mut dead: Vec<_> = decoded
-            .dead
-            .iter()
-            .map(|d| (d.record.offset, d.stage))
-            .collect();
-        dead.sort_by_key(|(offset, _)| *offset);
-        // The nested value, and a number under the column that became a string.
-        assert_eq!(dead, vec![(3, Stage::Schema), (5, Stage::Schema)]);
-        let ids = decoded.rows.column_by_name("id").unwrap();
-        assert_eq!(
-            ids.as_primitive::<Int64Type>().values(),
-            &[1, 5_000_000_000, 3, 5]
-        );
-        let coupons = decoded
-            .rows
-            .column_by_name("coupon")
-            .unwrap()
-            .as_string::<i32>();
-        assert_eq!(coupons.value(0), "A");
-        assert_eq!(decoded.rows.num_rows() + decoded.dead.len(), records.len());
-
-        // Without evolution: unknown keys are ignored, an overflowing int is dead.
-        let decoded = int_decoder().decode(&records).unwrap();
-        assert!(decoded.evolution.is_none());
-        let dead: Vec<_> = decoded.dead.iter().map(|d| d.record.offset).collect();
-        assert_eq!(dead, vec![1]);
-        assert_eq!(decoded.rows.num_columns(), 2 + KAFKA_COLUMNS.len());
-    }
-
-    #[test]
-    fn a_batch_without_new_keys_needs_no_evolution() {
-        let records: Vec<_> = (0..3).map(|i| record(i, Some(GOOD))).collect();
-        let decoded = decoder()
-            .with_schema_evolution(true)
-            .decode(&records)
-            .unwrap();
-        assert!(decoded.evolution.is_none() && decoded.dead.is_empty());
-        assert_eq!(decoded.rows.num_rows(), 3);
-    }
-
-    #[test]
-    fn absurd_producer_timestamps_become_null() {
-        let mut r = record(0, Some(GOOD));
-        r.timestamp_ms = Some(i64::MAX / 10);
-        let decoded = decoder().decode(&[r]).unwrap();
-        assert_eq!(
-            decoded
-                .rows
-                .column_by_name("_kafka_timestamp")
-                .unwrap()
-                .null_count(),
-            1
-        );
-    }
-
-    #[test]
-    fn bad_records_become_dead_letters_and_nothing_is_lost() {
-        let records = vec![
-            record(0, Some(GOOD)),
-            record(1, Some("not json {")),
-            record(
-                2,
-                Some(r#"{"event_time": "2023-10-27 10:00:00", "unit_price": 1}"#),
-            ),
-            record(
-                3,
-                Some(
-                    r#"{"event_time": "2023-10-27 10:00:00", "store_id": "one", "unit_price": 1}"#,
-                ),
-            ),
-            record(4, None),
-            record(5, Some("[1, 2]")),
-            record(6, Some(&format!("{GOOD}{GOOD}"))),
-            record(7, Some(GOOD)),
-        ];
-        let decoded = decoder().decode(&records).unwrap();
-        let offsets = decoded.rows.column_by_name("_kafka_offset").unwrap();
-        assert_eq!(offsets.as_primitive::<Int64Type>().values(), &[0, 7]);
-        let dead: Vec<_> = decoded
-            .dead
-            .iter()
-            .map(|d| (d.record.offset, d.stage))
-            .collect();
-        assert_eq!(
-            dead,
-            vec![
-                (1, Stage::Json),
-                (2, Stage::Schema),
-                (3, Stage::Schema),
-                (4, Stage::Empty),
-                (5, Stage::Json),
-                (6, Stage::Json),
-            ]
-        );
-        assert!(
-            decoded.dead[1].error.contains("store_id"),
-            "{}",
-            decoded.dead[1].error
-        );
-        assert_eq!(decoded.rows.num_rows() + decoded.dead.len(), records.len());
-        let table = dead_letter_batch(&decoded.dead).unwrap();
-        assert_eq!(table.num_rows(), 6);
-        let values = table.column_by_name("value").unwrap().as_binary::<i32>();
-        assert_eq!(values.value(0), b"not json {");
-        assert!(values.is_null(3), "a tombstone keeps its null value");
-    }
 }

@@ -1,7 +1,5 @@
 //! The offset fence on the real commit path (SQLite catalog on a temporary lake).
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -159,3 +159,27 @@ def test_the_sink_resumes_exactly_after_compaction_and_expiry(lake, kafka):
     out = ingest(lake, kafka, "positions")
     assert out.returncode == 0, out.stderr
     assert raw_counts(lake) == (500, 500)
+
+
+def test_a_lost_sink_position_refuses_then_a_deliberate_reset_goes_on(lake, kafka):
+    kafka.create_topic("lost")
+    produce(kafka, "lost", 300)
+    assert ingest(lake, kafka, "lost").returncode == 0
+    rewrite_same_rows(lake, "raw.retail_events")
+    t = expire_all_but_head(lake, "raw.retail_events")
+    with t.transaction() as tx:
+        tx.remove_properties("icefjord.position.kafka.icefjord-test.lost")
+    produce(kafka, "lost", 100)
+    out = ingest(lake, kafka, "lost")
+    assert out.returncode == 1, out.stderr
+    assert "lost position icefjord.kafka.icefjord-test.lost" in out.stderr, out.stderr
+    assert "--reset-offsets lost=earliest|latest" in out.stderr, out.stderr
+    assert raw_counts(lake) == (300, 300)
+    # Deliberately: go on from the log's end; what arrives next lands once.
+    out = ingest(lake, kafka, "lost", "--reset-offsets", "lost=latest")
+    assert out.returncode == 0, out.stderr
+    assert raw_counts(lake) == (300, 300)
+    produce(kafka, "lost", 50)
+    out = ingest(lake, kafka, "lost")
+    assert out.returncode == 0, out.stderr
+    assert raw_counts(lake) == (350, 350)

@@ -343,7 +343,10 @@ impl Ingest {
     ) -> Result<IngestReport> {
         self.ensure_tables().await?;
         let assignment = Arc::new(Assignment::default());
-        *lock(&assignment.table_offsets) = self.stored_offsets().await?;
+        // With a reset the position may be lost: the reset below reads it.
+        if self.reset_offsets.is_none() {
+            *lock(&assignment.table_offsets) = self.stored_offsets().await?;
+        }
         let mut config = self.kafka.client_config();
         if self.assign == Assign::Group {
             config.set("group.id", &self.route.group);

@@ -593,7 +593,7 @@ impl<'a> Runner<'a> {
                 .table(input.as_str())
                 .await?
                 .filter(boundary::fresh_filter(&previous))?;
-            advanced = Some(boundary::advance(&previous, fresh.clone()).await?);
+            advanced = Some((boundary::advance(&previous, fresh.clone()).await?, previous));
             session.stage(
                 &icefjord_catalog::parse_table(input)?,
                 Arc::new(ViewTable::new(fresh.into_unoptimized_plan(), None)),
@@ -867,11 +867,13 @@ impl<'a> Runner<'a> {
             write = write.creating(table);
         }
         let mut companion = None;
-        if let (Some(input), Some(advanced)) = (&model.incremental_input, &advanced) {
+        if let (Some(input), Some((advanced, previous))) = (&model.incremental_input, &advanced) {
             let key = BoundaryKey {
                 input: input.clone(),
             };
-            let expected = boundary::previous(existing.as_ref(), input)?;
+            // The fence expects the boundary this run read (found past other
+            // engines' snapshots, like every position).
+            let expected = previous.clone();
             write = write
                 .with_position(&key, advanced)
                 .with_guard(Arc::new(boundary::Fence { key, expected }));

@@ -76,7 +76,7 @@ def test_a_recreated_topic_stops_the_sink_until_its_position_is_reset(lake, kafk
     assert count(lake) == 8
     catalog = lake.catalog()
     summaries = [s.summary for s in catalog.load_table("raw.retail_events").snapshots()]
-    resets = [s.get("icefjord.kafka.reset") for s in summaries if s.get("icefjord.kafka.reset")]
+    resets = [s.get("icefjord.kafka-reset") for s in summaries if s.get("icefjord.kafka-reset")]
     assert [json.loads(r) for r in resets] == [{"0": "5 -> 0 (earliest)"}], resets
 
     # A reset flag left in place acts never again: it is refused.

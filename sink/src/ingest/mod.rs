@@ -530,17 +530,29 @@ impl Ingest {
             .with_schema_evolution(self.route.evolve_schema))
     }
 
-    /// The table's event columns (without `_kafka_*`), as the decoder's schema.
+    /// The table's event columns (without `_kafka_*`), as the decoder's schema. A
+    /// column renamed since the route's event schema named it keeps the producer's
+    /// key (`icefjord_catalog::writer_columns`); the writer puts it back in place.
     async fn event_schema(&self) -> Result<Arc<Schema>> {
         let table = self.catalog.load(&self.route.table).await?;
         let arrow = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
             .map_err(CatalogError::from)?;
+        let producer = icefjord_catalog::writer_columns::producer_names(
+            table.metadata(),
+            self.route.schema.fields.iter().map(|f| f.name.as_str()),
+        );
         Ok(Arc::new(Schema::new(
             arrow
                 .fields()
                 .iter()
                 .filter(|f| !decode::KAFKA_COLUMNS.contains(&f.name().as_str()))
-                .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+                .map(|f| {
+                    let field = f.as_ref().clone().with_metadata(Default::default());
+                    match producer.get(f.name()) {
+                        Some(key) => field.with_name(key),
+                        None => field,
+                    }
+                })
                 .collect::<Vec<_>>(),
         )))
     }

@@ -1,0 +1,372 @@
+//! Step 2 of a run for one model: plan its query (fresh rows of an incremental
+//! input, the intervals still to do), merge, write its files, and build its
+//! output's table write with the positions it carries.
+
+use super::*;
+
+impl<'a> Runner<'a> {
+    /// Step 2 for one model: its output, rows and files.
+    pub(super) async fn run_model(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+        run_id: &str,
+    ) -> Result<(Output, Option<u64>, Option<usize>)> {
+        let ctx = session.context();
+        if model.kind == Kind::View {
+            let frame = ctx.sql(&model.sql.text).await?;
+            session.stage(
+                &model.ident,
+                Arc::new(ViewTable::new(
+                    frame.into_unoptimized_plan(),
+                    Some(model.sql.text.clone()),
+                )),
+            )?;
+            let view = ViewWrite::new(model.ident.clone(), model.sql.text.clone())
+                .with_owner(format!("pipeline {}", self.pipeline.name));
+            return Ok((Output::View(view), None, None));
+        }
+        let existing = match self.catalog.load(&model.ident).await {
+            Ok(table) => Some(table),
+            Err(CatalogError::TableNotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        // An incremental input shows only its fresh rows, to this model only.
+        let mut advanced = None;
+        if let Some(input) = &model.incremental_input {
+            let previous = boundary::previous(existing.as_ref(), input)?;
+            let fresh = ctx
+                .table(input.as_str())
+                .await?
+                .filter(boundary::fresh_filter(&previous))?;
+            advanced = Some((boundary::advance(&previous, fresh.clone()).await?, previous));
+            session.stage(
+                &icefjord_catalog::parse_table(input)?,
+                Arc::new(ViewTable::new(fresh.into_unoptimized_plan(), None)),
+            )?;
+        }
+        // incremental_by_time: the intervals this run processes (none: up to date).
+        // Found past other engines' snapshots (compaction, deletes) and through
+        // snapshot expiry; lost or corrupt is an error, never "redo everything".
+        let done: interval::Ranges = match (&existing, &model.time) {
+            (Some(table), Some(_)) => {
+                find_position(table.metadata(), &model.name, MAIN_BRANCH, &IntervalsKey)?
+                    .map(|found| found.value)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let ranges: Option<interval::Ranges> =
+            model.time.as_ref().map(|axis| match self.interval {
+                Some((from, to)) => {
+                    let to = axis.grain.next(axis.grain.floor(to - 1));
+                    interval::missing(axis.grain, from, to, &Vec::new())
+                }
+                None => {
+                    let now = axis.grain.floor(Utc::now().timestamp_micros());
+                    interval::missing(axis.grain, axis.start, now, &done)
+                }
+            });
+        if ranges.as_ref().is_some_and(Vec::is_empty) {
+            return Ok((Output::UpToDate, Some(0), Some(0)));
+        }
+        let planned = match &ranges {
+            None => ctx.sql(&model.sql.text).await.map(|f| vec![f]),
+            Some(ranges) => {
+                let mut frames = Vec::new();
+                for (from, to) in ranges {
+                    let params = vec![
+                        (
+                            "interval_start",
+                            ScalarValue::TimestampMicrosecond(Some(*from), None),
+                        ),
+                        (
+                            "interval_end",
+                            ScalarValue::TimestampMicrosecond(Some(*to), None),
+                        ),
+                    ];
+                    frames.push(ctx.sql(&model.sql.text).await?.with_param_values(params)?);
+                }
+                Ok(frames)
+            }
+        };
+        if let Some(input) = &model.incremental_input {
+            session.unstage(&icefjord_catalog::parse_table(input)?)?;
+        }
+        // The plan holds the fresh rows' provider: it runs the same after unstaging.
+        let frames = planned?;
+        let order: Vec<SortExpr> = model
+            .sort_by
+            .iter()
+            .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, false))
+            .collect();
+        // The new rows as one frame: the query (its interval ranges unioned), or
+        // the transform's output of all the query's rows.
+        let mut frames = frames.into_iter();
+        let first = frames
+            .next()
+            .ok_or_else(|| RunnerError::Usage(format!("{}: nothing to run", model.name)))?;
+        let mut new_frame = frames.try_fold(first, |all, frame| all.union(frame))?;
+        if let Some(transform) = model.transform {
+            // CPU work on all rows at once: off the runtime's threads.
+            let input = new_frame.collect().await?;
+            let output = tokio::task::spawn_blocking(move || transform.apply(&input))
+                .await
+                .map_err(|e| RunnerError::Transform {
+                    transform: transform.name().into(),
+                    message: e.to_string(),
+                })??;
+            new_frame = ctx.read_batch(output)?;
+        }
+        if !order.is_empty() {
+            new_frame = new_frame.sort(order)?;
+        }
+        let frame_schema: SchemaRef = Arc::new(new_frame.schema().as_arrow().clone());
+        let mut schema = frame_schema.clone();
+        // Where the output goes: the table loaded before the run read its boundary
+        // and intervals (or a new one), and its published content.
+        let destination = match model.target {
+            Target::Iceberg => {
+                let table = match &existing {
+                    Some(table) => table.clone(),
+                    None if self.catalog.delta_table(&model.ident).await?.is_some() => {
+                        return Err(model
+                            .error(
+                                Some("target"),
+                                format!(
+                                    "{} is a Delta table of the lake: set target = \"delta\" \
+                                     or give the Iceberg output a name of its own",
+                                    model.name
+                                ),
+                            )
+                            .into())
+                    }
+                    None => {
+                        self.output_table(&model.ident, &model.partition_by, &schema)
+                            .await?
+                            .0
+                    }
+                };
+                let published =
+                    IcebergTable::try_new(table.clone(), None, self.catalog.store().clone())?;
+                Destination::Iceberg { table, published }
+            }
+            Target::Delta => {
+                let output = self.delta_output(model, &schema).await?;
+                schema = output.schema();
+                Destination::Delta(output)
+            }
+        };
+        let published = destination.published();
+        let base = match &destination {
+            Destination::Iceberg { table, .. } => table.metadata().current_snapshot_id(),
+            Destination::Delta(output) => Some(output.version() as i64),
+        };
+        let is_empty = match &destination {
+            Destination::Iceberg { .. } => base.is_none(),
+            Destination::Delta(output) => output.version() == 0,
+        };
+        // The output's new content (streamed into data files), and how its files
+        // relate to the published ones.
+        let mut new_rows = None;
+        let (content, mode) = match model.kind {
+            Kind::Table => (new_frame, StagedMode::Overwrite),
+            Kind::Append => (new_frame, StagedMode::Append),
+            Kind::IncrementalByTime => (new_frame, StagedMode::ReplacePartitions),
+            // Nothing published yet and the key unique by the query's own GROUP
+            // BY: merging changes nothing, so the rows stream to files.
+            Kind::IncrementalByKey
+                if is_empty && merge::unique_by_plan(&new_frame, &model.unique_key) =>
+            {
+                (new_frame, StagedMode::Overwrite)
+            }
+            Kind::IncrementalByKey => {
+                // The new rows are read twice (their keys, then the rows): hold them.
+                let batches = new_frame.collect().await?;
+                new_rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
+                let new = conformed(
+                    ctx.read_table(mem_table(&frame_schema, &batches)?)?,
+                    &schema,
+                )?;
+                // Nothing published yet: no old rows to merge with.
+                let old = match is_empty {
+                    true => None,
+                    false => Some(conformed(ctx.read_table(published.clone())?, &schema)?),
+                };
+                let merged = merge::merge_by_key(model, old, new, &schema).await?;
+                (conformed(merged, &schema)?, StagedMode::Overwrite)
+            }
+            Kind::View => {
+                return Err(RunnerError::Usage(format!(
+                    "{}: kind {} cannot be run here",
+                    model.name, model.kind
+                )))
+            }
+        };
+        let written: u64;
+        let mut files = Vec::new();
+        let mut delta_files = Vec::new();
+        let mut replaced = Vec::new();
+        let staged: Arc<dyn TableProvider> = if self.dry_run {
+            let batches = content.collect().await?;
+            written = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let rows = conformed(
+                ctx.read_table(mem_table(&frame_schema, &batches)?)?,
+                &schema,
+            )?;
+            let old = conformed(ctx.read_table(published.clone())?, &schema)?;
+            let all = match mode {
+                StagedMode::Overwrite => rows,
+                StagedMode::Append => old.union(rows)?,
+                StagedMode::ReplacePartitions => old
+                    .filter(!replaced_ranges(model, ranges.as_ref()))?
+                    .union(rows)?,
+            };
+            Arc::new(ViewTable::new(all.into_unoptimized_plan(), None))
+        } else {
+            let mut stream = content.execute_stream().await?;
+            match &destination {
+                Destination::Iceberg { table, published } => {
+                    let mut writer = TableWriter::new(table).await?;
+                    while let Some(batch) = stream.next().await {
+                        writer.write(batch?).await?;
+                    }
+                    let metrics;
+                    (files, metrics) = writer.close().await?;
+                    written = metrics.rows;
+                    if let (Some(axis), Some(ranges)) = (&model.time, &ranges) {
+                        // The processed ranges' partitions are replaced whole,
+                        // also where the query no longer produces rows.
+                        replaced = interval::partitions_in(table, axis, ranges).await?;
+                        Arc::new(
+                            published
+                                .clone()
+                                .with_staged_replacing(files.clone(), replaced.clone()),
+                        )
+                    } else {
+                        Arc::new(published.clone().with_staged(files.clone(), mode))
+                    }
+                }
+                Destination::Delta(output) => {
+                    let mut writer = output.writer()?;
+                    while let Some(batch) = stream.next().await {
+                        writer.write(batch?).await?;
+                    }
+                    let metrics;
+                    (delta_files, metrics) = writer.close().await?;
+                    written = metrics.rows;
+                    Arc::new(output.scan(Some((delta_files.clone(), mode))))
+                }
+            }
+        };
+        session.stage(&model.ident, staged)?;
+        let rows = new_rows.unwrap_or(written);
+        // A new Iceberg output is registered by the publishing commit.
+        let creating = match (&destination, &existing) {
+            (Destination::Iceberg { table, .. }, None) => Some(table.clone()),
+            _ => None,
+        };
+        if let Destination::Delta(output) = destination {
+            let file_count = delta_files.len();
+            return Ok((
+                Output::Delta {
+                    ident: model.ident.clone(),
+                    output: Box::new(output),
+                    files: delta_files,
+                    mode,
+                },
+                Some(rows),
+                Some(file_count),
+            ));
+        }
+        let file_count = files.len();
+        let snapshot_id = mint_snapshot_id();
+        let inputs = self.input_snapshots(session, model).await?;
+        let write = match model.kind {
+            Kind::Append => TableWrite::append(model.ident.clone(), files),
+            Kind::IncrementalByKey => {
+                TableWrite::overwrite(model.ident.clone(), files).with_base_snapshot(base)
+            }
+            Kind::IncrementalByTime => {
+                let covered = interval::merged(
+                    done.iter()
+                        .chain(ranges.iter().flatten())
+                        .copied()
+                        .collect(),
+                );
+                TableWrite::replace_partitions(model.ident.clone(), files)
+                    .with_replaced_partitions(replaced)
+                    .with_base_snapshot(base)
+                    .with_position(&IntervalsKey, &covered)
+            }
+            _ => TableWrite::overwrite(model.ident.clone(), files),
+        }
+        .with_snapshot_id(snapshot_id)
+        .with_property(keys::WRITER, keys::writer::RUN)
+        .with_property(keys::PIPELINE, self.pipeline.name.clone())
+        .with_property(keys::MODEL, model.name.clone())
+        .with_property(keys::RUN_ID, run_id.to_string());
+        let mut write = inputs.into_iter().fold(write, |write, (input, snapshot)| {
+            write.with_position(&InputSnapshotKey { input }, &snapshot)
+        });
+        if let Some(table) = creating {
+            write = write.creating(table);
+        }
+        let mut companion = None;
+        if let (Some(input), Some((advanced, previous))) = (&model.incremental_input, &advanced) {
+            let key = BoundaryKey {
+                input: input.clone(),
+            };
+            // The fence expects the boundary this run read (found past other
+            // engines' snapshots, like every position).
+            let expected = previous.clone();
+            write = write
+                .with_position(&key, advanced)
+                .with_guard(Arc::new(boundary::Fence { key, expected }));
+            // Later views of this run read `input@since:output` past the new boundary.
+            let input_ident = icefjord_catalog::parse_table(input)?;
+            let since = iceberg::TableIdent::new(
+                input_ident.namespace().clone(),
+                boundary::since_name(input_ident.name(), &model.name),
+            );
+            let unread = ctx
+                .table(input.as_str())
+                .await?
+                .filter(boundary::fresh_filter(advanced))?;
+            session.stage(
+                &since,
+                Arc::new(ViewTable::new(unread.into_unoptimized_plan(), None)),
+            )?;
+            let ident = boundary::companion(&model.ident);
+            let rows = boundary::rows(advanced)?;
+            let staged = MemTable::try_new(boundary::schema(), vec![vec![rows.clone()]])?;
+            session.stage(&ident, Arc::new(staged))?;
+            let mut files = Vec::new();
+            let mut new_table = None;
+            if !self.dry_run {
+                let (table, new) = self.output_table(&ident, &[], &boundary::schema()).await?;
+                let mut writer = TableWriter::new(&table).await?;
+                writer.write(rows).await?;
+                files = writer.close().await?.0;
+                new_table = new.then_some(table);
+            }
+            let mut write = TableWrite::overwrite(ident, files)
+                .with_property(keys::WRITER, keys::writer::RUN)
+                .with_property(keys::MODEL, model.name.clone())
+                .with_property(keys::RUN_ID, run_id.to_string());
+            if let Some(table) = new_table {
+                write = write.creating(table);
+            }
+            companion = Some(write);
+        }
+        Ok((
+            Output::Table {
+                write: Box::new(write),
+                snapshot_id,
+                companion: companion.map(Box::new),
+            },
+            Some(rows),
+            Some(file_count),
+        ))
+    }
+}

@@ -46,117 +46,18 @@ impl<'a> Runner<'a> {
             )?;
         }
         // incremental_by_time: the intervals this run processes (none: up to date).
-        // Found past other engines' snapshots (compaction, deletes) and through
-        // snapshot expiry; lost or corrupt is an error, never "redo everything".
-        let done: interval::Ranges = match (&existing, &model.time) {
-            (Some(table), Some(_)) => {
-                find_position(table.metadata(), &model.name, MAIN_BRANCH, &IntervalsKey)?
-                    .map(|found| found.value)
-                    .unwrap_or_default()
-            }
-            _ => Vec::new(),
-        };
-        let ranges: Option<interval::Ranges> =
-            model.time.as_ref().map(|axis| match self.interval {
-                Some((from, to)) => {
-                    let to = axis.grain.next(axis.grain.floor(to - 1));
-                    interval::missing(axis.grain, from, to, &Vec::new())
-                }
-                None => {
-                    let now = axis.grain.floor(Utc::now().timestamp_micros());
-                    interval::missing(axis.grain, axis.start, now, &done)
-                }
-            });
+        let (done, ranges) = self.intervals(existing.as_ref(), model)?;
         if ranges.as_ref().is_some_and(Vec::is_empty) {
             return Ok((Output::UpToDate, Some(0), Some(0)));
         }
-        let planned = match &ranges {
-            None => ctx.sql(&model.sql.text).await.map(|f| vec![f]),
-            Some(ranges) => {
-                let mut frames = Vec::new();
-                for (from, to) in ranges {
-                    let params = vec![
-                        (
-                            "interval_start",
-                            ScalarValue::TimestampMicrosecond(Some(*from), None),
-                        ),
-                        (
-                            "interval_end",
-                            ScalarValue::TimestampMicrosecond(Some(*to), None),
-                        ),
-                    ];
-                    frames.push(ctx.sql(&model.sql.text).await?.with_param_values(params)?);
-                }
-                Ok(frames)
-            }
-        };
-        if let Some(input) = &model.incremental_input {
-            session.unstage(&icefjord_catalog::parse_table(input)?)?;
-        }
-        // The plan holds the fresh rows' provider: it runs the same after unstaging.
-        let frames = planned?;
-        let order: Vec<SortExpr> = model
-            .sort_by
-            .iter()
-            .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, false))
-            .collect();
-        // The new rows as one frame: the query (its interval ranges unioned), or
-        // the transform's output of all the query's rows.
-        let mut frames = frames.into_iter();
-        let first = frames
-            .next()
-            .ok_or_else(|| RunnerError::Usage(format!("{}: nothing to run", model.name)))?;
-        let mut new_frame = frames.try_fold(first, |all, frame| all.union(frame))?;
-        if let Some(transform) = model.transform {
-            // CPU work on all rows at once: off the runtime's threads.
-            let input = new_frame.collect().await?;
-            let output = tokio::task::spawn_blocking(move || transform.apply(&input))
-                .await
-                .map_err(|e| RunnerError::Transform {
-                    transform: transform.name().into(),
-                    message: e.to_string(),
-                })??;
-            new_frame = ctx.read_batch(output)?;
-        }
-        if !order.is_empty() {
-            new_frame = new_frame.sort(order)?;
-        }
+        let new_frame = self.new_rows(session, model, ranges.as_ref()).await?;
         let frame_schema: SchemaRef = Arc::new(new_frame.schema().as_arrow().clone());
         let mut schema = frame_schema.clone();
         // Where the output goes: the table loaded before the run read its boundary
         // and intervals (or a new one), and its published content.
-        let destination = match model.target {
-            Target::Iceberg => {
-                let table = match &existing {
-                    Some(table) => table.clone(),
-                    None if self.catalog.delta_table(&model.ident).await?.is_some() => {
-                        return Err(model
-                            .error(
-                                Some("target"),
-                                format!(
-                                    "{} is a Delta table of the lake: set target = \"delta\" \
-                                     or give the Iceberg output a name of its own",
-                                    model.name
-                                ),
-                            )
-                            .into())
-                    }
-                    None => {
-                        self.output_table(&model.ident, &model.partition_by, &schema)
-                            .await?
-                            .0
-                    }
-                };
-                let published =
-                    IcebergTable::try_new(table.clone(), None, self.catalog.store().clone())?;
-                Destination::Iceberg { table, published }
-            }
-            Target::Delta => {
-                let output = self.delta_output(model, &schema).await?;
-                schema = output.schema();
-                Destination::Delta(output)
-            }
-        };
+        let destination = self
+            .destination(model, existing.as_ref(), &mut schema)
+            .await?;
         let published = destination.published();
         let base = match &destination {
             Destination::Iceberg { table, .. } => table.metadata().current_snapshot_id(),
@@ -203,62 +104,25 @@ impl<'a> Runner<'a> {
                 )))
             }
         };
-        let written: u64;
-        let mut files = Vec::new();
-        let mut delta_files = Vec::new();
-        let mut replaced = Vec::new();
-        let staged: Arc<dyn TableProvider> = if self.dry_run {
-            let batches = content.collect().await?;
-            written = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let rows = conformed(
-                ctx.read_table(mem_table(&frame_schema, &batches)?)?,
+        let written = self
+            .write_content(
+                session,
+                model,
+                &destination,
+                content,
+                mode,
+                &frame_schema,
                 &schema,
-            )?;
-            let old = conformed(ctx.read_table(published.clone())?, &schema)?;
-            let all = match mode {
-                StagedMode::Overwrite => rows,
-                StagedMode::Append => old.union(rows)?,
-                StagedMode::ReplacePartitions => old
-                    .filter(!replaced_ranges(model, ranges.as_ref()))?
-                    .union(rows)?,
-            };
-            Arc::new(ViewTable::new(all.into_unoptimized_plan(), None))
-        } else {
-            let mut stream = content.execute_stream().await?;
-            match &destination {
-                Destination::Iceberg { table, published } => {
-                    let mut writer = TableWriter::new(table).await?;
-                    while let Some(batch) = stream.next().await {
-                        writer.write(batch?).await?;
-                    }
-                    let metrics;
-                    (files, metrics) = writer.close().await?;
-                    written = metrics.rows;
-                    if let (Some(axis), Some(ranges)) = (&model.time, &ranges) {
-                        // The processed ranges' partitions are replaced whole,
-                        // also where the query no longer produces rows.
-                        replaced = interval::partitions_in(table, axis, ranges).await?;
-                        Arc::new(
-                            published
-                                .clone()
-                                .with_staged_replacing(files.clone(), replaced.clone()),
-                        )
-                    } else {
-                        Arc::new(published.clone().with_staged(files.clone(), mode))
-                    }
-                }
-                Destination::Delta(output) => {
-                    let mut writer = output.writer()?;
-                    while let Some(batch) = stream.next().await {
-                        writer.write(batch?).await?;
-                    }
-                    let metrics;
-                    (delta_files, metrics) = writer.close().await?;
-                    written = metrics.rows;
-                    Arc::new(output.scan(Some((delta_files.clone(), mode))))
-                }
-            }
-        };
+                ranges.as_ref(),
+            )
+            .await?;
+        let (staged, files, delta_files, replaced) = (
+            written.staged,
+            written.files,
+            written.delta_files,
+            written.replaced,
+        );
+        let written = written.rows;
         session.stage(&model.ident, staged)?;
         let rows = new_rows.unwrap_or(written);
         // A new Iceberg output is registered by the publishing commit.
@@ -319,45 +183,16 @@ impl<'a> Runner<'a> {
             };
             // The fence expects the boundary this run read (found past other
             // engines' snapshots, like every position).
-            let expected = previous.clone();
             write = write
                 .with_position(&key, advanced)
-                .with_guard(Arc::new(boundary::Fence { key, expected }));
-            // Later views of this run read `input@since:output` past the new boundary.
-            let input_ident = icefjord_catalog::parse_table(input)?;
-            let since = iceberg::TableIdent::new(
-                input_ident.namespace().clone(),
-                boundary::since_name(input_ident.name(), &model.name),
+                .with_guard(Arc::new(boundary::Fence {
+                    key,
+                    expected: previous.clone(),
+                }));
+            companion = Some(
+                self.stage_boundary(session, model, run_id, input, advanced)
+                    .await?,
             );
-            let unread = ctx
-                .table(input.as_str())
-                .await?
-                .filter(boundary::fresh_filter(advanced))?;
-            session.stage(
-                &since,
-                Arc::new(ViewTable::new(unread.into_unoptimized_plan(), None)),
-            )?;
-            let ident = boundary::companion(&model.ident);
-            let rows = boundary::rows(advanced)?;
-            let staged = MemTable::try_new(boundary::schema(), vec![vec![rows.clone()]])?;
-            session.stage(&ident, Arc::new(staged))?;
-            let mut files = Vec::new();
-            let mut new_table = None;
-            if !self.dry_run {
-                let (table, new) = self.output_table(&ident, &[], &boundary::schema()).await?;
-                let mut writer = TableWriter::new(&table).await?;
-                writer.write(rows).await?;
-                files = writer.close().await?.0;
-                new_table = new.then_some(table);
-            }
-            let mut write = TableWrite::overwrite(ident, files)
-                .with_property(keys::WRITER, keys::writer::RUN)
-                .with_property(keys::MODEL, model.name.clone())
-                .with_property(keys::RUN_ID, run_id.to_string());
-            if let Some(table) = new_table {
-                write = write.creating(table);
-            }
-            companion = Some(write);
         }
         Ok((
             Output::Table {
@@ -369,4 +204,278 @@ impl<'a> Runner<'a> {
             Some(file_count),
         ))
     }
+
+    /// incremental_by_time: the intervals `model`'s output has done (its
+    /// position, found past other engines' snapshots and through snapshot
+    /// expiry; lost or corrupt is an error, never "redo everything"), and those
+    /// this run processes (`None`: not incremental by time; empty: up to date).
+    fn intervals(
+        &self,
+        existing: Option<&Table>,
+        model: &Model,
+    ) -> Result<(interval::Ranges, Option<interval::Ranges>)> {
+        let done: interval::Ranges = match (existing, &model.time) {
+            (Some(table), Some(_)) => {
+                find_position(table.metadata(), &model.name, MAIN_BRANCH, &IntervalsKey)?
+                    .map(|found| found.value)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let ranges = model.time.as_ref().map(|axis| match self.interval {
+            Some((from, to)) => {
+                let to = axis.grain.next(axis.grain.floor(to - 1));
+                interval::missing(axis.grain, from, to, &Vec::new())
+            }
+            None => {
+                let now = axis.grain.floor(Utc::now().timestamp_micros());
+                interval::missing(axis.grain, axis.start, now, &done)
+            }
+        });
+        Ok((done, ranges))
+    }
+
+    /// The model's new rows as one frame: its query (per interval range,
+    /// unioned), or the transform's output of all the query's rows; sorted by
+    /// `sort_by`. An incremental input staged for the model is unstaged here
+    /// (the plan keeps the fresh rows' provider).
+    async fn new_rows(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+        ranges: Option<&interval::Ranges>,
+    ) -> Result<DataFrame> {
+        let ctx = session.context();
+        let planned = match ranges {
+            None => ctx.sql(&model.sql.text).await.map(|f| vec![f]),
+            Some(ranges) => {
+                let mut frames = Vec::new();
+                for (from, to) in ranges {
+                    let params = vec![
+                        (
+                            "interval_start",
+                            ScalarValue::TimestampMicrosecond(Some(*from), None),
+                        ),
+                        (
+                            "interval_end",
+                            ScalarValue::TimestampMicrosecond(Some(*to), None),
+                        ),
+                    ];
+                    frames.push(ctx.sql(&model.sql.text).await?.with_param_values(params)?);
+                }
+                Ok(frames)
+            }
+        };
+        if let Some(input) = &model.incremental_input {
+            session.unstage(&icefjord_catalog::parse_table(input)?)?;
+        }
+        // The plan holds the fresh rows' provider: it runs the same after unstaging.
+        let frames = planned?;
+        let order: Vec<SortExpr> = model
+            .sort_by
+            .iter()
+            .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, false))
+            .collect();
+        // The new rows as one frame: the query (its interval ranges unioned), or
+        // the transform's output of all the query's rows.
+        let mut frames = frames.into_iter();
+        let first = frames
+            .next()
+            .ok_or_else(|| RunnerError::Usage(format!("{}: nothing to run", model.name)))?;
+        let mut new_frame = frames.try_fold(first, |all, frame| all.union(frame))?;
+        if let Some(transform) = model.transform {
+            // CPU work on all rows at once: off the runtime's threads.
+            let input = new_frame.collect().await?;
+            let output = tokio::task::spawn_blocking(move || transform.apply(&input))
+                .await
+                .map_err(|e| RunnerError::Transform {
+                    transform: transform.name().into(),
+                    message: e.to_string(),
+                })??;
+            new_frame = ctx.read_batch(output)?;
+        }
+        if !order.is_empty() {
+            new_frame = new_frame.sort(order)?;
+        }
+        Ok(new_frame)
+    }
+
+    /// Stage `input@since:output` past the new boundary `advanced` for the run's
+    /// later views and the companion table `<output>__boundary`, and return the
+    /// companion's table write (files written unless a dry run).
+    async fn stage_boundary(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+        run_id: &str,
+        input: &str,
+        advanced: &boundary::Boundary,
+    ) -> Result<TableWrite> {
+        let ctx = session.context();
+        // Later views of this run read `input@since:output` past the new boundary.
+        let input_ident = icefjord_catalog::parse_table(input)?;
+        let since = iceberg::TableIdent::new(
+            input_ident.namespace().clone(),
+            boundary::since_name(input_ident.name(), &model.name),
+        );
+        let unread = ctx
+            .table(input)
+            .await?
+            .filter(boundary::fresh_filter(advanced))?;
+        session.stage(
+            &since,
+            Arc::new(ViewTable::new(unread.into_unoptimized_plan(), None)),
+        )?;
+        let ident = boundary::companion(&model.ident);
+        let rows = boundary::rows(advanced)?;
+        let staged = MemTable::try_new(boundary::schema(), vec![vec![rows.clone()]])?;
+        session.stage(&ident, Arc::new(staged))?;
+        let mut files = Vec::new();
+        let mut new_table = None;
+        if !self.dry_run {
+            let (table, new) = self.output_table(&ident, &[], &boundary::schema()).await?;
+            let mut writer = TableWriter::new(&table).await?;
+            writer.write(rows).await?;
+            files = writer.close().await?.0;
+            new_table = new.then_some(table);
+        }
+        let mut write = TableWrite::overwrite(ident, files)
+            .with_property(keys::WRITER, keys::writer::RUN)
+            .with_property(keys::MODEL, model.name.clone())
+            .with_property(keys::RUN_ID, run_id.to_string());
+        if let Some(table) = new_table {
+            write = write.creating(table);
+        }
+        Ok(write)
+    }
+
+    /// Where the output goes: the table loaded before the run read its boundary
+    /// and intervals (or a new one) and its published content, or the Delta
+    /// table (whose schema then replaces `schema`).
+    async fn destination(
+        &self,
+        model: &Model,
+        existing: Option<&Table>,
+        schema: &mut SchemaRef,
+    ) -> Result<Destination> {
+        Ok(match model.target {
+            Target::Iceberg => {
+                let table = match existing {
+                    Some(table) => table.clone(),
+                    None if self.catalog.delta_table(&model.ident).await?.is_some() => {
+                        return Err(model
+                            .error(
+                                Some("target"),
+                                format!(
+                                    "{} is a Delta table of the lake: set target = \"delta\" \
+                                     or give the Iceberg output a name of its own",
+                                    model.name
+                                ),
+                            )
+                            .into())
+                    }
+                    None => {
+                        self.output_table(&model.ident, &model.partition_by, schema)
+                            .await?
+                            .0
+                    }
+                };
+                let published =
+                    IcebergTable::try_new(table.clone(), None, self.catalog.store().clone())?;
+                Destination::Iceberg { table, published }
+            }
+            Target::Delta => {
+                let output = self.delta_output(model, schema).await?;
+                *schema = output.schema();
+                Destination::Delta(output)
+            }
+        })
+    }
+
+    /// Stream `content` into the destination's files (or, in a dry run, hold it)
+    /// and stage what the commit will publish, so later models read it.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_content(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+        destination: &Destination,
+        content: DataFrame,
+        mode: StagedMode,
+        frame_schema: &SchemaRef,
+        schema: &SchemaRef,
+        ranges: Option<&interval::Ranges>,
+    ) -> Result<Written> {
+        let ctx = session.context();
+        let published = destination.published();
+        let written: u64;
+        let mut files = Vec::new();
+        let mut delta_files = Vec::new();
+        let mut replaced = Vec::new();
+        let staged: Arc<dyn TableProvider> = if self.dry_run {
+            let batches = content.collect().await?;
+            written = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let rows = conformed(ctx.read_table(mem_table(frame_schema, &batches)?)?, schema)?;
+            let old = conformed(ctx.read_table(published.clone())?, schema)?;
+            let all = match mode {
+                StagedMode::Overwrite => rows,
+                StagedMode::Append => old.union(rows)?,
+                StagedMode::ReplacePartitions => {
+                    old.filter(!replaced_ranges(model, ranges))?.union(rows)?
+                }
+            };
+            Arc::new(ViewTable::new(all.into_unoptimized_plan(), None))
+        } else {
+            let mut stream = content.execute_stream().await?;
+            match destination {
+                Destination::Iceberg { table, published } => {
+                    let mut writer = TableWriter::new(table).await?;
+                    while let Some(batch) = stream.next().await {
+                        writer.write(batch?).await?;
+                    }
+                    let metrics;
+                    (files, metrics) = writer.close().await?;
+                    written = metrics.rows;
+                    if let (Some(axis), Some(ranges)) = (&model.time, ranges) {
+                        // The processed ranges' partitions are replaced whole,
+                        // also where the query no longer produces rows.
+                        replaced = interval::partitions_in(table, axis, ranges).await?;
+                        Arc::new(
+                            published
+                                .clone()
+                                .with_staged_replacing(files.clone(), replaced.clone()),
+                        )
+                    } else {
+                        Arc::new(published.clone().with_staged(files.clone(), mode))
+                    }
+                }
+                Destination::Delta(output) => {
+                    let mut writer = output.writer()?;
+                    while let Some(batch) = stream.next().await {
+                        writer.write(batch?).await?;
+                    }
+                    let metrics;
+                    (delta_files, metrics) = writer.close().await?;
+                    written = metrics.rows;
+                    Arc::new(output.scan(Some((delta_files.clone(), mode))))
+                }
+            }
+        };
+        Ok(Written {
+            staged,
+            rows: written,
+            files,
+            delta_files,
+            replaced,
+        })
+    }
+}
+
+/// What [`Runner::write_content`] wrote and staged.
+struct Written {
+    staged: Arc<dyn TableProvider>,
+    rows: u64,
+    files: Vec<iceberg::spec::DataFile>,
+    delta_files: Vec<DeltaAdd>,
+    replaced: Vec<iceberg::spec::Struct>,
 }

@@ -65,6 +65,18 @@ pub enum SinkError {
     /// A background task of the sink (decoding, writing files) panicked.
     #[error("sink task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The table has a column whose type the sink's input rules do not cover
+    /// (`data/README.md`), e.g. a nested column another engine added.
+    #[error(
+        "table {table} has column {column} of type {data_type}, which the sink's input rules \
+         do not cover (scalar columns only, data/README.md): it will not guess how JSON maps \
+         onto it; drop the column or write it with another tool"
+    )]
+    UnsupportedColumn {
+        table: String,
+        column: String,
+        data_type: String,
+    },
     #[error("invalid sink setting {field}: {message}")]
     Config { field: String, message: String },
 }

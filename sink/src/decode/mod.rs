@@ -63,6 +63,18 @@ mod tests;
 
 pub use dead_letter::{dead_letter_batch, dead_letter_schema};
 
+/// The first column of `events` whose type the input rules do not cover
+/// (`rules.rs`; nested types, another engine's additions): the sink refuses such
+/// a table rather than let arrow-json guess (it truncates, converts zones,
+/// coerces strings: issue 11 F).
+pub fn column_outside_the_rules(events: &Schema) -> Option<&Field> {
+    events
+        .fields()
+        .iter()
+        .find(|f| rules::Kind::of(f.data_type()).is_none())
+        .map(|f| f.as_ref())
+}
+
 /// The Kafka position columns appended to every row of a sink table.
 pub const KAFKA_COLUMNS: [&str; 4] = icefjord_catalog::protocol::columns::ALL;
 

@@ -39,7 +39,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::datatypes::Schema;
+use arrow::datatypes::{DataType, Schema};
 use futures::{FutureExt, StreamExt};
 use iceberg::TableIdent;
 use icefjord_catalog::{CatalogError, CommitId, LakeCatalog};
@@ -526,8 +526,15 @@ impl Ingest {
 
     /// A decoder for the table's current event columns.
     async fn decoder(&self) -> Result<EventDecoder> {
-        Ok(EventDecoder::new(self.event_schema().await?)
-            .with_schema_evolution(self.route.evolve_schema))
+        let events = self.event_schema().await?;
+        if let Some(field) = decode::column_outside_the_rules(&events) {
+            return Err(SinkError::UnsupportedColumn {
+                table: icefjord_catalog::display(&self.route.table),
+                column: field.name().clone(),
+                data_type: field.data_type().to_string(),
+            });
+        }
+        Ok(EventDecoder::new(events).with_schema_evolution(self.route.evolve_schema))
     }
 
     /// The table's event columns (without `_kafka_*`), as the decoder's schema. A
@@ -547,7 +554,12 @@ impl Ingest {
                 .iter()
                 .filter(|f| !decode::KAFKA_COLUMNS.contains(&f.name().as_str()))
                 .map(|f| {
-                    let field = f.as_ref().clone().with_metadata(Default::default());
+                    let mut field = f.as_ref().clone().with_metadata(Default::default());
+                    // Iceberg's binary reads as LargeBinary; the decoder builds
+                    // Binary and the writer widens it back.
+                    if field.data_type() == &DataType::LargeBinary {
+                        field = field.with_data_type(DataType::Binary);
+                    }
                     match producer.get(f.name()) {
                         Some(key) => field.with_name(key),
                         None => field,

@@ -494,6 +494,12 @@ fn integer_sums_that_overflow_are_errors_not_wrapped_values() {
         format!("SELECT -v - 2 FROM {max}"),
         format!("SELECT k FROM {max} WHERE v + k > 0"),
         "SELECT CAST(2147483647 AS INT) + CAST(1 AS INT)".to_string(),
+        // Negation and decimal arithmetic that leaves its precision (found by
+        // review: both printed a wrapped or truncated value).
+        "SELECT -v FROM (VALUES (CAST(-9223372036854775808 AS BIGINT))) AS t(v)".to_string(),
+        "SELECT a + b FROM (VALUES (CAST('99999999999999999999999999999999999999' AS DECIMAL(38, 0)), \
+         CAST('1' AS DECIMAL(38, 0)))) AS t(a, b)"
+            .to_string(),
     ];
     for sql in &overflowing {
         let out = icefjord(&lake, &["sql", sql]);
@@ -511,4 +517,10 @@ fn integer_sums_that_overflow_are_errors_not_wrapped_values() {
     // Column names stay the operator's.
     let named = json(&lake, "SELECT k + 1 FROM (VALUES (1)) AS t(k)");
     assert_eq!(named[0]["t.k + Int64(1)"], 2);
+    let named = json(
+        &lake,
+        "SELECT -k, d + d FROM (VALUES (1, CAST(1.25 AS DECIMAL(5, 2)))) AS t(k, d)",
+    );
+    assert_eq!(named[0]["(- t.k)"], -1);
+    assert_eq!(named[0]["t.d + t.d"].as_f64(), Some(2.5));
 }

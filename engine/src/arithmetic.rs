@@ -1,4 +1,5 @@
-//! Integer `+`, `-` and `*` that fail on overflow instead of wrapping around.
+//! Integer `+`, `-`, `*` and negation, and decimal `+ - *`, that fail on overflow
+//! instead of wrapping around or leaving their precision.
 //!
 //! DataFusion evaluates integer arithmetic with wrapping kernels
 //! (`BIGINT 9223372036854775807 + 1` is -9223372036854775808); its checked mode
@@ -11,14 +12,19 @@
 //!
 //! - Result types and column names are unchanged: `CheckedBinary` names its
 //!   column as the operator did (`t.v + Int64(1)`).
-//! - Only integer operands (signed and unsigned, any width) are rewritten;
-//!   decimals, floats, dates and intervals keep DataFusion's operators.
+//! - Only integer operands (signed and unsigned, any width) are rewritten; an
+//!   integer negation (`-v`) is checked the same way ([`CheckedUnary::Negate`]).
+//! - A decimal `+ - *` keeps DataFusion's operator, and its result is checked
+//!   against the result type's precision ([`CheckedUnary::DecimalPrecision`]):
+//!   DataFusion computes it in 128 bits and would keep a 39-digit value in a
+//!   `DECIMAL(38, 0)`. Floats, dates and intervals keep DataFusion's operators.
 //! - [`LakeSession`](crate::LakeSession) installs the rule, so queries, models and
 //!   audits all follow it.
 
 use std::any::Any;
 use std::sync::Arc;
 
+use arrow::array::AsArray;
 use arrow::compute::kernels::numeric;
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
@@ -53,23 +59,109 @@ impl AnalyzerRule for CheckedArithmetic {
     }
 }
 
-/// `expr` with an integer `+ - *` replaced by [`CheckedBinary`].
+/// `expr` with an integer `+ - *` replaced by [`CheckedBinary`], an integer
+/// negation by [`CheckedUnary::Negate`], and a decimal `+ - *` checked against
+/// its result's precision by [`CheckedUnary::DecimalPrecision`].
 fn checked(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &expr else {
-        return Ok(Transformed::no(expr));
-    };
-    if !matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply) {
-        return Ok(Transformed::no(expr));
-    }
     let integer = |e: &Expr| e.get_type(schema).is_ok_and(|t| t.is_integer());
-    if !integer(left) || !integer(right) {
-        return Ok(Transformed::no(expr));
+    let unary = |check: CheckedUnary, arg: Expr| {
+        let udf = Arc::new(ScalarUDF::new_from_impl(check));
+        Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
+            udf,
+            vec![arg],
+        )))
+    };
+    match &expr {
+        Expr::Negative(inner) if integer(inner) => {
+            Ok(unary(CheckedUnary::Negate, inner.as_ref().clone()))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply) =>
+        {
+            if integer(left) && integer(right) {
+                let udf = Arc::new(ScalarUDF::new_from_impl(CheckedBinary::new(*op)));
+                let args = vec![left.as_ref().clone(), right.as_ref().clone()];
+                return Ok(Transformed::yes(Expr::ScalarFunction(
+                    ScalarFunction::new_udf(udf, args),
+                )));
+            }
+            match expr.get_type(schema) {
+                Ok(DataType::Decimal128(..)) => Ok(unary(CheckedUnary::DecimalPrecision, expr)),
+                _ => Ok(Transformed::no(expr)),
+            }
+        }
+        _ => Ok(Transformed::no(expr)),
     }
-    let udf = Arc::new(ScalarUDF::new_from_impl(CheckedBinary::new(*op)));
-    let args = vec![left.as_ref().clone(), right.as_ref().clone()];
-    Ok(Transformed::yes(Expr::ScalarFunction(
-        ScalarFunction::new_udf(udf, args),
-    )))
+}
+
+/// A check of one value that DataFusion leaves unchecked.
+#[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
+pub enum CheckedUnary {
+    /// `-v` of an integer (`-(-9223372036854775808)` does not exist as BIGINT).
+    Negate,
+    /// A decimal `+ - *` result that needs more digits than its type's
+    /// precision (DataFusion computes it in 128 bits and keeps it).
+    DecimalPrecision,
+}
+
+impl ScalarUDFImpl for CheckedUnary {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Self::Negate => "checked_negate",
+            Self::DecimalPrecision => "checked_decimal_precision",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        static SIGNATURE: std::sync::OnceLock<Signature> = std::sync::OnceLock::new();
+        SIGNATURE.get_or_init(|| Signature::any(1, Volatility::Immutable))
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types[0].clone())
+    }
+
+    /// The checked expression's own column name (`(- t.v)`, `t.a + t.b`).
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        Ok(match self {
+            Self::Negate => format!("(- {})", args[0].schema_name()),
+            Self::DecimalPrecision => args[0].schema_name().to_string(),
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arg = &args.args[0];
+        let array = arg.to_array(1)?;
+        let result = match self {
+            Self::Negate => numeric::neg(&array)?,
+            Self::DecimalPrecision => {
+                if let DataType::Decimal128(precision, scale) = array.data_type() {
+                    array
+                        .as_primitive::<arrow::datatypes::Decimal128Type>()
+                        .validate_decimal_precision(*precision)
+                        .map_err(|_| {
+                            datafusion::error::DataFusionError::ArrowError(
+                                Box::new(arrow::error::ArrowError::ArithmeticOverflow(format!(
+                                    "a result does not fit DECIMAL({precision}, {scale})"
+                                ))),
+                                None,
+                            )
+                        })?;
+                }
+                array
+            }
+        };
+        Ok(match arg {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&result, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(result),
+        })
+    }
 }
 
 /// `left op right` over integers of one type, with Arrow's checked kernels.

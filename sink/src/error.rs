@@ -19,7 +19,9 @@ pub enum SinkError {
     /// was committed.
     #[error(
         "{dead} of {consumed} records in a batch from {topic} are bad (ratio {ratio:.3} > max {max}); \
-         first error at partition {partition} offset {offset}: {error}"
+         first error at partition {partition} offset {offset}: {error}. Nothing of the batch was \
+         committed; fix the producer, or raise --max-error-ratio to commit the batch with its \
+         bad records in the dead-letter table"
     )]
     TooManyErrors {
         topic: String,

@@ -23,6 +23,13 @@
 //!    in the ancestry (by sequence number). A mirror whose snapshot still exists
 //!    off the branch, or that is newer than a surviving ancestor, means the table
 //!    was rolled back past our commit: that is an error, never a silent rewind.
+//!    One case cannot be told from maintenance: a rollback past our commit
+//!    `S`, then another engine's commit, then the expiry of `S` and of the
+//!    snapshot rolled back to. `S` is then gone and older than every snapshot
+//!    left, as after ordinary compaction and expiry, and the mirror is trusted
+//!    though the rows after the rollback point are gone. After rolling back a
+//!    table we write, let the writer commit once (its position is then found in
+//!    the history) before expiring snapshots, or reset its position.
 //! 4. **Never silently from the beginning.** No position at all is "start from
 //!    the beginning" only when the whole ancestry back to the table's first
 //!    snapshot (sequence number 1) is visible (this writer never wrote here) or

@@ -387,14 +387,18 @@ impl LakeSchemaProvider {
             provider = provider.with_filter(crate::fresh::fresh_filter(&boundary.value));
             // Files committed up to the snapshot the output read hold no row
             // past its boundary: skip them (if that snapshot is still known;
-            // after its expiry every file is scanned, the filter still exact).
-            let read = find_position(
+            // after its expiry, or with the record itself lost, every file is
+            // scanned: the filter alone is exact, the snapshot only saves work).
+            let read = match find_position(
                 metadata,
                 output,
                 MAIN_BRANCH,
                 &InputSnapshotKey { input: input_name },
-            )
-            .map_err(external)?
+            ) {
+                Ok(found) => found,
+                Err(CatalogError::PositionLost { .. }) => None,
+                Err(e) => return Err(external(e)),
+            }
             .and_then(|found| input_table.metadata().snapshot_by_id(found.value));
             if let Some(snapshot) = read {
                 provider = provider.with_files_after(snapshot.sequence_number());

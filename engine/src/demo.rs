@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use iceberg::spec::MAIN_BRANCH;
 use icefjord_catalog::protocol::columns as kafka;
 use icefjord_catalog::protocol::{find_position, keys, GeneratorPositionKey};
@@ -20,7 +20,7 @@ use icefjord_catalog::{parse_table, CommitId, LakeCatalog, TableSpec, TableWrite
 
 use crate::error::{EngineError, Result};
 use crate::generate::{activity, clickstream, retail};
-use crate::schema::{builtin, kafka_field_specs, EventSchema};
+use crate::schema::{builtin, kafka_field_specs, producer_schema, EventSchema};
 use crate::write::TableWriter;
 
 pub const RAW_TABLE: &str = "raw.retail_events";
@@ -152,12 +152,18 @@ impl<'a> Demo<'a> {
         let (mut events_written, mut raw_files_written) = (0, 0);
         if start < self.events {
             let mut writer = TableWriter::new(&raw).await?;
+            let (file, text) = self.kind.schema();
+            let producer = EventSchema::parse(file, text)?;
+            let events = producer_schema(
+                raw.metadata(),
+                producer.fields.iter().map(|f| f.name.as_str()),
+            )?;
             let mut position = start;
             while position < self.events {
                 let end = (position + BATCH_ROWS).min(self.events);
                 let events = match self.kind {
                     DemoKind::Retail => retail::batch(self.seed, position, end)?,
-                    _ => self.decoded(&raw, position, end)?,
+                    _ => self.decoded(&events, position, end)?,
                 };
                 writer
                     .write(with_positions(events, position, self.kind.topic())?)
@@ -203,9 +209,10 @@ impl<'a> Demo<'a> {
 }
 
 impl Demo<'_> {
-    /// Events `start..end` of the JSON generators, decoded into the raw table's
-    /// event columns (as the sink decodes them).
-    fn decoded(&self, raw: &iceberg::table::Table, start: u64, end: u64) -> Result<RecordBatch> {
+    /// Events `start..end` of the JSON generators, decoded into `events` (the raw
+    /// table's event columns, [`crate::schema::producer_schema`], as the sink
+    /// decodes them).
+    fn decoded(&self, events: &SchemaRef, start: u64, end: u64) -> Result<RecordBatch> {
         let lines: Vec<String> = match self.kind {
             DemoKind::Clickstream => clickstream::Sessions::new(self.seed)
                 .skip(start as usize)
@@ -216,34 +223,13 @@ impl Demo<'_> {
                 .map(|i| activity::event(self.seed, i).1)
                 .collect(),
         };
-        let table_schema = iceberg::arrow::schema_to_arrow_schema(raw.metadata().current_schema())?;
-        // A column another engine renamed keeps the generator's JSON key here;
-        // the writer puts it under its new name (`writer_columns`, as the sink).
-        let (file, text) = self.kind.schema();
-        let event_schema = EventSchema::parse(file, text)?;
-        let producer = icefjord_catalog::writer_columns::producer_names(
-            raw.metadata(),
-            event_schema.fields.iter().map(|f| f.name.as_str()),
-        );
-        let events: Vec<Field> = table_schema
-            .fields()
-            .iter()
-            .filter(|f| !kafka::ALL.contains(&f.name().as_str()))
-            .map(|f| {
-                let field = f.as_ref().clone();
-                match producer.get(f.name()) {
-                    Some(key) => field.with_name(key),
-                    None => field,
-                }
-            })
-            .collect();
-        let mut decoder = arrow::json::ReaderBuilder::new(Arc::new(Schema::new(events.clone())))
+        let mut decoder = arrow::json::ReaderBuilder::new(events.clone())
             .with_batch_size(lines.len().max(1))
             .build_decoder()?;
         decoder.decode(lines.join("\n").as_bytes())?;
         Ok(decoder
             .flush()?
-            .unwrap_or_else(|| RecordBatch::new_empty(Arc::new(Schema::new(events)))))
+            .unwrap_or_else(|| RecordBatch::new_empty(events.clone())))
     }
 }
 

@@ -95,6 +95,36 @@ impl EventSchema {
     }
 }
 
+/// The columns a JSON producer's records decode into (the Kafka sink's decoder,
+/// the generators' events): the table's current columns without the `_kafka_*`
+/// ones, without field-id metadata, Iceberg's `binary` as Arrow `Binary`. A
+/// column renamed since the producer named it keeps the producer's key
+/// (`icefjord_catalog::writer_columns`); the writer puts it under its new name.
+pub fn producer_schema<'n>(
+    metadata: &iceberg::spec::TableMetadata,
+    producer_names: impl IntoIterator<Item = &'n str>,
+) -> Result<arrow::datatypes::SchemaRef> {
+    use arrow::datatypes::DataType;
+    let table = iceberg::arrow::schema_to_arrow_schema(metadata.current_schema())?;
+    let producer = icefjord_catalog::writer_columns::producer_names(metadata, producer_names);
+    let fields: Vec<arrow::datatypes::Field> = table
+        .fields()
+        .iter()
+        .filter(|f| !kafka::ALL.contains(&f.name().as_str()))
+        .map(|f| {
+            let mut field = f.as_ref().clone().with_metadata(Default::default());
+            if field.data_type() == &DataType::LargeBinary {
+                field = field.with_data_type(DataType::Binary);
+            }
+            match producer.get(f.name()) {
+                Some(key) => field.with_name(key),
+                None => field,
+            }
+        })
+        .collect();
+    Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
 /// The `_kafka_*` columns the sink appends to every row of a raw table (its
 /// ingestion position: topic, partition, offset, and the record's timestamp).
 pub fn kafka_field_specs() -> Vec<FieldSpec> {

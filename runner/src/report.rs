@@ -105,6 +105,19 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A run of `pipeline` starting now: successful until a model says otherwise.
+    pub fn start(pipeline: &str, run_id: String, started_at: DateTime<Utc>) -> Self {
+        Self {
+            run_id,
+            pipeline: pipeline.to_string(),
+            status: RunStatus::Success,
+            commit_id: None,
+            started_at,
+            duration_s: 0.0,
+            models: Vec::new(),
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.status == RunStatus::Failed
     }

@@ -269,15 +269,7 @@ impl<'a> Runner<'a> {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let commit_id = history::publish_commit_id(&self.pipeline.name, &run_id);
-        let mut report = RunReport {
-            run_id: run_id.clone(),
-            pipeline: self.pipeline.name.clone(),
-            status: RunStatus::Success,
-            commit_id: None,
-            started_at,
-            duration_s: 0.0,
-            models: Vec::new(),
-        };
+        let mut report = RunReport::start(&self.pipeline.name, run_id.clone(), started_at);
         if !self.dry_run && self.already_published(&commit_id).await? {
             report.status = RunStatus::AlreadyDone;
             report.commit_id = Some(commit_id.to_string());
@@ -382,15 +374,7 @@ impl<'a> Runner<'a> {
         let started_at = Utc::now();
         let clock = Instant::now();
         let session = LakeSession::new(self.catalog).await?;
-        let mut report = RunReport {
-            run_id: String::new(),
-            pipeline: self.pipeline.name.clone(),
-            status: RunStatus::Success,
-            commit_id: None,
-            started_at,
-            duration_s: 0.0,
-            models: Vec::new(),
-        };
+        let mut report = RunReport::start(&self.pipeline.name, String::new(), started_at);
         for model in self.models() {
             let started = Utc::now();
             let mut entry = ModelReport::new(&model.name, model.kind, ModelStatus::Passed, started);

@@ -39,10 +39,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::Schema;
 use futures::{FutureExt, StreamExt};
 use iceberg::TableIdent;
-use icefjord_catalog::{CatalogError, CommitId, LakeCatalog};
+use icefjord_catalog::{CommitId, LakeCatalog};
 use icefjord_engine::schema::EventSchema;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -537,36 +537,15 @@ impl Ingest {
         Ok(EventDecoder::new(events).with_schema_evolution(self.route.evolve_schema))
     }
 
-    /// The table's event columns (without `_kafka_*`), as the decoder's schema. A
-    /// column renamed since the route's event schema named it keeps the producer's
-    /// key (`icefjord_catalog::writer_columns`); the writer puts it back in place.
+    /// The table's event columns as the decoder's schema
+    /// (`icefjord_engine::schema::producer_schema`: a renamed column keeps the
+    /// producer's key, the writer puts it back in place).
     async fn event_schema(&self) -> Result<Arc<Schema>> {
         let table = self.catalog.load(&self.route.table).await?;
-        let arrow = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
-            .map_err(CatalogError::from)?;
-        let producer = icefjord_catalog::writer_columns::producer_names(
+        Ok(icefjord_engine::schema::producer_schema(
             table.metadata(),
             self.route.schema.fields.iter().map(|f| f.name.as_str()),
-        );
-        Ok(Arc::new(Schema::new(
-            arrow
-                .fields()
-                .iter()
-                .filter(|f| !decode::KAFKA_COLUMNS.contains(&f.name().as_str()))
-                .map(|f| {
-                    let mut field = f.as_ref().clone().with_metadata(Default::default());
-                    // Iceberg's binary reads as LargeBinary; the decoder builds
-                    // Binary and the writer widens it back.
-                    if field.data_type() == &DataType::LargeBinary {
-                        field = field.with_data_type(DataType::Binary);
-                    }
-                    match producer.get(f.name()) {
-                        Some(key) => field.with_name(key),
-                        None => field,
-                    }
-                })
-                .collect::<Vec<_>>(),
-        )))
+        )?)
     }
 
     /// Assign every partition of the topic, each at the table's stored offset.

@@ -77,6 +77,7 @@ suite!(
     concurrent_appends_all_land,
     an_overwrite_conflicts_with_an_append_it_did_not_see,
     replace_partitions_keeps_other_partitions_and_checks_only_its_own,
+    overwrite_files_swaps_exactly_the_files_it_read,
     branch_commits_leave_main_alone,
     multi_table_commits_land_together,
     missing_tables_are_named,
@@ -361,6 +362,84 @@ async fn replace_partitions_keeps_other_partitions_and_checks_only_its_own(lake:
         .commit(CommitId::new("redo-jan-2"))
         .with_write(
             TableWrite::replace_partitions(ident.clone(), vec![file("b3", 2, Some("2024-01-02"))])
+                .with_base_snapshot(base),
+        )
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CatalogError::Conflict { .. }), "{err}");
+}
+
+async fn overwrite_files_swaps_exactly_the_files_it_read(lake: Lake) {
+    let ident = table(&lake, "historical.hourly", false).await;
+    append(
+        &lake,
+        &ident,
+        "load",
+        vec![file("a", 3, None), file("b", 4, None), file("c", 5, None)],
+    )
+    .await;
+    let path = |name: &str| format!("file:///nowhere/{name}.parquet");
+    lake.catalog
+        .commit(CommitId::new("merge-1"))
+        .with_write(TableWrite::overwrite_files(
+            ident.clone(),
+            vec![path("b")],
+            vec![file("b2", 6, None)],
+        ))
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["a.parquet", "b2.parquet", "c.parquet"]
+    );
+    let table = lake.catalog.load(&ident).await.unwrap();
+    let summary = table.metadata().current_snapshot().unwrap().summary();
+    assert_eq!(summary.additional_properties["total-records"], "14");
+    assert_eq!(summary.additional_properties["deleted-data-files"], "1");
+    // A write that only carries its position changes no file.
+    lake.catalog
+        .commit(CommitId::new("position-only"))
+        .with_write(
+            TableWrite::overwrite_files(ident.clone(), vec![], vec![])
+                .with_property("icefjord.note", "x"),
+        )
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["a.parquet", "b2.parquet", "c.parquet"]
+    );
+    // A file that another writer removed meanwhile is a conflict, and nothing lands.
+    let err = lake
+        .catalog
+        .commit(CommitId::new("merge-2"))
+        .with_write(TableWrite::overwrite_files(
+            ident.clone(),
+            vec![path("b"), path("c")],
+            vec![file("c2", 1, None)],
+        ))
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CatalogError::Conflict { reason, .. } if reason.contains("b.parquet")),
+        "{err}"
+    );
+    assert_eq!(
+        live_paths(&lake, &ident, "main").await,
+        ["a.parquet", "b2.parquet", "c.parquet"]
+    );
+    // Data appended after the write's base is a conflict too (the write never saw it).
+    let base = head_of(lake.catalog.load(&ident).await.unwrap().metadata(), "main");
+    append(&lake, &ident, "late", vec![file("d", 1, None)]).await;
+    let err = lake
+        .catalog
+        .commit(CommitId::new("merge-3"))
+        .with_write(
+            TableWrite::overwrite_files(ident.clone(), vec![path("a")], vec![file("a2", 1, None)])
                 .with_base_snapshot(base),
         )
         .execute()

@@ -101,6 +101,12 @@ pub enum WriteMode {
     Overwrite,
     /// Replace the partitions the files fall into; keep the others.
     ReplacePartitions,
+    /// Replace exactly the files named by [`TableWrite::overwrite_files`] (Iceberg's
+    /// `OverwriteFiles`, as Spark's copy-on-write `MERGE` commits it): the
+    /// files an incremental merge read are swapped for its rewritten files; the
+    /// others are kept. Every named file must still be live, or the commit is a
+    /// [`CatalogError::Conflict`].
+    OverwriteFiles,
 }
 
 /// A check run on every commit attempt against the table as it is now.
@@ -129,6 +135,8 @@ pub struct TableWrite {
     snapshot_id: Option<i64>,
     /// More partitions a replace-partitions write empties (beyond its files').
     replaced: Vec<iceberg::spec::Struct>,
+    /// The paths of the live files an `OverwriteFiles` write removes.
+    deleted: std::collections::BTreeSet<String>,
     /// The table to register if the catalog does not have it yet.
     creating: Option<Table>,
     /// The keys of `properties` that are positions (mirrored, see
@@ -149,6 +157,7 @@ impl TableWrite {
             schema: None,
             snapshot_id: None,
             replaced: Vec::new(),
+            deleted: Default::default(),
             creating: None,
             positions: Default::default(),
         }
@@ -172,6 +181,16 @@ impl TableWrite {
 
     pub fn replace_partitions(table: TableIdent, files: Vec<DataFile>) -> Self {
         Self::new(table, WriteMode::ReplacePartitions, files)
+    }
+
+    /// Remove the live data files at `deleted` (paths as the manifests hold
+    /// them) and add `files`, keeping every other file; see
+    /// [`WriteMode::OverwriteFiles`]. With no path and no file, the snapshot
+    /// only carries the write's positions and properties.
+    pub fn overwrite_files(table: TableIdent, deleted: Vec<String>, files: Vec<DataFile>) -> Self {
+        let mut write = Self::new(table, WriteMode::OverwriteFiles, files);
+        write.deleted = deleted.into_iter().collect();
+        write
     }
 
     /// Commit to this branch instead of `main` (created from `main` when missing).

@@ -218,7 +218,7 @@ pub(super) async fn produce(
                         .cloned(),
                 );
             }
-            WriteMode::Overwrite | WriteMode::ReplacePartitions => {
+            WriteMode::Overwrite | WriteMode::ReplacePartitions | WriteMode::OverwriteFiles => {
                 let mut deleted = new_manifest("d")?;
                 let mut any_deleted = false;
                 for manifest in parent_manifests.entries() {
@@ -232,6 +232,9 @@ pub(super) async fn produce(
                     let loaded = manifest.load_manifest(table.file_io()).await?;
                     let live: Vec<_> = loaded.entries().iter().filter(|e| e.is_alive()).collect();
                     let is_replaced = |e: &ManifestEntryRef| match &replaced {
+                        _ if write.mode == WriteMode::OverwriteFiles => {
+                            write.deleted.contains(e.file_path())
+                        }
                         None => true,
                         Some(set) => set.contains(&(
                             manifest.partition_spec_id,
@@ -274,6 +277,24 @@ pub(super) async fn produce(
         }
     }
 
+    if write.mode == WriteMode::OverwriteFiles && removed.len() != write.deleted.len() {
+        let live: HashSet<&str> = removed.iter().map(|f| f.file_path()).collect();
+        let gone = write
+            .deleted
+            .iter()
+            .find(|path| !live.contains(path.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        return Err(CatalogError::Conflict {
+            table: display(&write.table),
+            commit_id: id.to_string(),
+            reason: format!(
+                "{gone} is no longer a live file of branch {} (rewritten or deleted since \
+                 this write read it)",
+                write.branch
+            ),
+        });
+    }
     if !write.files.is_empty() {
         let mut added = new_manifest("a")?;
         for file in &write.files {
@@ -316,7 +337,9 @@ pub(super) async fn produce(
 
     let operation = match write.mode {
         WriteMode::Append => Operation::Append,
-        WriteMode::Overwrite | WriteMode::ReplacePartitions => Operation::Overwrite,
+        WriteMode::Overwrite | WriteMode::ReplacePartitions | WriteMode::OverwriteFiles => {
+            Operation::Overwrite
+        }
     };
     let mut properties: HashMap<String, String> = write
         .properties

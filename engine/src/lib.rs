@@ -18,6 +18,7 @@ pub mod column_projection;
 pub mod delta;
 pub mod demo;
 pub mod error;
+pub mod file_bounds;
 pub mod fresh;
 pub mod generate;
 pub mod partition;

@@ -45,6 +45,8 @@ pub struct IcebergTable {
     staged: Option<Staged>,
     /// Only files committed with a data sequence number above this.
     after_sequence: Option<i64>,
+    /// Only these files (paths as the manifests hold them).
+    only_files: Option<Arc<std::collections::HashSet<String>>>,
     /// A row filter always applied (not a pushed-down hint).
     filter: Option<Expr>,
     /// Source column and transform of each field of the table's partition spec
@@ -64,6 +66,9 @@ pub struct Staged {
     /// More partitions a `ReplacePartitions` stage empties (see
     /// `TableWrite::with_replaced_partitions`).
     pub replaced: Vec<iceberg::spec::Struct>,
+    /// Published files the stage removes (an `Append` stage that removes
+    /// files is `TableWrite::overwrite_files`).
+    pub deleted: std::collections::HashSet<String>,
 }
 
 /// What the staged files do to the snapshot's files (as the commit will).
@@ -139,6 +144,7 @@ impl IcebergTable {
             store,
             staged: None,
             after_sequence: None,
+            only_files: None,
             filter: None,
             partition_fields,
             projection,
@@ -149,6 +155,13 @@ impl IcebergTable {
     /// (an incremental read; see [`crate::fresh`]).
     pub fn with_files_after(mut self, sequence_number: i64) -> Self {
         self.after_sequence = Some(sequence_number);
+        self
+    }
+
+    /// Only the rows of these data files of the snapshot (paths as the
+    /// manifests hold them): the files an incremental merge rewrites.
+    pub fn with_only_files(mut self, paths: std::collections::HashSet<String>) -> Self {
+        self.only_files = Some(Arc::new(paths));
         self
     }
 
@@ -164,6 +177,23 @@ impl IcebergTable {
             files,
             mode,
             replaced: Vec::new(),
+            deleted: Default::default(),
+        });
+        self
+    }
+
+    /// This snapshot without the files at `deleted` and with `files` added, as
+    /// `TableWrite::overwrite_files` will commit it.
+    pub fn with_staged_overwriting_files(
+        mut self,
+        files: Vec<iceberg::spec::DataFile>,
+        deleted: std::collections::HashSet<String>,
+    ) -> Self {
+        self.staged = Some(Staged {
+            files,
+            mode: StagedMode::Append,
+            replaced: Vec::new(),
+            deleted,
         });
         self
     }
@@ -178,6 +208,7 @@ impl IcebergTable {
             files,
             mode: StagedMode::ReplacePartitions,
             replaced: partitions,
+            deleted: Default::default(),
         });
         self
     }
@@ -286,9 +317,15 @@ impl TableProvider for IcebergTable {
                 (Some(after), Some(sequence)) => sequence > after,
                 _ => true,
             })
+            .filter(|e| {
+                self.only_files
+                    .as_ref()
+                    .is_none_or(|only| only.contains(e.file_path()))
+            })
             .map(|e| e.data_file().clone())
             .collect();
         if let Some(staged) = &self.staged {
+            entries.retain(|e| !staged.deleted.contains(e.file_path()));
             match staged.mode {
                 StagedMode::Append => {}
                 StagedMode::Overwrite => entries.clear(),

@@ -68,6 +68,21 @@ pub async fn run(audit: &Audit, output: DataFrame, ctx: &SessionContext) -> Resu
     })
 }
 
+/// Whether `audit` can check the rows of a run alone (see `Runner::audit`): a
+/// check of each row on its own, or `unique` on columns that include the
+/// output's `unique_key` (a merge's rewritten files hold every row of the keys
+/// it touched; the other files hold none of those keys). A custom SQL audit
+/// sees the run's rows as the model, as SQLMesh audits of incremental models do.
+pub fn local(audit: &Audit, unique_key: &[String]) -> bool {
+    match audit {
+        Audit::NotNull { .. } | Audit::AcceptedValues { .. } | Audit::Sql { .. } => true,
+        Audit::Unique { columns } => {
+            !unique_key.is_empty() && unique_key.iter().all(|k| columns.contains(k))
+        }
+        Audit::RowCountMin { .. } => false,
+    }
+}
+
 fn scalar(value: &toml::Value) -> ScalarValue {
     match value {
         toml::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),

@@ -63,8 +63,18 @@ pub struct ModelReport {
     pub model: String,
     pub kind: Kind,
     pub status: ModelStatus,
+    /// Rows the model produced this run (an incremental merge: its new rows).
     pub rows: Option<u64>,
+    /// Data files written.
     pub files: Option<usize>,
+    /// Rows the model's plans read from data files (inputs and, for a merge,
+    /// the output's rewritten files).
+    pub rows_read: Option<u64>,
+    /// Published data files of the output the run replaced (Iceberg's
+    /// `deleted-data-files`).
+    pub files_deleted: Option<usize>,
+    /// Bytes of the data files written.
+    pub bytes_written: Option<u64>,
     /// The snapshot of the output that the run published (for a Delta output:
     /// the Delta version).
     pub snapshot_id: Option<i64>,
@@ -83,6 +93,9 @@ impl ModelReport {
             status,
             rows: None,
             files: None,
+            rows_read: None,
+            files_deleted: None,
+            bytes_written: None,
             snapshot_id: None,
             audits: vec![],
             started_at,

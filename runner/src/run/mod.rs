@@ -28,7 +28,7 @@
 //! pins them (see `publish`); a new Delta table gets its empty version 0 when its
 //! model first runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,11 +37,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::Utc;
 use datafusion::catalog::view::ViewTable;
-use datafusion::common::{Column, ScalarValue};
+use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{cast, lit, Expr, SortExpr};
-use datafusion::prelude::DataFrame;
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use iceberg::spec::MAIN_BRANCH;
 use iceberg::table::Table;
@@ -68,6 +69,7 @@ use crate::merge;
 use crate::report::{ModelReport, ModelStatus, RunReport, RunStatus};
 use crate::spec::{Kind, Model, Pipeline, SpecError, Target};
 
+mod by_key;
 mod model;
 mod publish;
 mod tables;
@@ -134,9 +136,49 @@ impl Destination {
     }
 }
 
+/// What running one model produced, before its audits and the publish.
+struct ModelRun {
+    output: Output,
+    /// The model's new rows (an incremental merge: before merging).
+    rows: Option<u64>,
+    /// Data files written.
+    files: Option<usize>,
+    /// Rows the model's plans read from data files.
+    rows_read: Option<u64>,
+    /// Published data files the run replaces (an incremental merge).
+    files_deleted: Option<usize>,
+    bytes_written: Option<u64>,
+    /// The rows this run wrote, when audits check only them (incremental outputs).
+    audit_scope: Option<Arc<dyn TableProvider>>,
+}
+
+impl ModelRun {
+    fn of(output: Output) -> Self {
+        Self {
+            output,
+            rows: None,
+            files: None,
+            rows_read: None,
+            files_deleted: None,
+            bytes_written: None,
+            audit_scope: None,
+        }
+    }
+
+    /// Nothing new for the model: nothing written, nothing to publish.
+    fn up_to_date() -> Self {
+        Self {
+            rows: Some(0),
+            files: Some(0),
+            ..Self::of(Output::UpToDate)
+        }
+    }
+}
+
 /// A model's result before publishing.
 enum Output {
-    /// An incremental_by_time model with no interval to process.
+    /// An incremental model with nothing new to process: its output stays as
+    /// published (no snapshot, no audit).
     UpToDate,
     View(ViewWrite),
     Table {
@@ -301,10 +343,18 @@ impl<'a> Runner<'a> {
             let mut entry =
                 ModelReport::new(&model.name, model.kind, ModelStatus::NotPublished, started);
             match self.run_model(&session, model, &run_id).await {
-                Ok((output, rows, files)) => {
-                    entry.rows = rows;
-                    entry.files = files;
-                    match self.audit(&session, model).await {
+                Ok(run) => {
+                    entry.rows = run.rows;
+                    entry.files = run.files;
+                    entry.rows_read = run.rows_read;
+                    entry.files_deleted = run.files_deleted;
+                    entry.bytes_written = run.bytes_written;
+                    let audits = match run.output {
+                        // Unchanged output: its audits passed when it was published.
+                        Output::UpToDate => Ok(Vec::new()),
+                        _ => self.audit(&session, model, run.audit_scope).await,
+                    };
+                    match audits {
                         Ok(audits) => {
                             if audits.iter().any(|a| !a.passed) {
                                 entry.status = ModelStatus::AuditFailed;
@@ -324,10 +374,10 @@ impl<'a> Runner<'a> {
                             failed = true;
                         }
                     }
-                    if let Output::Table { snapshot_id, .. } = &output {
+                    if let Output::Table { snapshot_id, .. } = &run.output {
                         entry.snapshot_id = Some(*snapshot_id);
                     }
-                    outputs.push((position, output));
+                    outputs.push((position, run.output));
                 }
                 Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
@@ -386,7 +436,7 @@ impl<'a> Runner<'a> {
                 entry.status = ModelStatus::Failed;
                 entry.error = Some(format!("{} is not published yet", model.name));
             } else {
-                let audits = self.audit(&session, model).await?;
+                let audits = self.audit(&session, model, None).await?;
                 if audits.iter().any(|a| !a.passed) {
                     entry.status = ModelStatus::AuditFailed;
                 }
@@ -547,20 +597,70 @@ impl<'a> Runner<'a> {
         Ok(schemas)
     }
 
-    /// Step 3 for one model.
+    /// Step 3 for one model: its audits over its staged output, or where
+    /// `scope` is given (an incremental output), over the rows this run wrote,
+    /// as SQLMesh audits an incremental model's processed intervals: the rows
+    /// kept from earlier runs passed these audits when they were published.
+    /// Audits about the whole output (`row_count_min`, `unique` on columns
+    /// short of the unique key) always see all of it. `icefjord test` audits
+    /// the whole published output.
     async fn audit(
         &self,
         session: &LakeSession,
         model: &Model,
+        scope: Option<Arc<dyn TableProvider>>,
     ) -> Result<Vec<crate::report::AuditReport>> {
         let ctx = session.context();
         let mut reports = Vec::new();
         for check in &model.audits {
-            let output = ctx.table(model.name.as_str()).await?;
-            reports.push(audit::run(check, output, ctx).await?);
+            let scoped = scope
+                .as_ref()
+                .filter(|_| audit::local(check, &model.unique_key));
+            let whole = match scoped {
+                Some(rows) => {
+                    let whole = ctx.table_provider(model.name.as_str()).await?;
+                    session.stage(&model.ident, rows.clone())?;
+                    Some(whole)
+                }
+                None => None,
+            };
+            let output = ctx.table(model.name.as_str()).await;
+            let report = match output {
+                Ok(output) => audit::run(check, output, ctx).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Some(whole) = whole {
+                session.stage(&model.ident, whole)?;
+            }
+            reports.push(report?);
         }
         Ok(reports)
     }
+}
+
+/// Collect `frame`'s rows, and count the rows its plan read from data files.
+async fn collect_counted(
+    ctx: &SessionContext,
+    frame: DataFrame,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    let plan = frame.create_physical_plan().await?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx()).await?;
+    Ok((batches, scanned_rows(&plan)))
+}
+
+/// Rows the file scans of an executed `plan` produced (DataFusion's
+/// `output_rows` of each file-reading `DataSourceExec`).
+fn scanned_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    let own = plan
+        .as_any()
+        .downcast_ref::<DataSourceExec>()
+        .filter(|exec| exec.data_source().as_any().is::<FileScanConfig>())
+        .and_then(|exec| exec.metrics())
+        .and_then(|metrics| metrics.output_rows())
+        .unwrap_or(0) as u64;
+    own + plan.children().iter().map(|c| scanned_rows(c)).sum::<u64>()
 }
 
 /// `frame` with `schema`'s columns, in its order (a published table may carry its

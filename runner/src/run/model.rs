@@ -11,7 +11,7 @@ impl<'a> Runner<'a> {
         session: &LakeSession,
         model: &Model,
         run_id: &str,
-    ) -> Result<(Output, Option<u64>, Option<usize>)> {
+    ) -> Result<ModelRun> {
         let ctx = session.context();
         if model.kind == Kind::View {
             let frame = ctx.sql(&model.sql.text).await?;
@@ -24,7 +24,7 @@ impl<'a> Runner<'a> {
             )?;
             let view = ViewWrite::new(model.ident.clone(), model.sql.text.clone())
                 .with_owner(format!("pipeline {}", self.pipeline.name));
-            return Ok((Output::View(view), None, None));
+            return Ok(ModelRun::of(Output::View(view)));
         }
         let existing = match self.catalog.load(&model.ident).await {
             Ok(table) => Some(table),
@@ -35,20 +35,37 @@ impl<'a> Runner<'a> {
         let mut advanced = None;
         if let Some(input) = &model.incremental_input {
             let previous = boundary::previous(existing.as_ref(), input)?;
+            // `input@since:model` scans only the input's files committed after the
+            // snapshot the output last read; the filter on this run's boundary
+            // keeps exactly the fresh rows (also of a rewritten file).
+            let input_ident = icefjord_catalog::parse_table(input)?;
+            let since = TableReference::partial(
+                input_ident.namespace().join("."),
+                boundary::since_name(input_ident.name(), &model.name),
+            );
             let fresh = ctx
-                .table(input.as_str())
+                .table(since)
                 .await?
                 .filter(boundary::fresh_filter(&previous))?;
-            advanced = Some((boundary::advance(&previous, fresh.clone()).await?, previous));
+            let next = boundary::advance(&previous, fresh.clone()).await?;
+            if next == previous {
+                // No fresh row: nothing to do. Later models read the output as
+                // published, not as the stubs planning staged.
+                session.unstage(&model.ident)?;
+                session.unstage(&boundary::companion(&model.ident))?;
+                return Ok(ModelRun::up_to_date());
+            }
+            advanced = Some((next, previous));
             session.stage(
-                &icefjord_catalog::parse_table(input)?,
+                &input_ident,
                 Arc::new(ViewTable::new(fresh.into_unoptimized_plan(), None)),
             )?;
         }
         // incremental_by_time: the intervals this run processes (none: up to date).
         let (done, ranges) = self.intervals(existing.as_ref(), model)?;
         if ranges.as_ref().is_some_and(Vec::is_empty) {
-            return Ok((Output::UpToDate, Some(0), Some(0)));
+            session.unstage(&model.ident)?;
+            return Ok(ModelRun::up_to_date());
         }
         let new_frame = self.new_rows(session, model, ranges.as_ref()).await?;
         let frame_schema: SchemaRef = Arc::new(new_frame.schema().as_arrow().clone());
@@ -70,20 +87,42 @@ impl<'a> Runner<'a> {
         // The output's new content (streamed into data files), and how its files
         // relate to the published ones.
         let mut new_rows = None;
-        let (content, mode) = match model.kind {
-            Kind::Table => (new_frame, StagedMode::Overwrite),
-            Kind::Append => (new_frame, StagedMode::Append),
-            Kind::IncrementalByTime => (new_frame, StagedMode::ReplacePartitions),
+        let mut rows_read = 0;
+        // Files of the published output this run replaces (copy-on-write merge).
+        let mut deleted: Option<HashSet<String>> = None;
+        let (content, mode) = match (model.kind, &destination) {
+            // A published Iceberg output: merge into the files the new keys touch.
+            (Kind::IncrementalByKey, Destination::Iceberg { table, published }) if !is_empty => {
+                let merge = by_key::merge_into_files(
+                    ctx,
+                    model,
+                    table,
+                    published,
+                    new_frame,
+                    &frame_schema,
+                    &schema,
+                )
+                .await?;
+                new_rows = Some(merge.new_rows);
+                rows_read += merge.rows_read;
+                deleted = Some(merge.touched_paths());
+                (merge.content, StagedMode::Append)
+            }
+            (Kind::Table, _) => (new_frame, StagedMode::Overwrite),
+            (Kind::Append, _) => (new_frame, StagedMode::Append),
+            (Kind::IncrementalByTime, _) => (new_frame, StagedMode::ReplacePartitions),
             // Nothing published yet and the key unique by the query's own GROUP
             // BY: merging changes nothing, so the rows stream to files.
-            Kind::IncrementalByKey
+            (Kind::IncrementalByKey, _)
                 if is_empty && merge::unique_by_plan(&new_frame, &model.unique_key) =>
             {
                 (new_frame, StagedMode::Overwrite)
             }
-            Kind::IncrementalByKey => {
+            // A first run, or a Delta output: the whole output is rewritten.
+            (Kind::IncrementalByKey, _) => {
                 // The new rows are read twice (their keys, then the rows): hold them.
-                let batches = new_frame.collect().await?;
+                let (batches, read) = collect_counted(ctx, new_frame).await?;
+                rows_read += read;
                 new_rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
                 let new = conformed(
                     ctx.read_table(mem_table(&frame_schema, &batches)?)?,
@@ -97,7 +136,7 @@ impl<'a> Runner<'a> {
                 let merged = merge::merge_by_key(model, old, new, &schema).await?;
                 (conformed(merged, &schema)?, StagedMode::Overwrite)
             }
-            Kind::View => {
+            (Kind::View, _) => {
                 return Err(RunnerError::Usage(format!(
                     "{}: kind {} cannot be run here",
                     model.name, model.kind
@@ -111,46 +150,54 @@ impl<'a> Runner<'a> {
                 &destination,
                 content,
                 mode,
+                deleted.as_ref(),
                 &frame_schema,
                 &schema,
                 ranges.as_ref(),
             )
             .await?;
-        let (staged, files, delta_files, replaced) = (
-            written.staged,
-            written.files,
-            written.delta_files,
-            written.replaced,
-        );
-        let written = written.rows;
-        session.stage(&model.ident, staged)?;
-        let rows = new_rows.unwrap_or(written);
+        session.stage(&model.ident, written.staged)?;
+        let mut run = ModelRun {
+            rows: Some(new_rows.unwrap_or(written.rows)),
+            files: Some(written.files.len() + written.delta_files.len()),
+            rows_read: Some(rows_read + written.rows_read),
+            files_deleted: deleted.as_ref().map(HashSet::len),
+            bytes_written: Some(written.bytes),
+            // Audits of an incremental output check the rows this run wrote
+            // (see `Runner::audit`).
+            audit_scope: matches!(model.kind, Kind::IncrementalByTime)
+                .then(|| written.only_new.clone())
+                .or_else(|| deleted.as_ref().map(|_| written.only_new.clone())),
+            output: Output::UpToDate,
+        };
+        let (files, delta_files, replaced) = (written.files, written.delta_files, written.replaced);
         // A new Iceberg output is registered by the publishing commit.
         let creating = match (&destination, &existing) {
             (Destination::Iceberg { table, .. }, None) => Some(table.clone()),
             _ => None,
         };
         if let Destination::Delta(output) = destination {
-            let file_count = delta_files.len();
-            return Ok((
-                Output::Delta {
-                    ident: model.ident.clone(),
-                    output: Box::new(output),
-                    files: delta_files,
-                    mode,
-                },
-                Some(rows),
-                Some(file_count),
-            ));
+            run.output = Output::Delta {
+                ident: model.ident.clone(),
+                output: Box::new(output),
+                files: delta_files,
+                mode,
+            };
+            return Ok(run);
         }
-        let file_count = files.len();
         let snapshot_id = mint_snapshot_id();
         let inputs = self.input_snapshots(session, model).await?;
         let write = match model.kind {
             Kind::Append => TableWrite::append(model.ident.clone(), files),
-            Kind::IncrementalByKey => {
-                TableWrite::overwrite(model.ident.clone(), files).with_base_snapshot(base)
+            Kind::IncrementalByKey => match deleted {
+                Some(deleted) => TableWrite::overwrite_files(
+                    model.ident.clone(),
+                    deleted.into_iter().collect(),
+                    files,
+                ),
+                None => TableWrite::overwrite(model.ident.clone(), files),
             }
+            .with_base_snapshot(base),
             Kind::IncrementalByTime => {
                 let covered = interval::merged(
                     done.iter()
@@ -194,15 +241,12 @@ impl<'a> Runner<'a> {
                     .await?,
             );
         }
-        Ok((
-            Output::Table {
-                write: Box::new(write),
-                snapshot_id,
-                companion: companion.map(Box::new),
-            },
-            Some(rows),
-            Some(file_count),
-        ))
+        run.output = Output::Table {
+            write: Box::new(write),
+            snapshot_id,
+            companion: companion.map(Box::new),
+        };
+        Ok(run)
     }
 
     /// incremental_by_time: the intervals `model`'s output has done (its
@@ -402,20 +446,28 @@ impl<'a> Runner<'a> {
         destination: &Destination,
         content: DataFrame,
         mode: StagedMode,
+        deleted: Option<&HashSet<String>>,
         frame_schema: &SchemaRef,
         schema: &SchemaRef,
         ranges: Option<&interval::Ranges>,
     ) -> Result<Written> {
         let ctx = session.context();
-        let published = destination.published();
-        let written: u64;
+        // What is published, less the files this run replaces.
+        let published: Arc<dyn TableProvider> = match (destination, deleted) {
+            (Destination::Iceberg { published, .. }, Some(deleted)) => Arc::new(
+                published
+                    .clone()
+                    .with_staged_overwriting_files(Vec::new(), deleted.clone()),
+            ),
+            _ => destination.published(),
+        };
         let mut files = Vec::new();
         let mut delta_files = Vec::new();
         let mut replaced = Vec::new();
-        let staged: Arc<dyn TableProvider> = if self.dry_run {
-            let batches = content.collect().await?;
-            written = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let rows = conformed(ctx.read_table(mem_table(frame_schema, &batches)?)?, schema)?;
+        if self.dry_run {
+            let (batches, rows_read) = collect_counted(ctx, content).await?;
+            let written = mem_table(frame_schema, &batches)?;
+            let rows = conformed(ctx.read_table(written.clone())?, schema)?;
             let old = conformed(ctx.read_table(published.clone())?, schema)?;
             let all = match mode {
                 StagedMode::Overwrite => rows,
@@ -424,46 +476,65 @@ impl<'a> Runner<'a> {
                     old.filter(!replaced_ranges(model, ranges))?.union(rows)?
                 }
             };
-            Arc::new(ViewTable::new(all.into_unoptimized_plan(), None))
-        } else {
-            let mut stream = content.execute_stream().await?;
-            match destination {
-                Destination::Iceberg { table, published } => {
-                    let mut writer = TableWriter::new(table).await?;
-                    while let Some(batch) = stream.next().await {
-                        writer.write(batch?).await?;
-                    }
-                    let metrics;
-                    (files, metrics) = writer.close().await?;
-                    written = metrics.rows;
-                    if let (Some(axis), Some(ranges)) = (&model.time, ranges) {
-                        // The processed ranges' partitions are replaced whole,
-                        // also where the query no longer produces rows.
+            return Ok(Written {
+                staged: Arc::new(ViewTable::new(all.into_unoptimized_plan(), None)),
+                only_new: written,
+                rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+                rows_read,
+                bytes: 0,
+                files,
+                delta_files,
+                replaced,
+            });
+        }
+        let plan = content.create_physical_plan().await?;
+        let mut stream = execute_stream(plan.clone(), ctx.task_ctx())?;
+        let metrics;
+        let (staged, only_new): (Arc<dyn TableProvider>, Arc<dyn TableProvider>) = match destination
+        {
+            Destination::Iceberg { table, published } => {
+                let mut writer = TableWriter::new(table).await?;
+                while let Some(batch) = stream.next().await {
+                    writer.write(batch?).await?;
+                }
+                (files, metrics) = writer.close().await?;
+                let only_new = published
+                    .clone()
+                    .with_staged(files.clone(), StagedMode::Overwrite);
+                let staged = match (&model.time, ranges, deleted) {
+                    // The processed ranges' partitions are replaced whole,
+                    // also where the query no longer produces rows.
+                    (Some(axis), Some(ranges), _) => {
                         replaced = interval::partitions_in(table, axis, ranges).await?;
-                        Arc::new(
-                            published
-                                .clone()
-                                .with_staged_replacing(files.clone(), replaced.clone()),
-                        )
-                    } else {
-                        Arc::new(published.clone().with_staged(files.clone(), mode))
+                        published
+                            .clone()
+                            .with_staged_replacing(files.clone(), replaced.clone())
                     }
+                    (_, _, Some(deleted)) => published
+                        .clone()
+                        .with_staged_overwriting_files(files.clone(), deleted.clone()),
+                    _ => published.clone().with_staged(files.clone(), mode),
+                };
+                (Arc::new(staged), Arc::new(only_new))
+            }
+            Destination::Delta(output) => {
+                let mut writer = output.writer()?;
+                while let Some(batch) = stream.next().await {
+                    writer.write(batch?).await?;
                 }
-                Destination::Delta(output) => {
-                    let mut writer = output.writer()?;
-                    while let Some(batch) = stream.next().await {
-                        writer.write(batch?).await?;
-                    }
-                    let metrics;
-                    (delta_files, metrics) = writer.close().await?;
-                    written = metrics.rows;
-                    Arc::new(output.scan(Some((delta_files.clone(), mode))))
-                }
+                (delta_files, metrics) = writer.close().await?;
+                (
+                    Arc::new(output.scan(Some((delta_files.clone(), mode)))),
+                    Arc::new(output.scan(Some((delta_files.clone(), StagedMode::Overwrite)))),
+                )
             }
         };
         Ok(Written {
             staged,
-            rows: written,
+            only_new,
+            rows: metrics.rows,
+            rows_read: scanned_rows(&plan),
+            bytes: metrics.bytes,
             files,
             delta_files,
             replaced,
@@ -473,8 +544,14 @@ impl<'a> Runner<'a> {
 
 /// What [`Runner::write_content`] wrote and staged.
 struct Written {
+    /// The output as the commit will publish it.
     staged: Arc<dyn TableProvider>,
+    /// Only the rows this run wrote.
+    only_new: Arc<dyn TableProvider>,
     rows: u64,
+    /// Rows the content's plan read from data files.
+    rows_read: u64,
+    bytes: u64,
     files: Vec<iceberg::spec::DataFile>,
     delta_files: Vec<DeltaAdd>,
     replaced: Vec<iceberg::spec::Struct>,

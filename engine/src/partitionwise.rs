@@ -571,6 +571,14 @@ impl DeclaredExec {
     }
 }
 
+/// The scan a `PartitionAlignedExec` hides from the optimizer, for walks that
+/// must see every node (e.g. counting the rows a plan read); `None` for any
+/// other node.
+pub fn aligned_input(plan: &dyn ExecutionPlan) -> Option<&Arc<dyn ExecutionPlan>> {
+    let declared = plan.as_any().downcast_ref::<DeclaredExec>()?;
+    matches!(declared.role, Role::Aligned { .. }).then_some(&declared.input)
+}
+
 impl DisplayAs for DeclaredExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         match &self.role {

@@ -660,7 +660,13 @@ fn scanned_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
         .and_then(|exec| exec.metrics())
         .and_then(|metrics| metrics.output_rows())
         .unwrap_or(0) as u64;
-    own + plan.children().iter().map(|c| scanned_rows(c)).sum::<u64>()
+    let hidden = icefjord_engine::partitionwise::aligned_input(plan.as_ref());
+    own + plan
+        .children()
+        .into_iter()
+        .chain(hidden)
+        .map(scanned_rows)
+        .sum::<u64>()
 }
 
 /// `frame` with `schema`'s columns, in its order (a published table may carry its

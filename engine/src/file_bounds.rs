@@ -10,18 +10,21 @@
 //! may hold anything). Comparisons are Arrow's (byte-wise for strings, as the
 //! spec orders UTF-8 bounds; numeric for decimals of the column's scale).
 
+use arrow::array::UInt64Array;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, Scalar};
 use arrow::compute::kernels::boolean::{and_kleene, or_kleene};
 use arrow::compute::kernels::cmp::{gt_eq, lt_eq};
 use arrow::compute::{is_null, prep_null_mask_filter};
-use datafusion::common::ScalarValue;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::{Column, ScalarValue};
 use iceberg::spec::{DataFile, Datum, PrimitiveLiteral, PrimitiveType, Schema};
 
 use crate::error::{EngineError, Result};
 
 /// The Arrow scalar of an Iceberg bound, of `column`'s Arrow type (`None`: a
 /// bound of a type this reader does not compare; then the bound proves nothing).
-fn scalar(datum: &Datum, column: &dyn Array) -> Option<ScalarValue> {
+fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
     let value = match (datum.data_type(), datum.literal()) {
         (PrimitiveType::Boolean, PrimitiveLiteral::Boolean(v)) => ScalarValue::Boolean(Some(*v)),
         (PrimitiveType::Int, PrimitiveLiteral::Int(v)) => ScalarValue::Int32(Some(*v)),
@@ -51,7 +54,7 @@ fn scalar(datum: &Datum, column: &dyn Array) -> Option<ScalarValue> {
     };
     // Same value in the column's layout (Utf8View strings, a timestamp's zone,
     // the query's decimal precision); a value that does not fit proves nothing.
-    value.cast_to(column.data_type()).ok()
+    value.cast_to(data_type).ok()
 }
 
 /// For each of `files`: whether it may hold a row whose `keys` columns equal
@@ -91,7 +94,9 @@ fn may_hold(file: &DataFile, columns: &[(i32, &ArrayRef, BooleanArray)]) -> Resu
         else {
             continue;
         };
-        let (Some(lower), Some(upper)) = (scalar(lower, column), scalar(upper, column)) else {
+        let data_type = column.data_type();
+        let (Some(lower), Some(upper)) = (scalar(lower, data_type), scalar(upper, data_type))
+        else {
             continue;
         };
         let lower = Scalar::new(lower.to_array()?);
@@ -117,6 +122,89 @@ fn may_hold(file: &DataFile, columns: &[(i32, &ArrayRef, BooleanArray)]) -> Resu
         mask = Some(narrowed);
     }
     Ok(true)
+}
+
+/// The bounds of data files as DataFusion's [`PruningStatistics`], one
+/// container per file: a `PruningPredicate` over them skips the files a
+/// query's filters rule out without opening them (min/max per column, null and
+/// row counts; `IN` lists are left to min/max).
+pub struct FileStatistics<'a> {
+    files: &'a [&'a DataFile],
+    /// The table's columns as the scan shows them (Arrow types of the bounds).
+    schema: SchemaRef,
+    /// The same columns' field ids (of the table's schema).
+    iceberg: &'a Schema,
+}
+
+impl<'a> FileStatistics<'a> {
+    pub fn new(files: &'a [&'a DataFile], schema: SchemaRef, iceberg: &'a Schema) -> Self {
+        Self {
+            files,
+            schema,
+            iceberg,
+        }
+    }
+
+    fn field(&self, column: &Column) -> Option<(i32, DataType)> {
+        let data_type = self
+            .schema
+            .field_with_name(&column.name)
+            .ok()?
+            .data_type()
+            .clone();
+        Some((self.iceberg.field_by_name(&column.name)?.id, data_type))
+    }
+
+    fn bounds(&self, column: &Column, lower: bool) -> Option<ArrayRef> {
+        let (id, data_type) = self.field(column)?;
+        let values = self.files.iter().map(|file| {
+            let bounds = match lower {
+                true => file.lower_bounds(),
+                false => file.upper_bounds(),
+            };
+            bounds
+                .get(&id)
+                .and_then(|datum| scalar(datum, &data_type))
+                .unwrap_or(ScalarValue::try_from(&data_type).unwrap_or(ScalarValue::Null))
+        });
+        ScalarValue::iter_to_array(values).ok()
+    }
+}
+
+impl PruningStatistics for FileStatistics<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, true)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, false)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.files.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let (id, _) = self.field(column)?;
+        let counts = self
+            .files
+            .iter()
+            .map(|file| file.null_value_counts().get(&id).copied());
+        Some(std::sync::Arc::new(UInt64Array::from_iter(counts)))
+    }
+
+    fn row_counts(&self, _column: &Column) -> Option<ArrayRef> {
+        let counts = self.files.iter().map(|file| Some(file.record_count()));
+        Some(std::sync::Arc::new(UInt64Array::from_iter(counts)))
+    }
+
+    fn contained(
+        &self,
+        _column: &Column,
+        _values: &std::collections::HashSet<ScalarValue>,
+    ) -> Option<BooleanArray> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,9 @@ use icefjord_catalog::{commit::live_entries, CatalogError, WarehouseStore};
 
 use crate::column_projection::ColumnProjection;
 use crate::error::Result;
+use crate::file_bounds::FileStatistics;
 use crate::partitionwise::{FilePartition, PartitionField, PartitionKey};
+use datafusion::physical_optimizer::pruning::PruningPredicate;
 
 /// One snapshot of an Iceberg table, readable by DataFusion.
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub struct IcebergTable {
     partition_fields: Option<Vec<Option<(String, Transform)>>>,
     /// Finds each data file's columns by field id.
     projection: Arc<ColumnProjection>,
+    /// The Iceberg schema of `schema` (field ids of the files' bounds).
+    iceberg_schema: iceberg::spec::SchemaRef,
 }
 
 /// Data files written but not committed, read as if a commit had added them: how
@@ -134,7 +138,7 @@ impl IcebergTable {
         });
         let projection = Arc::new(ColumnProjection::try_new(
             &icefjord_catalog::display(table.identifier()),
-            iceberg_schema,
+            iceberg_schema.clone(),
             metadata.properties(),
         )?);
         Ok(Self {
@@ -148,6 +152,7 @@ impl IcebergTable {
             filter: None,
             partition_fields,
             projection,
+            iceberg_schema,
         })
     }
 
@@ -257,6 +262,47 @@ impl IcebergTable {
         Some(FilePartition { fields })
     }
 
+    /// The files whose column bounds may hold rows that `filters` and the fixed
+    /// filter keep (DataFusion's `PruningPredicate` over the manifests' bounds,
+    /// [`crate::file_bounds::FileStatistics`]); the filters still run on every
+    /// row read.
+    fn pruned(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+        entries: Vec<iceberg::spec::DataFile>,
+    ) -> DfResult<Vec<iceberg::spec::DataFile>> {
+        let all = filters.iter().cloned().chain(self.filter.clone());
+        let Some(predicate) = datafusion::logical_expr::utils::conjunction(all) else {
+            return Ok(entries);
+        };
+        if entries.len() < 2 {
+            return Ok(entries);
+        }
+        // A filter that cannot be turned into a pruning predicate only costs
+        // the skipping: every file is scanned and filtered.
+        let df_schema = datafusion::common::DFSchema::try_from(self.schema.as_ref().clone())?;
+        let Ok(pruning) = state
+            .create_physical_expr(predicate, &df_schema)
+            .and_then(|physical| PruningPredicate::try_new(physical, self.schema.clone()))
+        else {
+            return Ok(entries);
+        };
+        if pruning.always_true() {
+            return Ok(entries);
+        }
+        let files: Vec<&iceberg::spec::DataFile> = entries.iter().collect();
+        let statistics = FileStatistics::new(&files, self.schema.clone(), &self.iceberg_schema);
+        let Ok(keep) = pruning.prune(&statistics) else {
+            return Ok(entries);
+        };
+        Ok(entries
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(file, keep)| keep.then_some(file))
+            .collect())
+    }
+
     fn has_delete_files(&self) -> bool {
         self.snapshot_id
             .and_then(|id| self.table.metadata().snapshot_by_id(id))
@@ -299,7 +345,7 @@ impl TableProvider for IcebergTable {
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if self.has_delete_files() {
@@ -341,6 +387,7 @@ impl TableProvider for IcebergTable {
             }
             entries.extend(staged.files.iter().cloned());
         }
+        let entries = self.pruned(state, filters, entries)?;
         if entries.is_empty() {
             let projected = project_schema(&self.schema, projection)?;
             return Ok(Arc::new(EmptyExec::new(projected)));

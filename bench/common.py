@@ -61,7 +61,9 @@ def has_flag(binary: str, command: str, flag: str) -> bool:
 def clone_lake(src: Path, dst: Path):
     """A copy of a local lake that costs no data: Iceberg never rewrites a data,
     manifest or metadata file, so they are hard-linked; the SQLite catalog, written in
-    place, is copied."""
+    place, is copied. The catalog and the metadata hold absolute paths, so a clone only
+    works at the path of the lake it came from: use it to save a lake's state and to
+    put that state back in place (`restore_lake`), not to run a second lake beside it."""
     import shutil
 
     def copy(s, d):
@@ -70,6 +72,14 @@ def clone_lake(src: Path, dst: Path):
         os.link(s, d)
         return d
     shutil.copytree(src, dst, copy_function=copy)
+
+
+def restore_lake(saved: Path, lake: Path):
+    """Put a state saved with `clone_lake(lake, saved)` back at `lake`."""
+    import shutil
+
+    shutil.rmtree(lake, ignore_errors=True)
+    clone_lake(saved, lake)
 
 
 def replace_section(path: Path, name: str, text: str):

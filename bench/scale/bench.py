@@ -10,9 +10,10 @@ wall, peak RSS; `measured` in bench/common.py):
   in turn (`--events-per-day 2000000`, the dense shape, when the binary has the
   flag; otherwise the generator's default ~8 640 events a day, and the JSON and
   RESULTS say so). At each point `icefjord run jobs/retail` runs once (`--repeat`
-  for more; the median CPU is kept) on a fresh clone of the raw lake (data files
-  hard-linked, catalog copied): the first run, which builds historical.sales_hourly
-  from every raw event. Check: sum(event_count) of the history equals the events.
+  for more; the median CPU is kept) on the raw lake as generated (saved with data
+  files hard-linked and catalog copied, and put back before each run): the first
+  run, which builds historical.sales_hourly from every raw event. Check:
+  sum(event_count) of the history equals the events.
 - ingest: Tansu (memory storage) on loopback. Its memory engine keeps every record
   in RAM (~200 B an event: 100 M events would need ~20 GB of a shared 24 GiB), so
   the events go in rounds of at most --round-events (10 M): a new 3-partition
@@ -45,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (ROOT, clone_lake, commit, default_binary, has_flag, load_average,  # noqa: E402
-                    machine, measured, replace_section)
+                    machine, measured, replace_section, restore_lake)
 
 SCHEMA = ROOT / "data" / "schemas" / "retail_event.json"
 OUT_JSON = "scale.json"
@@ -114,7 +115,9 @@ def shape_flags(args, command: str) -> tuple[list, str]:
 
 def run_curve(args, scratch: Path) -> dict:
     flags, shape = shape_flags(args, "generate")
-    raw = scratch / "run-raw"
+    # The lake lives at one path (its metadata holds absolute paths); `raw` keeps the
+    # raw-only state that each run starts from and the next point tops up.
+    lake, raw = scratch / "run-lake", scratch / "run-raw"
     points, stopped = [], None
     bytes_per_event = 60  # before the first point: raw ~15 B/event, history, margin
     for n in args.points:
@@ -124,13 +127,15 @@ def run_curve(args, scratch: Path) -> dict:
             stopped = {"before_events": n, "reason": reason}
             print(f"run: stopping before {n:,} events: {reason}", file=sys.stderr)
             break
-        _, gen_cpu, _, _, _ = measured([args.binary, "--lake", str(raw), "generate", "--kind", "retail",
+        if raw.exists():
+            restore_lake(raw, lake)
+        _, gen_cpu, _, _, _ = measured([args.binary, "--lake", str(lake), "generate", "--kind", "retail",
                                         "--events", str(n), "--seed", str(args.seed), *flags])
+        shutil.rmtree(raw, ignore_errors=True)
+        clone_lake(lake, raw)
         reps = []
         for _ in range(args.repeat):
-            lake = scratch / "run-lake"
-            shutil.rmtree(lake, ignore_errors=True)
-            clone_lake(raw, lake)
+            restore_lake(raw, lake)
             load = load_average()
             wall, cpu, rss, out, _ = measured([args.binary, "--lake", str(lake), "run",
                                                str(ROOT / "jobs" / "retail"), "-o", "json"])
@@ -142,7 +147,6 @@ def run_curve(args, scratch: Path) -> dict:
             reps.append({"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss / MIB, "load": load,
                          "history_rows": model.get("rows"), "history_files": model.get("files"),
                          "history_mib": history_bytes / MIB})
-            shutil.rmtree(lake)
         rep = sorted(reps, key=lambda r: r["cpu_s"])[len(reps) // 2]
         raw_bytes = tree_bytes(raw)
         bytes_per_event = (raw_bytes + rep["history_mib"] * MIB) / n
@@ -154,6 +158,7 @@ def run_curve(args, scratch: Path) -> dict:
         print(f"run {n:>11,}: {rep['cpu_s']:.2f} CPU-s ({point['cpu_s_per_m']:.3f}/M), "
               f"{rep['wall_s']:.2f} s, {rep['peak_rss_mib']:.0f} MiB, load {rep['load'][0]}",
               file=sys.stderr)
+    shutil.rmtree(lake, ignore_errors=True)
     shutil.rmtree(raw, ignore_errors=True)
     return {"command": "icefjord run jobs/retail", "shape": shape, "seed": args.seed,
             "points": points, "stopped": stopped}
@@ -168,17 +173,17 @@ def ingest_curve(args, scratch: Path) -> dict:
     done = 0
     try:
         for n in args.points:
-            lake_now = tree_bytes(lake) if lake.exists() else 0
-            per_event = lake_now / done if done else 30
-            reason = headroom(args, scratch, int(per_event * (n - done) * 1.3),
-                              min(args.round_events, n - done) * TANSU_BYTES_PER_EVENT)
-            if reason:
-                stopped = {"before_events": n, "reason": reason}
-                print(f"ingest: stopping before {n:,} events: {reason}", file=sys.stderr)
-                break
             while done < n:
                 k = len(rounds)
                 size = min(args.round_events, n - done)
+                # Checked before every round: the broker may keep some memory of the
+                # rounds before (deleted topics), and the lake grows.
+                per_event = tree_bytes(lake) / done if done else 30
+                reason = headroom(args, scratch, int(per_event * size * 1.3), size * TANSU_BYTES_PER_EVENT)
+                if reason:
+                    stopped = {"before_events": n, "reason": reason}
+                    print(f"ingest: stopping before {n:,} events: {reason}", file=sys.stderr)
+                    break
                 topic = f"scale_{k}"
                 broker.create_topic(topic, args.partitions)
                 fill_started = time.monotonic()
@@ -209,6 +214,8 @@ def ingest_curve(args, scratch: Path) -> dict:
                 print(f"ingest round {k}: {size:,} events ({done:,} in all): {cpu:.2f} CPU-s, "
                       f"{wall:.2f} s, {rss / MIB:.0f} MiB; broker {broker_rss / MIB:.0f} MiB",
                       file=sys.stderr)
+            if stopped:
+                break
             mine = [r for r in rounds if r["total_events"] <= n]
             table = table_state(lake)
             if table["records"] != n:
@@ -292,7 +299,9 @@ def plot(doc: dict, path: Path):
         ax.grid(True, alpha=0.3)
     axes[0].legend()
     shapes = "; ".join(f"{n}: {c['shape']}" for n, c in doc["curves"].items())
-    fig.suptitle(f"icefjord scale curve, {doc['commit']} ({shapes}); flat = linear", fontsize=10)
+    binaries = ", ".join(sorted({Path(c["meta"]["binary"]).name for c in doc["curves"].values()}))
+    fig.suptitle(f"icefjord scale curve: {binaries}, bench {doc['commit']} ({shapes}); flat = linear",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -330,7 +339,9 @@ def section(doc: dict) -> str:
                              f"{p['peak_rss_mib']:.0f} MiB | {p['data_files']:,} | {p['snapshots']} |")
             if curve.get("rounds"):
                 per_round = ", ".join(f"{r['cpu_us_per_event']:.2f}" for r in curve["rounds"])
-                lines += ["", f"CPU-µs per event, round by round (the table grows): {per_round}."]
+                broker = ", ".join(f"{r['broker_rss_mib'] / 1024:.1f}" for r in curve["rounds"])
+                lines += ["", f"CPU-µs per event, round by round (the table grows): {per_round}. "
+                              f"Tansu's RSS after each round's fill, GiB: {broker}."]
         t = curve.get("targets") or {}
         lines.append("")
         if t:

@@ -10,17 +10,18 @@ either ≤ the first run's.
    (median CPU kept), each time on the generated state put back in place (saved
    with data files hard-linked and the catalog copied); the state the first run
    leaves is saved too, and every step starts from it.
-3. Each step, from that state: top the raw table up by P % of N
-   with the same generator stream (`generate --events N·(1+P/100)`: later, i.e.
-   recent, hours), with `--late F` for the `+late` steps (a share F of the new
-   events gets an event time drawn from the history before it, so old hours
-   change too); then `icefjord run jobs/retail` again, --repeat times on the
-   topped-up state. Steps: `0` (nothing new), `1`, `1+late`, `10+late` by
-   default. With a binary without `--late`, a `+late` step's new events are all
-   recent (skipped when a step of the same size ran already), and the JSON and
-   RESULTS say so.
+3. Each step, from that state: top the raw table up by P % of N with the same
+   generator stream (`generate --events N·(1+P/100)`: later, i.e. recent,
+   hours), then `icefjord run jobs/retail` again, --repeat times on the
+   topped-up state. Steps `0` (nothing new), `1` and `10` by default.
+   The `+late` steps (`1+late`, `10+late`) run on a second history generated
+   with `--late F` (0.1): a share F of the events, the top-up's included, gets
+   an event time drawn from the history before it, so old hours change too. The
+   generator keeps one shape per table (a top-up must repeat it), hence the
+   second history, with a first run of its own that those steps are compared
+   with. A binary without `--late` skips them and says so.
 4. Measured per run (GNU time, `measured` in bench/common.py): CPU-s (user + sys),
-   wall, peak RSS, and their ratios to the first run. What the run did, per
+   wall, peak RSS, and their ratios to its history's first run. What the run did, per
    materialized model: from the JSON run report `rows` and `files`, and
    `rows_read`, `files_deleted`, `bytes_written` when the binary reports them
    (absent: shown as —); from the Iceberg snapshots the run committed (summary
@@ -183,7 +184,7 @@ def measure(args, saved: Path, lake: Path, label: str) -> dict:
 def parse_step(spec: str) -> dict:
     pct, _, late = spec.partition("+")
     if late not in ("", "late"):
-        sys.exit(f"bad step {spec!r}: P or P+late, e.g. 0,1,1+late,10+late")
+        sys.exit(f"bad step {spec!r}: P or P+late, e.g. 0,1,10,1+late,10+late")
     return {"step": spec, "new_pct": float(pct), "late": late == "late"}
 
 
@@ -191,10 +192,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000, help="events of history")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--steps", default="0,1,1+late,10+late",
+    parser.add_argument("--steps", default="0,1,10,1+late,10+late",
                         help="new events per step in %% of the history; +late: with --late")
     parser.add_argument("--late", type=float, default=0.1,
-                        help="share of a +late step's new events that fall in old hours")
+                        help="share of the +late history's events (top-ups included) that fall in old hours")
     parser.add_argument("--events-per-day", type=int,
                         help="history density (default: the generator's own, ~8 640/day)")
     parser.add_argument("--repeat", type=int, default=3)
@@ -217,11 +218,14 @@ def main():
         if not has_flag(args.binary, "generate", "--events-per-day"):
             sys.exit("--events-per-day: this binary's `generate` has no such flag")
         shape = ["--events-per-day", str(args.events_per_day)]
-    has_late = has_flag(args.binary, "generate", "--late")
-    if not has_late:
-        notes.append("the binary's `generate` has no --late: the `+late` steps ran with recent "
-                     "events only (or were skipped where a step of the same size ran)")
+    specs = [parse_step(spec) for spec in args.steps.split(",")]
+    late_specs = [s for s in specs if s["late"]]
+    if late_specs and not has_flag(args.binary, "generate", "--late"):
+        notes.append("the binary's `generate` has no --late: the `+late` steps were skipped")
         print(f"note: {notes[-1]}", file=sys.stderr)
+        for s in late_specs:
+            s["skipped"] = "no `generate --late` in this binary"
+        late_specs = []
     scratch = Path(args.scratch) / "icefjord-bench-steady"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -229,46 +233,11 @@ def main():
     version = subprocess.run([args.binary, "-V"], capture_output=True, text=True).stdout.strip()
     load_before = load_average()
     generate = [args.binary, "generate", "--kind", "retail", "--seed", str(args.seed), *shape]
-    # One lake path throughout (its metadata holds absolute paths); states are saved
-    # beside it with clone_lake and put back with restore_lake.
-    lake = scratch / "lake"
-    raw, after_first, topped = scratch / "saved-raw", scratch / "saved-first", scratch / "saved-step"
+    first_late = None
     try:
-        _, gen_cpu, _, _, _ = measured([*generate[:1], "--lake", str(lake), *generate[1:],
-                                        "--events", str(args.events)])
-        clone_lake(lake, raw)
-        first = measure(args, raw, lake, "first")
-        first["checks"] = check(args, lake, "first run")
-        clone_lake(lake, after_first)
-        steps = []
-        for spec in args.steps.split(","):
-            step = parse_step(spec)
-            new = round(args.events * step["new_pct"] / 100)
-            step["new_events"] = new
-            if step["late"] and not has_late:
-                # Without --late the step's new events are all recent: run it as such,
-                # unless a step of the same size already did.
-                step["late"] = False
-                step["late_unavailable"] = True
-                if any(s["new_pct"] == step["new_pct"] and not s["late"] for s in steps):
-                    steps.append({**step, "skipped": "no `generate --late` in this binary: the same as "
-                                                     f"step {step['new_pct']:g}"})
-                    continue
-            restore_lake(after_first, lake)
-            if new:
-                late = ["--late", str(args.late)] if step["late"] else []
-                _, step["topup_cpu_s"], _, _, _ = measured(
-                    [*generate[:1], "--lake", str(lake), *generate[1:],
-                     "--events", str(args.events + new), *late])
-            shutil.rmtree(topped, ignore_errors=True)
-            clone_lake(lake, topped)
-            step.update(measure(args, topped, lake, f"step {spec}"))
-            step["checks"] = check(args, lake, f"step {spec}")
-            step["cpu_vs_first"] = step["cpu_s"] / first["cpu_s"]
-            step["rss_vs_first"] = step["peak_rss_mib"] / first["peak_rss_mib"]
-            steps.append(step)
-            print(f"step {spec}: {step['cpu_vs_first']:.1%} of the first run's CPU, "
-                  f"{step['rss_vs_first']:.2f}x its RSS", file=sys.stderr)
+        first = history(args, generate, scratch, [s for s in specs if not s["late"]], late=False)
+        if late_specs:
+            first_late = history(args, generate, scratch, late_specs, late=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -277,16 +246,52 @@ def main():
                 "binary": args.binary, "version": version, "commit": commit(), "machine": machine(),
                 "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 "load_before": load_before, "bench_s": time.monotonic() - started,
-                "generate_cpu_s": gen_cpu, "notes": notes, "first": first, "steps": steps,
-                "targets": targets(first, steps)}
+                "notes": notes, "first": first, "first_late": first_late, "steps": specs,
+                "targets": targets(specs)}
     path.write_text(json.dumps(document, indent=2))
     replace_section(RESULTS, "steady", section(document))
     print(json.dumps({"first_cpu_s": first["cpu_s"], "targets": document["targets"],
-                      "steps": {s["step"]: s.get("cpu_vs_first", s.get("skipped")) for s in steps}},
+                      "steps": {s["step"]: s.get("cpu_vs_first", s.get("skipped")) for s in specs}},
                      indent=2))
 
 
-def targets(first: dict, steps: list) -> dict:
+def history(args, generate: list, scratch: Path, steps: list, late: bool) -> dict:
+    """One history of --events events (with --late F throughout when `late`: the
+    generator keeps one shape per table, top-ups included), its first run, then each
+    step from the state that run left; fills in the steps, returns the first run."""
+    shape = [*generate[1:], *(["--late", str(args.late)] if late else [])]
+    label = "late history: " if late else ""
+    # One lake path throughout (its metadata holds absolute paths); states are saved
+    # beside it with clone_lake and put back with restore_lake.
+    lake = scratch / "lake"
+    raw, after_first, topped = scratch / "saved-raw", scratch / "saved-first", scratch / "saved-step"
+    for path in (lake, raw, after_first):
+        shutil.rmtree(path, ignore_errors=True)
+    _, gen_cpu, _, _, _ = measured([generate[0], "--lake", str(lake), *shape, "--events", str(args.events)])
+    clone_lake(lake, raw)
+    first = measure(args, raw, lake, f"{label}first")
+    first["checks"] = check(args, lake, f"{label}first run")
+    first["generate_cpu_s"] = gen_cpu
+    clone_lake(lake, after_first)
+    for step in steps:
+        new = round(args.events * step["new_pct"] / 100)
+        step["new_events"] = new
+        restore_lake(after_first, lake)
+        if new:
+            _, step["topup_cpu_s"], _, _, _ = measured(
+                [generate[0], "--lake", str(lake), *shape, "--events", str(args.events + new)])
+        shutil.rmtree(topped, ignore_errors=True)
+        clone_lake(lake, topped)
+        step.update(measure(args, topped, lake, f"step {step['step']}"))
+        step["checks"] = check(args, lake, f"step {step['step']}")
+        step["cpu_vs_first"] = step["cpu_s"] / first["cpu_s"]
+        step["rss_vs_first"] = step["peak_rss_mib"] / first["peak_rss_mib"]
+        print(f"step {step['step']}: {step['cpu_vs_first']:.1%} of the first run's CPU, "
+              f"{step['rss_vs_first']:.2f}x its RSS", file=sys.stderr)
+    return first
+
+
+def targets(steps: list) -> dict:
     by = {s["step"]: s for s in steps if "cpu_s" in s}
     found = {}
     for spec, limit in (("0", 0.05), ("1", 0.20)):
@@ -315,22 +320,24 @@ def section(doc: dict) -> str:
         f"{shape}); late share of `+late` steps: {doc['late']}; {doc['repeat']} runs per row "
         f"(median CPU); load average {doc['load_before'][0]} before; the whole benchmark took "
         f"{doc['bench_s'] / 60:.1f} min.", "",
-        "| run | new events | CPU-s | × first | wall | peak RSS | × first |",
+        "| run | new events | CPU-s | × its first run | wall | peak RSS | × its first run |",
         "|---|---|---|---|---|---|---|",
     ]
     runs = [("first (empty history)", f"{doc['events']:,}", first)]
+    if doc.get("first_late"):
+        runs.append((f"first, history with {doc['late']:.0%} late", f"{doc['events']:,}", doc["first_late"]))
     for s in doc["steps"]:
         late = f"{doc['late']:.0%} of them late" if s["late"] else "recent hours"
-        new = f"{s['new_events']:,} = {s['new_pct']:g} %, {late}" if s["new_events"] else "none"
-        label = f"{s['step']} (no --late)" if s.get("late_unavailable") else s["step"]
-        runs.append((f"next: {label}", new, s))
+        new = f"{s['new_events']:,} = {s['new_pct']:g} %, {late}" if s.get("new_events") else (
+            "none" if s["new_pct"] == 0 else f"{s['new_pct']:g} %, {late}")
+        runs.append((f"next: {s['step']}", new, s))
     for name, new, r in runs:
         if "skipped" in r:
             lines.append(f"| {name} | {new} | skipped: {r['skipped']} | | | | |")
         else:
-            lines.append(f"| {name} | {new} | {r['cpu_s']:.2f} | {r['cpu_s'] / first['cpu_s']:.1%} | "
+            lines.append(f"| {name} | {new} | {r['cpu_s']:.2f} | {r.get('cpu_vs_first', 1):.1%} | "
                          f"{r['wall_s']:.2f} s | {r['peak_rss_mib']:.0f} MiB | "
-                         f"{r['peak_rss_mib'] / first['peak_rss_mib']:.2f}× |")
+                         f"{r.get('rss_vs_first', 1):.2f}× |")
     lines += ["", "What each run did to historical.sales_hourly, and the events the published tables count:", "",
               "| run | report: rows | rows_read | files | files_deleted | bytes_written | "
               "snapshots: data files added / deleted | bytes added / removed | records added / deleted | "

@@ -8,26 +8,27 @@ wall, peak RSS; `measured` in bench/common.py):
 
 - run: `icefjord generate --kind retail --seed 7` tops one raw lake up to each point
   in turn (`--events-per-day 2000000`, the dense shape, when the binary has the
-  flag; otherwise the generator's default ~8 640 events a day, and the JSON and
-  RESULTS say so). At each point `icefjord run jobs/retail` runs once (`--repeat`
-  for more; the median CPU is kept) on the raw lake as generated (saved with data
-  files hard-linked and catalog copied, and put back before each run): the first
-  run, which builds historical.sales_hourly from every raw event. Check:
-  sum(event_count) of the history equals the events.
+  flag, and `--batch-events 500000`, the sink's batch, when it has that;
+  otherwise the generator's default ~8 640 events a day in one commit, and the
+  JSON and RESULTS say so). At each point `icefjord run jobs/retail` runs once
+  (`--repeat` for more; the median CPU is kept) on the raw lake as generated
+  (saved with data files hard-linked and catalog copied, and put back before each
+  run): the first run, which builds historical.sales_hourly from every raw event.
+  Check: sum(event_count) of the history equals the events.
 - ingest: Tansu (memory storage) on loopback. Its memory engine keeps every record
   in RAM (~200 B an event: 100 M events would need ~20 GB of a shared 24 GiB), so
   the events go in rounds of at most --round-events (10 M): a new 3-partition
   topic per round, pre-filled by `icefjord simulate --seed 7+round`, drained into
   the one growing raw.retail_events by its own `icefjord ingest --until-idle 1s`
-  process, then deleted (which frees the broker's memory). A point's CPU and wall
+  process, then deleted (which frees most of the broker's memory). A point's CPU and wall
   are the sums over its rounds, its peak RSS the largest of any round: per-process
   figures of a sink whose table keeps growing, not one process's lifetime. Check:
   each round's report wrote every event; the table's total-records equals the point.
 - Every run writes to --scratch (default bench/out/scale-work, on disk: 100 M
   events do not belong in a shared tmpfs), which is deleted at the end. Before each
-  point the script estimates the disk (and, for ingest, the broker memory) the point
-  needs from what the previous point used, and stops the curve there, saying why,
-  when less than --reserve-gb would be left.
+  point (for ingest: each round) the script estimates the disk, and for ingest the
+  broker's memory, it needs from what the points before used, and stops the curve
+  there, saying why, when less than --reserve-gb would be left.
 
 Results: bench/out/scale.json, the plot bench/scale.png and the "Scale curve"
 section of bench/RESULTS.md, both regenerated from the JSON (`--report-only`
@@ -105,12 +106,19 @@ def sql_one(binary: str, lake: Path, query: str) -> dict:
 
 
 def shape_flags(args, command: str) -> tuple[list, str]:
-    """The generator flags of the dense shape when `command` has them, and the shape's name."""
+    """The generator flags of the dense shape when `command` has them, and the shape's
+    name. `generate` also commits in the sink's batches (--batch-events) when it can,
+    so the run reads the layout the sink would have left."""
+    flags, shape = [], "default (~8 640 events/day)" if command == "generate" else "default (10 s apart)"
     if has_flag(args.binary, command, "--events-per-day"):
-        return ["--events-per-day", str(args.events_per_day)], f"{args.events_per_day} events/day"
-    print(f"note: `{command}` has no --events-per-day (older binary): its default shape",
-          file=sys.stderr)
-    return [], "default (~8 640 events/day)" if command == "generate" else "default (10 s apart)"
+        flags, shape = ["--events-per-day", str(args.events_per_day)], f"{args.events_per_day:,} events/day"
+    else:
+        print(f"note: `{command}` has no --events-per-day (older binary): its default shape",
+              file=sys.stderr)
+    if command == "generate" and has_flag(args.binary, command, "--batch-events"):
+        flags += ["--batch-events", str(args.batch_events)]
+        shape += f", committed in batches of {args.batch_events:,} events"
+    return flags, shape
 
 
 def run_curve(args, scratch: Path) -> dict:
@@ -365,6 +373,8 @@ def main():
     parser.add_argument("--commands", default="run,ingest",
                         help="which curves to measure; the others are kept from the previous JSON")
     parser.add_argument("--events-per-day", type=int, default=2_000_000, help="the dense shape")
+    parser.add_argument("--batch-events", type=int, default=500_000,
+                        help="events per generate commit, when the binary has the flag (the sink's --commit-rows)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=1, help="runs of `icefjord run` per point (median CPU)")
     parser.add_argument("--round-events", type=int, default=10_000_000,

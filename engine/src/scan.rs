@@ -29,7 +29,7 @@ use datafusion_datasource::TableSchema;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{Literal, PrimitiveLiteral, Transform};
 use iceberg::table::Table;
-use icefjord_catalog::{commit::live_entries, CatalogError, WarehouseStore};
+use icefjord_catalog::{commit::live_entries_after, CatalogError, WarehouseStore};
 
 use crate::column_projection::ColumnProjection;
 use crate::error::Result;
@@ -354,16 +354,12 @@ impl TableProvider for IcebergTable {
                 icefjord_catalog::display(self.table.identifier())
             )));
         }
-        let after = self.after_sequence;
-        let mut entries: Vec<iceberg::spec::DataFile> = live_entries(&self.table, self.snapshot_id)
-            .await
-            .map_err(external)?
-            .iter()
-            .filter(|e| match (after, e.sequence_number()) {
-                (Some(after), Some(sequence)) => sequence > after,
-                _ => true,
-            })
-            .filter(|e| {
+        let mut entries: Vec<iceberg::spec::DataFile> =
+            live_entries_after(&self.table, self.snapshot_id, self.after_sequence)
+                .await
+                .map_err(external)?
+                .iter()
+                .filter(|e| {
                 self.only_files
                     .as_ref()
                     .is_none_or(|only| only.contains(e.file_path()))

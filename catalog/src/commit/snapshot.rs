@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestEntryRef, ManifestFile,
     ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Schema, SchemaRef,
@@ -20,29 +20,49 @@ use crate::evolution::check_evolution;
 use crate::protocol::mirror_property;
 use crate::protocol::position::Mirror;
 
-/// The live data-file entries of a snapshot (all manifests, loaded concurrently).
+/// The live data-file entries of a snapshot (its manifests, a few loaded at a
+/// time so that memory holds their entries, not every manifest at once).
 pub async fn live_entries(
     table: &Table,
     snapshot_id: Option<i64>,
 ) -> Result<Vec<ManifestEntryRef>> {
+    live_entries_after(table, snapshot_id, None).await
+}
+
+/// [`live_entries`] whose data sequence number is above `after` (all: `None`).
+/// Manifests added at or before `after` are not even read: a manifest's entries
+/// never have a sequence number above the manifest's own (Iceberg spec,
+/// "Sequence Numbers"), so an incremental read costs the new manifests.
+pub async fn live_entries_after(
+    table: &Table,
+    snapshot_id: Option<i64>,
+    after: Option<i64>,
+) -> Result<Vec<ManifestEntryRef>> {
     let Some(snapshot) = snapshot_id.and_then(|id| table.metadata().snapshot_by_id(id)) else {
         return Ok(Vec::new());
     };
+    let newer = |sequence: i64| after.is_none_or(|after| sequence > after);
     let manifests = table.manifest_list_reader(snapshot).load().await?;
-    let loaded = try_join_all(
-        manifests
-            .entries()
-            .iter()
-            .filter(|m| m.content == ManifestContentType::Data)
-            .map(|m| m.load_manifest(table.file_io())),
-    )
-    .await?;
-    Ok(loaded
-        .into_iter()
-        .flat_map(|m| m.into_parts().0)
-        .filter(|e| e.is_alive())
-        .collect())
+    // Collected first: a stream over closures is not `Send` enough for the
+    // scans that await this.
+    let loads: Vec<_> = manifests
+        .entries()
+        .iter()
+        .filter(|m| m.content == ManifestContentType::Data && newer(m.sequence_number))
+        .map(|m| m.load_manifest(table.file_io()))
+        .collect();
+    let mut loaded = futures::stream::iter(loads).buffered(MANIFESTS_IN_FLIGHT);
+    let mut entries = Vec::new();
+    while let Some(manifest) = loaded.try_next().await? {
+        entries.extend(manifest.into_parts().0.into_iter().filter(|e| {
+            e.is_alive() && e.sequence_number().is_none_or(newer)
+        }));
+    }
+    Ok(entries)
 }
+
+/// Manifests read at once by [`live_entries_after`].
+const MANIFESTS_IN_FLIGHT: usize = 16;
 
 /// The snapshot a write builds on: its branch head, or `main`'s head for a new branch.
 fn parent_of(metadata: &TableMetadata, branch: &str) -> Option<i64> {

@@ -57,6 +57,29 @@ fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
     value.cast_to(data_type).ok()
 }
 
+/// Which values of a float column are NaN (`None` for other types).
+fn nan_mask(column: &dyn Array) -> Result<Option<BooleanArray>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float32Type, Float64Type};
+    Ok(match column.data_type() {
+        DataType::Float32 => Some(
+            column
+                .as_primitive::<Float32Type>()
+                .iter()
+                .map(|v| Some(v.is_some_and(f32::is_nan)))
+                .collect(),
+        ),
+        DataType::Float64 => Some(
+            column
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| Some(v.is_some_and(f64::is_nan)))
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
 /// For each of `files`: whether it may hold a row whose `keys` columns equal
 /// those of some row of `keys` (named as `schema`'s columns; NULLs match NULLs,
 /// as `IS NOT DISTINCT FROM` does). `false` is a proof by the file's bounds;
@@ -102,10 +125,17 @@ fn may_hold(file: &DataFile, columns: &[(i32, &ArrayRef, BooleanArray)]) -> Resu
         let lower = Scalar::new(lower.to_array()?);
         let upper = Scalar::new(upper.to_array()?);
         let mut inside = and_kleene(&gt_eq(column, &lower)?, &lt_eq(column, &upper)?)?;
-        // A NULL key part matches a file that may hold NULLs in that column.
+        // A NULL key part matches a file that may hold NULLs in that column; a
+        // NaN, one that may hold NaNs (bounds never hold NaN, Iceberg spec).
         let file_nulls = file.null_value_counts().get(id).is_none_or(|n| *n > 0);
         if file_nulls && nulls.true_count() > 0 {
             inside = or_kleene(&inside, nulls)?;
+        }
+        if let Some(nans) = nan_mask(column.as_ref())? {
+            let file_nans = file.nan_value_counts().get(id).is_none_or(|n| *n > 0);
+            if file_nans && nans.true_count() > 0 {
+                inside = or_kleene(&inside, &nans)?;
+            }
         }
         // NULL (an unknown comparison) is no match.
         let inside = match inside.null_count() {
@@ -311,6 +341,47 @@ mod tests {
         let some = file((0, 99), (1, 5), ("A", "Z"), 2);
         let found =
             may_hold_keys("t", &[&none, &some], &schema(), &keys(&[(10, None, "B")])).unwrap();
+        assert_eq!(found, [false, true]);
+    }
+
+    #[test]
+    fn a_nan_key_matches_files_that_may_hold_nans() {
+        use arrow::array::Float64Array;
+        let schema = Schema::builder()
+            .with_fields(vec![NestedField::optional(
+                1,
+                "x",
+                Type::Primitive(PrimitiveType::Double),
+            )
+            .into()])
+            .build()
+            .unwrap();
+        let file = |nans: u64| {
+            DataFileBuilder::default()
+                .content(DataContentType::Data)
+                .file_path("file:///n.parquet".into())
+                .file_format(DataFileFormat::Parquet)
+                .partition(Struct::empty())
+                .record_count(3)
+                .file_size_in_bytes(10)
+                .lower_bounds(HashMap::from([(1, Datum::double(1.0))]))
+                .upper_bounds(HashMap::from([(1, Datum::double(2.0))]))
+                .null_value_counts(HashMap::from([(1, 0)]))
+                .nan_value_counts(HashMap::from([(1, nans)]))
+                .build()
+                .unwrap()
+        };
+        let (without, with) = (file(0), file(1));
+        let keys = RecordBatch::try_new(
+            Arc::new(ArrowSchema::new(vec![Field::new(
+                "x",
+                DataType::Float64,
+                true,
+            )])),
+            vec![Arc::new(Float64Array::from(vec![f64::NAN]))],
+        )
+        .unwrap();
+        let found = may_hold_keys("t", &[&without, &with], &schema, &keys).unwrap();
         assert_eq!(found, [false, true]);
     }
 

@@ -360,12 +360,12 @@ impl TableProvider for IcebergTable {
                 .map_err(external)?
                 .iter()
                 .filter(|e| {
-                self.only_files
-                    .as_ref()
-                    .is_none_or(|only| only.contains(e.file_path()))
-            })
-            .map(|e| e.data_file().clone())
-            .collect();
+                    self.only_files
+                        .as_ref()
+                        .is_none_or(|only| only.contains(e.file_path()))
+                })
+                .map(|e| e.data_file().clone())
+                .collect();
         if let Some(staged) = &self.staged {
             entries.retain(|e| !staged.deleted.contains(e.file_path()));
             match staged.mode {

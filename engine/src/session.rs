@@ -30,7 +30,7 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 
 use crate::partitionwise::with_partitionwise_aggregation;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use iceberg::spec::MAIN_BRANCH;
+use iceberg::spec::{FormatVersion, MAIN_BRANCH};
 use iceberg::{NamespaceIdent, TableIdent};
 use icefjord_catalog::protocol::{find_position, BoundaryKey, InputSnapshotKey};
 use icefjord_catalog::{CatalogError, CatalogState, LakeCatalog, CATALOG_NAME};
@@ -400,7 +400,9 @@ impl LakeSchemaProvider {
                 Err(e) => return Err(external(e)),
             }
             .and_then(|found| input_table.metadata().snapshot_by_id(found.value));
-            if let Some(snapshot) = read {
+            // Format v1 has no sequence numbers (all 0): every file is scanned.
+            let sequenced = input_table.metadata().format_version() != FormatVersion::V1;
+            if let Some(snapshot) = read.filter(|_| sequenced) {
                 provider = provider.with_files_after(snapshot.sequence_number());
             }
         }

@@ -75,18 +75,17 @@ fn column(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
 }
 
-/// The boundary after reading `fresh`: per partition, past its last offset.
-pub async fn advance(previous: &Boundary, fresh: DataFrame) -> Result<Boundary> {
-    let ends = fresh
-        .aggregate(
-            vec![
-                cast(column(TOPIC), DataType::Utf8).alias("t"),
-                column(PARTITION).alias("p"),
-            ],
-            vec![max(column(OFFSET)).alias("o")],
-        )?
-        .collect()
-        .await?;
+/// The boundary after reading `fresh`: per partition, past its last offset;
+/// and the rows read from data files to find it.
+pub async fn advance(previous: &Boundary, fresh: DataFrame) -> Result<(Boundary, u64)> {
+    let ends = fresh.aggregate(
+        vec![
+            cast(column(TOPIC), DataType::Utf8).alias("t"),
+            column(PARTITION).alias("p"),
+        ],
+        vec![max(column(OFFSET)).alias("o")],
+    )?;
+    let (ends, rows_read) = crate::run::collect_counted(ends).await?;
     let mut next = previous.clone();
     for batch in ends {
         let topics = batch.column(0).as_string::<i32>();
@@ -102,7 +101,7 @@ pub async fn advance(previous: &Boundary, fresh: DataFrame) -> Result<Boundary> 
             *slot = (*slot).max(end);
         }
     }
-    Ok(next)
+    Ok((next, rows_read))
 }
 
 /// Refuses a commit when another run moved the output's boundary since this run

@@ -34,6 +34,8 @@ pub enum ModelStatus {
     Skipped,
     /// Audits of the published output passed (`icefjord test`).
     Passed,
+    /// An incremental model with nothing new: its output was left as published.
+    UpToDate,
 }
 
 impl ModelStatus {
@@ -45,6 +47,7 @@ impl ModelStatus {
             Self::AuditFailed => "audit_failed",
             Self::Skipped => "skipped",
             Self::Passed => "passed",
+            Self::UpToDate => "up_to_date",
         }
     }
 }

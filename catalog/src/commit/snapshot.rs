@@ -54,9 +54,13 @@ pub async fn live_entries_after(
     let mut loaded = futures::stream::iter(loads).buffered(MANIFESTS_IN_FLIGHT);
     let mut entries = Vec::new();
     while let Some(manifest) = loaded.try_next().await? {
-        entries.extend(manifest.into_parts().0.into_iter().filter(|e| {
-            e.is_alive() && e.sequence_number().is_none_or(newer)
-        }));
+        entries.extend(
+            manifest
+                .into_parts()
+                .0
+                .into_iter()
+                .filter(|e| e.is_alive() && e.sequence_number().is_none_or(newer)),
+        );
     }
     Ok(entries)
 }

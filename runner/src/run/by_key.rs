@@ -72,7 +72,29 @@ pub(super) async fn merge_into_files(
     frame_schema: &SchemaRef,
     schema: &SchemaRef,
 ) -> Result<FileMerge> {
-    let (batches, rows_read) = collect_counted(ctx, new_frame).await?;
+    // A column of the output the query does not produce (another engine added
+    // it) would be lost from every rewritten file: refuse, naming it.
+    if let Some(extra) = table
+        .metadata()
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .find(|f| schema.field_with_name(&f.name).is_err())
+    {
+        return Err(model
+            .error(
+                Some("sql"),
+                format!(
+                    "the output has a column {} that the query does not produce; a merge \
+                     would rewrite files without its values: add it to the query or drop it \
+                     from the table",
+                    extra.name
+                ),
+            )
+            .into());
+    }
+    let (batches, rows_read) = collect_counted(new_frame).await?;
     let new_rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
     let touched = match new_rows {
         0 => Vec::new(),

@@ -42,7 +42,7 @@ use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{cast, lit, Expr, SortExpr};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 use iceberg::spec::MAIN_BRANCH;
 use iceberg::table::Table;
@@ -165,11 +165,13 @@ impl ModelRun {
         }
     }
 
-    /// Nothing new for the model: nothing written, nothing to publish.
-    fn up_to_date() -> Self {
+    /// Nothing new for the model: nothing written, nothing to publish
+    /// (`rows_read` rows were read to find out).
+    fn up_to_date(rows_read: u64) -> Self {
         Self {
             rows: Some(0),
             files: Some(0),
+            rows_read: Some(rows_read),
             ..Self::of(Output::UpToDate)
         }
     }
@@ -351,7 +353,10 @@ impl<'a> Runner<'a> {
                     entry.bytes_written = run.bytes_written;
                     let audits = match run.output {
                         // Unchanged output: its audits passed when it was published.
-                        Output::UpToDate => Ok(Vec::new()),
+                        Output::UpToDate => {
+                            entry.status = ModelStatus::UpToDate;
+                            Ok(Vec::new())
+                        }
                         _ => self.audit(&session, model, run.audit_scope).await,
                     };
                     match audits {
@@ -411,7 +416,9 @@ impl<'a> Runner<'a> {
             return Ok(report);
         }
         for entry in &mut report.models {
-            entry.status = ModelStatus::Published;
+            if entry.status != ModelStatus::UpToDate {
+                entry.status = ModelStatus::Published;
+            }
         }
         self.publish(&commit_id, outputs, &mut report).await?;
         report.commit_id = Some(commit_id.to_string());
@@ -602,7 +609,7 @@ impl<'a> Runner<'a> {
     /// as SQLMesh audits an incremental model's processed intervals: the rows
     /// kept from earlier runs passed these audits when they were published.
     /// Audits about the whole output (`row_count_min`, `unique` on columns
-    /// short of the unique key) always see all of it. `icefjord test` audits
+    /// short of the unique key, custom SQL) always see all of it. `icefjord test` audits
     /// the whole published output.
     async fn audit(
         &self,
@@ -639,12 +646,10 @@ impl<'a> Runner<'a> {
 }
 
 /// Collect `frame`'s rows, and count the rows its plan read from data files.
-async fn collect_counted(
-    ctx: &SessionContext,
-    frame: DataFrame,
-) -> Result<(Vec<RecordBatch>, u64)> {
+pub(crate) async fn collect_counted(frame: DataFrame) -> Result<(Vec<RecordBatch>, u64)> {
+    let task = Arc::new(frame.task_ctx());
     let plan = frame.create_physical_plan().await?;
-    let batches = datafusion::physical_plan::collect(plan.clone(), ctx.task_ctx()).await?;
+    let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
     Ok((batches, scanned_rows(&plan)))
 }
 

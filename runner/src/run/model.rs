@@ -4,6 +4,33 @@
 
 use super::*;
 
+/// An incremental input's fresh rows, as seen by one model's run.
+enum FreshInput {
+    /// The model has no incremental input.
+    None,
+    /// No fresh row since the output's published boundary: nothing to do
+    /// (`rows_read` rows were read to find out).
+    UpToDate { rows_read: u64 },
+    /// Fresh rows, staged as the input for this model: the boundary past them
+    /// and the one the run started from.
+    Advanced {
+        next: boundary::Boundary,
+        previous: boundary::Boundary,
+        rows_read: u64,
+    },
+}
+
+/// The output's new content and how its files relate to the published ones.
+struct Content {
+    frame: DataFrame,
+    mode: StagedMode,
+    /// The model's new rows, when counted before merging.
+    new_rows: Option<u64>,
+    rows_read: u64,
+    /// Published files the content replaces (a copy-on-write merge).
+    deleted: Option<HashSet<String>>,
+}
+
 impl<'a> Runner<'a> {
     /// Step 2 for one model: its output, rows and files.
     pub(super) async fn run_model(
@@ -12,60 +39,29 @@ impl<'a> Runner<'a> {
         model: &Model,
         run_id: &str,
     ) -> Result<ModelRun> {
-        let ctx = session.context();
         if model.kind == Kind::View {
-            let frame = ctx.sql(&model.sql.text).await?;
-            session.stage(
-                &model.ident,
-                Arc::new(ViewTable::new(
-                    frame.into_unoptimized_plan(),
-                    Some(model.sql.text.clone()),
-                )),
-            )?;
-            let view = ViewWrite::new(model.ident.clone(), model.sql.text.clone())
-                .with_owner(format!("pipeline {}", self.pipeline.name));
-            return Ok(ModelRun::of(Output::View(view)));
+            return self.run_view(session, model).await;
         }
         let existing = match self.catalog.load(&model.ident).await {
             Ok(table) => Some(table),
             Err(CatalogError::TableNotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
-        // An incremental input shows only its fresh rows, to this model only.
-        let mut advanced = None;
-        if let Some(input) = &model.incremental_input {
-            let previous = boundary::previous(existing.as_ref(), input)?;
-            // `input@since:model` scans only the input's files committed after the
-            // snapshot the output last read; the filter on this run's boundary
-            // keeps exactly the fresh rows (also of a rewritten file).
-            let input_ident = icefjord_catalog::parse_table(input)?;
-            let since = TableReference::partial(
-                input_ident.namespace().join("."),
-                boundary::since_name(input_ident.name(), &model.name),
-            );
-            let fresh = ctx
-                .table(since)
-                .await?
-                .filter(boundary::fresh_filter(&previous))?;
-            let next = boundary::advance(&previous, fresh.clone()).await?;
-            if next == previous {
-                // No fresh row: nothing to do. Later models read the output as
-                // published, not as the stubs planning staged.
-                session.unstage(&model.ident)?;
-                session.unstage(&boundary::companion(&model.ident))?;
-                return Ok(ModelRun::up_to_date());
-            }
-            advanced = Some((next, previous));
-            session.stage(
-                &input_ident,
-                Arc::new(ViewTable::new(fresh.into_unoptimized_plan(), None)),
-            )?;
-        }
+        let (advanced, fresh_read) =
+            match self.fresh_input(session, model, existing.as_ref()).await? {
+                FreshInput::UpToDate { rows_read } => return Ok(ModelRun::up_to_date(rows_read)),
+                FreshInput::None => (None, 0),
+                FreshInput::Advanced {
+                    next,
+                    previous,
+                    rows_read,
+                } => (Some((next, previous)), rows_read),
+            };
         // incremental_by_time: the intervals this run processes (none: up to date).
         let (done, ranges) = self.intervals(existing.as_ref(), model)?;
         if ranges.as_ref().is_some_and(Vec::is_empty) {
             session.unstage(&model.ident)?;
-            return Ok(ModelRun::up_to_date());
+            return Ok(ModelRun::up_to_date(0));
         }
         let new_frame = self.new_rows(session, model, ranges.as_ref()).await?;
         let frame_schema: SchemaRef = Arc::new(new_frame.schema().as_arrow().clone());
@@ -75,81 +71,28 @@ impl<'a> Runner<'a> {
         let destination = self
             .destination(model, existing.as_ref(), &mut schema)
             .await?;
-        let published = destination.published();
         let base = match &destination {
             Destination::Iceberg { table, .. } => table.metadata().current_snapshot_id(),
             Destination::Delta(output) => Some(output.version() as i64),
         };
-        let is_empty = match &destination {
-            Destination::Iceberg { .. } => base.is_none(),
-            Destination::Delta(output) => output.version() == 0,
-        };
-        // The output's new content (streamed into data files), and how its files
-        // relate to the published ones.
-        let mut new_rows = None;
-        let mut rows_read = 0;
-        // Files of the published output this run replaces (copy-on-write merge).
-        let mut deleted: Option<HashSet<String>> = None;
-        let (content, mode) = match (model.kind, &destination) {
-            // A published Iceberg output: merge into the files the new keys touch.
-            (Kind::IncrementalByKey, Destination::Iceberg { table, published }) if !is_empty => {
-                let merge = by_key::merge_into_files(
-                    ctx,
-                    model,
-                    table,
-                    published,
-                    new_frame,
-                    &frame_schema,
-                    &schema,
-                )
-                .await?;
-                new_rows = Some(merge.new_rows);
-                rows_read += merge.rows_read;
-                deleted = Some(merge.touched_paths());
-                (merge.content, StagedMode::Append)
-            }
-            (Kind::Table, _) => (new_frame, StagedMode::Overwrite),
-            (Kind::Append, _) => (new_frame, StagedMode::Append),
-            (Kind::IncrementalByTime, _) => (new_frame, StagedMode::ReplacePartitions),
-            // Nothing published yet and the key unique by the query's own GROUP
-            // BY: merging changes nothing, so the rows stream to files.
-            (Kind::IncrementalByKey, _)
-                if is_empty && merge::unique_by_plan(&new_frame, &model.unique_key) =>
-            {
-                (new_frame, StagedMode::Overwrite)
-            }
-            // A first run, or a Delta output: the whole output is rewritten.
-            (Kind::IncrementalByKey, _) => {
-                // The new rows are read twice (their keys, then the rows): hold them.
-                let (batches, read) = collect_counted(ctx, new_frame).await?;
-                rows_read += read;
-                new_rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
-                let new = conformed(
-                    ctx.read_table(mem_table(&frame_schema, &batches)?)?,
-                    &schema,
-                )?;
-                // Nothing published yet: no old rows to merge with.
-                let old = match is_empty {
-                    true => None,
-                    false => Some(conformed(ctx.read_table(published.clone())?, &schema)?),
-                };
-                let merged = merge::merge_by_key(model, old, new, &schema).await?;
-                (conformed(merged, &schema)?, StagedMode::Overwrite)
-            }
-            (Kind::View, _) => {
-                return Err(RunnerError::Usage(format!(
-                    "{}: kind {} cannot be run here",
-                    model.name, model.kind
-                )))
-            }
-        };
+        let content = self
+            .content(
+                session,
+                model,
+                &destination,
+                new_frame,
+                &frame_schema,
+                &schema,
+            )
+            .await?;
+        let deleted = content.deleted;
         let written = self
             .write_content(
                 session,
                 model,
                 &destination,
-                content,
-                mode,
+                content.frame,
+                content.mode,
                 deleted.as_ref(),
                 &frame_schema,
                 &schema,
@@ -158,19 +101,17 @@ impl<'a> Runner<'a> {
             .await?;
         session.stage(&model.ident, written.staged)?;
         let mut run = ModelRun {
-            rows: Some(new_rows.unwrap_or(written.rows)),
+            rows: Some(content.new_rows.unwrap_or(written.rows)),
             files: Some(written.files.len() + written.delta_files.len()),
-            rows_read: Some(rows_read + written.rows_read),
+            rows_read: Some(fresh_read + content.rows_read + written.rows_read),
             files_deleted: deleted.as_ref().map(HashSet::len),
             bytes_written: Some(written.bytes),
             // Audits of an incremental output check the rows this run wrote
             // (see `Runner::audit`).
-            audit_scope: matches!(model.kind, Kind::IncrementalByTime)
-                .then(|| written.only_new.clone())
-                .or_else(|| deleted.as_ref().map(|_| written.only_new.clone())),
+            audit_scope: (model.kind == Kind::IncrementalByTime || deleted.is_some())
+                .then(|| written.only_new.clone()),
             output: Output::UpToDate,
         };
-        let (files, delta_files, replaced) = (written.files, written.delta_files, written.replaced);
         // A new Iceberg output is registered by the publishing commit.
         let creating = match (&destination, &existing) {
             (Destination::Iceberg { table, .. }, None) => Some(table.clone()),
@@ -180,22 +121,22 @@ impl<'a> Runner<'a> {
             run.output = Output::Delta {
                 ident: model.ident.clone(),
                 output: Box::new(output),
-                files: delta_files,
-                mode,
+                files: written.delta_files,
+                mode: content.mode,
             };
             return Ok(run);
         }
         let snapshot_id = mint_snapshot_id();
         let inputs = self.input_snapshots(session, model).await?;
         let write = match model.kind {
-            Kind::Append => TableWrite::append(model.ident.clone(), files),
+            Kind::Append => TableWrite::append(model.ident.clone(), written.files),
             Kind::IncrementalByKey => match deleted {
                 Some(deleted) => TableWrite::overwrite_files(
                     model.ident.clone(),
                     deleted.into_iter().collect(),
-                    files,
+                    written.files,
                 ),
-                None => TableWrite::overwrite(model.ident.clone(), files),
+                None => TableWrite::overwrite(model.ident.clone(), written.files),
             }
             .with_base_snapshot(base),
             Kind::IncrementalByTime => {
@@ -205,12 +146,12 @@ impl<'a> Runner<'a> {
                         .copied()
                         .collect(),
                 );
-                TableWrite::replace_partitions(model.ident.clone(), files)
-                    .with_replaced_partitions(replaced)
+                TableWrite::replace_partitions(model.ident.clone(), written.files)
+                    .with_replaced_partitions(written.replaced)
                     .with_base_snapshot(base)
                     .with_position(&IntervalsKey, &covered)
             }
-            _ => TableWrite::overwrite(model.ident.clone(), files),
+            _ => TableWrite::overwrite(model.ident.clone(), written.files),
         }
         .with_snapshot_id(snapshot_id)
         .with_property(keys::WRITER, keys::writer::RUN)
@@ -247,6 +188,146 @@ impl<'a> Runner<'a> {
             companion: companion.map(Box::new),
         };
         Ok(run)
+    }
+
+    /// A view model: staged for later models, published as its SQL.
+    async fn run_view(&self, session: &LakeSession, model: &Model) -> Result<ModelRun> {
+        let frame = session.context().sql(&model.sql.text).await?;
+        session.stage(
+            &model.ident,
+            Arc::new(ViewTable::new(
+                frame.into_unoptimized_plan(),
+                Some(model.sql.text.clone()),
+            )),
+        )?;
+        let view = ViewWrite::new(model.ident.clone(), model.sql.text.clone())
+            .with_owner(format!("pipeline {}", self.pipeline.name));
+        Ok(ModelRun::of(Output::View(view)))
+    }
+
+    /// An incremental input shows only its fresh rows, to this model only.
+    ///
+    /// `input@since:model` scans only the input's files committed after the
+    /// snapshot the output last read; the filter on this run's boundary keeps
+    /// exactly the fresh rows (also of a rewritten file). With no fresh row the
+    /// model is up to date, and later models read its output as published,
+    /// not as the stubs planning staged.
+    async fn fresh_input(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+        existing: Option<&Table>,
+    ) -> Result<FreshInput> {
+        let Some(input) = &model.incremental_input else {
+            return Ok(FreshInput::None);
+        };
+        let previous = boundary::previous(existing, input)?;
+        let input_ident = icefjord_catalog::parse_table(input)?;
+        let since = TableReference::partial(
+            input_ident.namespace().join("."),
+            boundary::since_name(input_ident.name(), &model.name),
+        );
+        let fresh = session
+            .context()
+            .table(since)
+            .await?
+            .filter(boundary::fresh_filter(&previous))?;
+        let (next, rows_read) = boundary::advance(&previous, fresh.clone()).await?;
+        // A first run always runs: it creates the (maybe empty) output.
+        if next == previous && existing.is_some() {
+            session.unstage(&model.ident)?;
+            session.unstage(&boundary::companion(&model.ident))?;
+            return Ok(FreshInput::UpToDate { rows_read });
+        }
+        session.stage(
+            &input_ident,
+            Arc::new(ViewTable::new(fresh.into_unoptimized_plan(), None)),
+        )?;
+        Ok(FreshInput::Advanced {
+            next,
+            previous,
+            rows_read,
+        })
+    }
+
+    /// The output's new content for `model`'s new rows `new_frame`
+    /// (`frame_schema`), shaped as `schema`.
+    async fn content(
+        &self,
+        session: &LakeSession,
+        model: &Model,
+        destination: &Destination,
+        new_frame: DataFrame,
+        frame_schema: &SchemaRef,
+        schema: &SchemaRef,
+    ) -> Result<Content> {
+        let ctx = session.context();
+        let is_empty = match destination {
+            Destination::Iceberg { table, .. } => table.metadata().current_snapshot_id().is_none(),
+            Destination::Delta(output) => output.version() == 0,
+        };
+        let content = |frame, mode| Content {
+            frame,
+            mode,
+            new_rows: None,
+            rows_read: 0,
+            deleted: None,
+        };
+        Ok(match (model.kind, destination) {
+            // A published Iceberg output: merge into the files the new keys touch.
+            (Kind::IncrementalByKey, Destination::Iceberg { table, published }) if !is_empty => {
+                let merge = by_key::merge_into_files(
+                    ctx,
+                    model,
+                    table,
+                    published,
+                    new_frame,
+                    frame_schema,
+                    schema,
+                )
+                .await?;
+                Content {
+                    deleted: Some(merge.touched_paths()),
+                    new_rows: Some(merge.new_rows),
+                    rows_read: merge.rows_read,
+                    ..content(merge.content, StagedMode::Append)
+                }
+            }
+            (Kind::Table, _) => content(new_frame, StagedMode::Overwrite),
+            (Kind::Append, _) => content(new_frame, StagedMode::Append),
+            (Kind::IncrementalByTime, _) => content(new_frame, StagedMode::ReplacePartitions),
+            // Nothing published yet and the key unique by the query's own GROUP
+            // BY: merging changes nothing, so the rows stream to files.
+            (Kind::IncrementalByKey, _)
+                if is_empty && merge::unique_by_plan(&new_frame, &model.unique_key) =>
+            {
+                content(new_frame, StagedMode::Overwrite)
+            }
+            // A first run, or a Delta output: the whole output is rewritten.
+            (Kind::IncrementalByKey, _) => {
+                // The new rows are read twice (their keys, then the rows): hold them.
+                let (batches, rows_read) = collect_counted(new_frame).await?;
+                let new_rows = batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                let new = conformed(ctx.read_table(mem_table(frame_schema, &batches)?)?, schema)?;
+                // Nothing published yet: no old rows to merge with.
+                let old = match is_empty {
+                    true => None,
+                    false => Some(conformed(ctx.read_table(destination.published())?, schema)?),
+                };
+                let merged = merge::merge_by_key(model, old, new, schema).await?;
+                Content {
+                    new_rows: Some(new_rows),
+                    rows_read,
+                    ..content(conformed(merged, schema)?, StagedMode::Overwrite)
+                }
+            }
+            (Kind::View, _) => {
+                return Err(RunnerError::Usage(format!(
+                    "{}: kind {} cannot be run here",
+                    model.name, model.kind
+                )))
+            }
+        })
     }
 
     /// incremental_by_time: the intervals `model`'s output has done (its
@@ -465,7 +546,7 @@ impl<'a> Runner<'a> {
         let mut delta_files = Vec::new();
         let mut replaced = Vec::new();
         if self.dry_run {
-            let (batches, rows_read) = collect_counted(ctx, content).await?;
+            let (batches, rows_read) = collect_counted(content).await?;
             let written = mem_table(frame_schema, &batches)?;
             let rows = conformed(ctx.read_table(written.clone())?, schema)?;
             let old = conformed(ctx.read_table(published.clone())?, schema)?;

@@ -199,7 +199,7 @@ mod tests {
             .collect();
         // t/0 from offset 6 on; nothing of t/1; all of t/2 and u/0 (unknown).
         assert_eq!(rows, vec![(0, 6), (0, 7), (2, 0), (0, 9)]);
-        let next = advance(&previous, fresh).await.unwrap();
+        let (next, _) = advance(&previous, fresh).await.unwrap();
         let expected: Boundary = [
             (("t".into(), 0), 8),
             (("t".into(), 1), 4),

@@ -210,3 +210,19 @@ def test_a_first_run_on_an_empty_input_creates_the_output(lake):
     generate(lake, 5_000)
     assert run(lake)["rows"] > 0
     check(lake, [HOURLY, *UNIFIED])
+
+
+def test_a_merge_after_another_engine_evolved_the_partition_spec(lake):
+    """Spark or PyIceberg may change an output's partitioning: files of the old
+    spec that a merge replaces are deleted under their own spec (this panicked
+    in the manifest writer), and the new files use the new spec."""
+    generate(lake, 50_000)
+    run(lake)
+    with lake.catalog().load_table(HOURLY).update_spec() as update:
+        update.add_identity("store_id")
+    append_late_events(lake, datetime(2023, 10, 27, 0), 3)
+    late = run(lake)
+    assert late["files_deleted"] >= 1, late
+    check(lake, [HOURLY, *UNIFIED])
+    specs = {t.file.spec_id for t in lake.catalog().load_table(HOURLY).scan().plan_files()}
+    assert specs == {0, 1}, specs

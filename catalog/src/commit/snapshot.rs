@@ -205,30 +205,43 @@ pub(super) async fn produce(
     let sequence_number = metadata.next_sequence_number();
     let commit_uuid = uuid::Uuid::now_v7();
     let mut manifest_counter = 0u32;
-    let mut new_manifest = |content_hint: &str| -> Result<ManifestWriter> {
-        manifest_counter += 1;
-        let path = format!(
-            "{}/metadata/{commit_uuid}-{content_hint}{manifest_counter}.avro",
-            metadata.location()
-        );
-        let output = table.file_io().new_output(path)?;
-        let builder = ManifestWriterBuilder::new(
-            output,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.as_ref().clone(),
-        );
-        Ok(match metadata.format_version() {
-            FormatVersion::V1 => builder.build_v1(),
-            FormatVersion::V2 => builder.build_v2_data(),
-            FormatVersion::V3 => builder.build_v3_data(),
-        })
+    // Entries are rewritten under the partition spec they were written with
+    // (a table whose spec evolved holds files of several specs).
+    let spec_of = |spec_id: i32| -> Result<iceberg::spec::PartitionSpecRef> {
+        metadata
+            .partition_spec_by_id(spec_id)
+            .cloned()
+            .ok_or_else(|| {
+                invalid(format!(
+                    "a manifest names partition spec {spec_id}, which the table lacks"
+                ))
+            })
     };
+    let mut new_manifest =
+        |content_hint: &str, spec: &iceberg::spec::PartitionSpecRef| -> Result<ManifestWriter> {
+            manifest_counter += 1;
+            let path = format!(
+                "{}/metadata/{commit_uuid}-{content_hint}{manifest_counter}.avro",
+                metadata.location()
+            );
+            let output = table.file_io().new_output(path)?;
+            let builder = ManifestWriterBuilder::new(
+                output,
+                Some(snapshot_id),
+                schema.clone(),
+                spec.as_ref().clone(),
+            );
+            Ok(match metadata.format_version() {
+                FormatVersion::V1 => builder.build_v1(),
+                FormatVersion::V2 => builder.build_v2_data(),
+                FormatVersion::V3 => builder.build_v3_data(),
+            })
+        };
 
     let mut collector = SnapshotSummaryCollector::default();
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let replaced = replaced_partitions(table, write);
-    let mut removed: Vec<DataFile> = Vec::new();
+    let mut removed: Vec<(DataFile, iceberg::spec::PartitionSpecRef)> = Vec::new();
 
     if let Some(parent) = parent {
         let parent_manifests = table.manifest_list_reader(parent).load().await?;
@@ -243,8 +256,9 @@ pub(super) async fn produce(
                 );
             }
             WriteMode::Overwrite | WriteMode::ReplacePartitions | WriteMode::OverwriteFiles => {
-                let mut deleted = new_manifest("d")?;
-                let mut any_deleted = false;
+                // One manifest of deleted entries per partition spec.
+                let mut deleted: std::collections::BTreeMap<i32, ManifestWriter> =
+                    Default::default();
                 for manifest in parent_manifests.entries() {
                     if !(manifest.has_added_files() || manifest.has_existing_files()) {
                         continue;
@@ -269,15 +283,21 @@ pub(super) async fn produce(
                         manifests.push(manifest.clone());
                         continue;
                     }
-                    let mut kept = new_manifest("e")?;
+                    let manifest_spec = spec_of(manifest.partition_spec_id)?;
+                    let mut kept = new_manifest("e", &manifest_spec)?;
                     let mut any_kept = false;
                     for entry in live {
                         let seq = entry.sequence_number().unwrap_or(0);
                         let file_seq = entry.file_sequence_number.or(Some(seq));
                         if is_replaced(entry) {
-                            deleted.add_delete_file(entry.data_file().clone(), seq, file_seq)?;
-                            removed.push(entry.data_file().clone());
-                            any_deleted = true;
+                            let writer = match deleted.entry(manifest.partition_spec_id) {
+                                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                                std::collections::btree_map::Entry::Vacant(v) => {
+                                    v.insert(new_manifest("d", &manifest_spec)?)
+                                }
+                            };
+                            writer.add_delete_file(entry.data_file().clone(), seq, file_seq)?;
+                            removed.push((entry.data_file().clone(), manifest_spec.clone()));
                         } else {
                             let added_by =
                                 entry.snapshot_id().unwrap_or(manifest.added_snapshot_id);
@@ -294,15 +314,15 @@ pub(super) async fn produce(
                         manifests.push(kept.write_manifest_file().await?);
                     }
                 }
-                if any_deleted {
-                    manifests.push(deleted.write_manifest_file().await?);
+                for (_, writer) in deleted {
+                    manifests.push(writer.write_manifest_file().await?);
                 }
             }
         }
     }
 
     if write.mode == WriteMode::OverwriteFiles && removed.len() != write.deleted.len() {
-        let live: HashSet<&str> = removed.iter().map(|f| f.file_path()).collect();
+        let live: HashSet<&str> = removed.iter().map(|(f, _)| f.file_path()).collect();
         let gone = write
             .deleted
             .iter()
@@ -320,7 +340,7 @@ pub(super) async fn produce(
         });
     }
     if !write.files.is_empty() {
-        let mut added = new_manifest("a")?;
+        let mut added = new_manifest("a", &spec)?;
         for file in &write.files {
             added.add_file(file.clone(), sequence_number)?;
         }
@@ -329,8 +349,8 @@ pub(super) async fn produce(
     for file in &write.files {
         collector.add_file(file, schema.clone(), spec.clone());
     }
-    for file in &removed {
-        collector.remove_file(file, schema.clone(), spec.clone());
+    for (file, file_spec) in &removed {
+        collector.remove_file(file, schema.clone(), file_spec.clone());
     }
 
     let manifest_list_path = format!(

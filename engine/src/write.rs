@@ -220,11 +220,16 @@ impl TableWriter {
             .set_max_row_group_row_count(Some(1 << 20));
         // Measures (decimals, floats) are rarely repeated values: a dictionary
         // costs a hash per value and is then dropped for plain encoding anyway.
+        // A sink table's Kafka offsets never repeat within a partition (DESIGN
+        // §5: one row per record), so their dictionary is as long as the column:
+        // plain encoding is smaller and saves the hash and the index encoding.
         for field in schema.fields() {
-            if matches!(
-                field.data_type(),
-                DataType::Decimal128(..) | DataType::Float32 | DataType::Float64
-            ) {
+            if field.name() == icefjord_catalog::protocol::columns::OFFSET
+                || matches!(
+                    field.data_type(),
+                    DataType::Decimal128(..) | DataType::Float32 | DataType::Float64
+                )
+            {
                 props = props
                     .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
             }

@@ -7,6 +7,8 @@ use icefjord_catalog::{parse_table, CatalogError, LakeCatalog, LakeConfig};
 use icefjord_engine::demo::Demo;
 use icefjord_engine::{AsOf, EngineError, LakeSession};
 
+#[path = "engine/encodings.rs"]
+mod encodings;
 #[path = "engine/pruning.rs"]
 mod pruning;
 #[path = "engine/schema_evolution.rs"]

@@ -257,11 +257,16 @@ impl EventDecoder {
         &self.output
     }
 
+    /// One row per record with a value, in order, or a dead letter; records
+    /// without a value are counted as tombstones.
     pub fn decode(&self, records: &[SourceRecord]) -> Result<Decoded, ArrowError> {
-        let (records, tombstones): (Vec<&SourceRecord>, Vec<&SourceRecord>) =
-            records.iter().partition(|r| r.value.is_some());
-        let mut decoded = self.decode_values(records)?;
-        decoded.tombstones = tombstones.len();
+        // One pass into one vector sized up front (growing it by doubling copies
+        // and faults in fresh pages); the tombstones are only counted.
+        let mut with_value: Vec<&SourceRecord> = Vec::with_capacity(records.len());
+        with_value.extend(records.iter().filter(|r| r.value.is_some()));
+        let tombstones = records.len() - with_value.len();
+        let mut decoded = self.decode_values(with_value)?;
+        decoded.tombstones = tombstones;
         Ok(decoded)
     }
 

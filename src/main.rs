@@ -183,7 +183,12 @@ impl OutputArg {
 /// mimalloc instead of glibc malloc: the job runner's hash aggregations and
 /// Parquet writes allocate and free large buffers all the time; on the retail
 /// benchmark (bench/RESULTS.md) it cut `icefjord run`'s CPU by ~6% and its peak
-/// memory by ~8%, and made runs steadier.
+/// memory by ~8%, and made runs steadier. Built with `no_thp` (Cargo.toml): mimalloc
+/// v3 asks for transparent huge pages, and the kernel then zeroes and counts every
+/// touched 2 MiB page; on the dense benchmark shapes that cost `icefjord run`
+/// 3x its CPU and 6x its peak memory (bench/RESULTS.md, "Pipeline shapes"). On a
+/// host whose THP mode is `always` (not `madvise`), also set
+/// `MIMALLOC_ALLOW_THP=0`.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -19,6 +19,7 @@ use icefjord_catalog::protocol::{find_position, keys, GeneratorPositionKey};
 use icefjord_catalog::{parse_table, CommitId, LakeCatalog, TableSpec, TableWrite};
 
 use crate::error::{EngineError, Result};
+use crate::generate::shape::{check_top_up, GeneratorShapeKey, Shape, ShapeError};
 use crate::generate::{activity, clickstream, retail};
 use crate::schema::{builtin, kafka_field_specs, producer_schema, EventSchema};
 use crate::write::TableWriter;
@@ -78,6 +79,7 @@ pub struct Demo<'a> {
     kind: DemoKind,
     events: u64,
     seed: u64,
+    shape: Shape,
 }
 
 /// What the generator did.
@@ -97,6 +99,7 @@ impl<'a> Demo<'a> {
             kind: DemoKind::Retail,
             events: 200_000,
             seed: 42,
+            shape: Shape::default(),
         }
     }
 
@@ -115,6 +118,19 @@ impl<'a> Demo<'a> {
         self
     }
 
+    /// The retail events' [`Shape`] (other kinds have only the default one).
+    pub fn with_shape(mut self, shape: Shape) -> Self {
+        self.shape = shape;
+        self
+    }
+
+    fn shape_key(&self) -> GeneratorShapeKey {
+        GeneratorShapeKey {
+            kind: self.kind.name().to_string(),
+            seed: self.seed,
+        }
+    }
+
     fn position_key(&self) -> GeneratorPositionKey {
         GeneratorPositionKey {
             kind: self.kind.name().to_string(),
@@ -124,6 +140,18 @@ impl<'a> Demo<'a> {
 
     pub async fn run(self) -> Result<DemoReport> {
         let started = Instant::now();
+        let shaped = self.kind == DemoKind::Retail;
+        if shaped {
+            self.shape.check_range(self.events)?;
+        } else if self.shape != Shape::default() {
+            return Err(ShapeError::Invalid {
+                flag: "--kind",
+                value: self.kind.name().into(),
+                message: "--events-per-day, --start, --skew and --late shape retail events only"
+                    .into(),
+            }
+            .into());
+        }
         let raw_ident = parse_table(self.kind.table())?;
         let raw = self
             .catalog
@@ -149,6 +177,10 @@ impl<'a> Demo<'a> {
             &self.position_key(),
         )?
         .map_or(0, |found| found.value);
+        if shaped {
+            let table = self.kind.table();
+            check_top_up(raw.metadata(), table, &self.shape_key(), start, &self.shape)?;
+        }
         let (mut events_written, mut raw_files_written) = (0, 0);
         if start < self.events {
             let mut writer = TableWriter::new(&raw).await?;
@@ -158,11 +190,12 @@ impl<'a> Demo<'a> {
                 raw.metadata(),
                 producer.fields.iter().map(|f| f.name.as_str()),
             )?;
+            let retail = retail::Retail::new(self.seed, &self.shape);
             let mut position = start;
             while position < self.events {
                 let end = (position + BATCH_ROWS).min(self.events);
                 let events = match self.kind {
-                    DemoKind::Retail => retail::batch(self.seed, position, end)?,
+                    DemoKind::Retail => retail.batch(position, end)?,
                     _ => self.decoded(&events, position, end)?,
                 };
                 writer
@@ -181,15 +214,13 @@ impl<'a> Demo<'a> {
                 self.seed,
                 self.events
             ));
-            self.catalog
-                .commit(id)
-                .with_write(
-                    TableWrite::append(raw_ident.clone(), files)
-                        .with_position(&self.position_key(), &self.events)
-                        .with_property(keys::WRITER, keys::writer::GENERATE),
-                )
-                .execute()
-                .await?;
+            let mut write = TableWrite::append(raw_ident.clone(), files)
+                .with_position(&self.position_key(), &self.events)
+                .with_property(keys::WRITER, keys::writer::GENERATE);
+            if shaped {
+                write = write.with_position(&self.shape_key(), &self.shape);
+            }
+            self.catalog.commit(id).with_write(write).execute().await?;
         }
         let ingest_time = started.elapsed();
         let raw = self.catalog.load(&raw_ident).await?;

@@ -121,6 +121,10 @@ enum Command {
         /// from the history before them (late arrivals).
         #[arg(long, default_value_t = 0.0)]
         late: f64,
+        /// Commit every N events, as the Kafka sink commits a batch (one
+        /// snapshot and a few small files each); default: one commit.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        batch_events: Option<u64>,
     },
     /// Move Kafka events into an Iceberg table, exactly once (offsets live in the
     /// table). Bad records go to <table>_dlq in the same commit.
@@ -321,6 +325,7 @@ async fn run(cli: Cli) -> Result<()> {
             start,
             skew,
             late,
+            batch_events,
         } => {
             use icefjord_engine::demo::DemoKind;
             use icefjord_engine::generate::shape::{Shape, ShapeError};
@@ -339,6 +344,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .with_events(events)
                 .with_seed(seed)
                 .with_shape(shape)
+                .with_batch_events(batch_events.unwrap_or(u64::MAX))
                 .run()
                 .await
                 .map_err(|e| match e {

@@ -689,3 +689,45 @@ fn generate_refuses_shapes_out_of_range_or_for_other_kinds() {
     let out = icefjord(&lake, &["generate", "--kind", "activity", "--skew", "1"]);
     assert_clean_error(&out, 2, "retail events only");
 }
+
+/// Files of `suffix` under a lake's warehouse (counted on disk, not by icefjord).
+fn files_ending(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| match path.is_dir() {
+            true => files_ending(&path, suffix),
+            false => usize::from(path.to_string_lossy().ends_with(suffix)),
+        })
+        .sum()
+}
+
+#[test]
+fn generate_batch_events_commits_like_the_sink_without_changing_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (batched, once) = (dir.path().join("batched"), dir.path().join("once"));
+    let shape = ["--events-per-day", "1000", "--start", "2024-01-01"];
+    let out = generate_retail(
+        &batched,
+        5_000,
+        &[&shape[..], &["--batch-events", "250"]].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(generate_retail(&once, 5_000, &shape).status.success());
+    // 20 commits of a quarter day each: a file and a metadata version per commit
+    // (plus the table's creation), against one file per day in one commit.
+    assert_eq!(files_ending(&batched.join("warehouse"), ".parquet"), 20);
+    assert_eq!(
+        files_ending(&batched.join("warehouse"), ".metadata.json"),
+        21
+    );
+    assert_eq!(files_ending(&once.join("warehouse"), ".parquet"), 5);
+    let all = "SELECT * FROM raw.retail_events ORDER BY _kafka_partition, _kafka_offset";
+    assert_eq!(json(&batched, all), json(&once, all));
+    let out = generate_retail(
+        &batched,
+        5_000,
+        &[&shape[..], &["--batch-events", "0"]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -80,6 +80,7 @@ pub struct Demo<'a> {
     events: u64,
     seed: u64,
     shape: Shape,
+    batch_events: u64,
 }
 
 /// What the generator did.
@@ -100,6 +101,7 @@ impl<'a> Demo<'a> {
             events: 200_000,
             seed: 42,
             shape: Shape::default(),
+            batch_events: u64::MAX,
         }
     }
 
@@ -121,6 +123,13 @@ impl<'a> Demo<'a> {
     /// The retail events' [`Shape`] (other kinds have only the default one).
     pub fn with_shape(mut self, shape: Shape) -> Self {
         self.shape = shape;
+        self
+    }
+
+    /// Commit every `events` events (at least 1), as the sink commits a batch:
+    /// many small files and snapshots instead of one commit (the default).
+    pub fn with_batch_events(mut self, events: u64) -> Self {
+        self.batch_events = events.max(1);
         self
     }
 
@@ -183,7 +192,6 @@ impl<'a> Demo<'a> {
         }
         let (mut events_written, mut raw_files_written) = (0, 0);
         if start < self.events {
-            let mut writer = TableWriter::new(&raw).await?;
             let (file, text) = self.kind.schema();
             let producer = EventSchema::parse(file, text)?;
             let events = producer_schema(
@@ -193,34 +201,15 @@ impl<'a> Demo<'a> {
             let retail = retail::Retail::new(self.seed, &self.shape);
             let mut position = start;
             while position < self.events {
-                let end = (position + BATCH_ROWS).min(self.events);
-                let events = match self.kind {
-                    DemoKind::Retail => retail.batch(position, end)?,
-                    _ => self.decoded(&events, position, end)?,
-                };
-                writer
-                    .write(with_positions(events, position, self.kind.topic())?)
+                let end = position.saturating_add(self.batch_events).min(self.events);
+                let raw = self.catalog.load(&raw_ident).await?;
+                let (rows, files) = self
+                    .commit_range(&raw, &events, &retail, position, end)
                     .await?;
+                events_written += rows;
+                raw_files_written += files;
                 position = end;
             }
-            let (files, metrics) = writer.close().await?;
-            events_written = metrics.rows;
-            raw_files_written = metrics.files;
-            // The id is derived from the position range: a retry after a crash
-            // between commit and report finds it and writes nothing twice.
-            let id = CommitId::new(format!(
-                "demo-{}-{}-{start}-{}",
-                self.kind.name(),
-                self.seed,
-                self.events
-            ));
-            let mut write = TableWrite::append(raw_ident.clone(), files)
-                .with_position(&self.position_key(), &self.events)
-                .with_property(keys::WRITER, keys::writer::GENERATE);
-            if shaped {
-                write = write.with_position(&self.shape_key(), &self.shape);
-            }
-            self.catalog.commit(id).with_write(write).execute().await?;
         }
         let ingest_time = started.elapsed();
         let raw = self.catalog.load(&raw_ident).await?;
@@ -240,6 +229,47 @@ impl<'a> Demo<'a> {
 }
 
 impl Demo<'_> {
+    /// Writes events `start..end` into `raw` and commits them with the position
+    /// `end` (and the retail shape): one batch of the sink. Returns (rows, files).
+    async fn commit_range(
+        &self,
+        raw: &iceberg::table::Table,
+        events: &SchemaRef,
+        retail: &retail::Retail,
+        start: u64,
+        end: u64,
+    ) -> Result<(u64, usize)> {
+        let mut writer = TableWriter::new(raw).await?;
+        let mut position = start;
+        while position < end {
+            let next = (position + BATCH_ROWS).min(end);
+            let batch = match self.kind {
+                DemoKind::Retail => retail.batch(position, next)?,
+                _ => self.decoded(events, position, next)?,
+            };
+            writer
+                .write(with_positions(batch, position, self.kind.topic())?)
+                .await?;
+            position = next;
+        }
+        let (files, metrics) = writer.close().await?;
+        // The id is derived from the position range: a retry after a crash
+        // between commit and report finds it and writes nothing twice.
+        let id = CommitId::new(format!(
+            "demo-{}-{}-{start}-{end}",
+            self.kind.name(),
+            self.seed,
+        ));
+        let mut write = TableWrite::append(parse_table(self.kind.table())?, files)
+            .with_position(&self.position_key(), &end)
+            .with_property(keys::WRITER, keys::writer::GENERATE);
+        if self.kind == DemoKind::Retail {
+            write = write.with_position(&self.shape_key(), &self.shape);
+        }
+        self.catalog.commit(id).with_write(write).execute().await?;
+        Ok((metrics.rows, metrics.files))
+    }
+
     /// Events `start..end` of the JSON generators, decoded into `events` (the raw
     /// table's event columns, [`crate::schema::producer_schema`], as the sink
     /// decodes them).

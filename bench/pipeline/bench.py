@@ -154,18 +154,25 @@ def normal(checks: dict) -> dict:
     return {k: [one(v) for v in vs] for k, vs in checks.items()}
 
 
-def run_icefjord(args, raw_lake: Path, lake: Path) -> dict:
+# `icefjord-nothp`: the same binary with mimalloc's transparent huge pages off
+# (what the mimalloc crate's `no_thp` feature builds in), issue 12's candidate fix
+# for the kernel time spent zeroing huge pages mimalloc re-faults.
+ICEFJORD_ENV = {"icefjord": {}, "icefjord-nothp": {"MIMALLOC_ALLOW_THP": "0"}}
+
+
+def run_icefjord(args, raw_lake: Path, lake: Path, env: dict | None = None) -> dict:
     shutil.rmtree(lake, ignore_errors=True)
     shutil.copytree(raw_lake, lake)
+    env = {**__import__("os").environ, **(env or {})}
     wall, cpu, rss, _, _ = measured([args.binary, "--lake", str(lake), "run", str(ROOT / "jobs" / "retail"),
-                                     "-o", "json"])
+                                     "-o", "json"], env=env)
     # The checksums read the history and the four views, one `sql` process each.
     queries = [f"SELECT '{k}' AS k, * FROM ({q}) AS x" for k, q in OURS_CHECKS.items()]
     checks = {}
     wall2 = cpu2 = 0.0
     rss2 = 0
     for query in queries:
-        w, c, r, out, _ = measured([args.binary, "--lake", str(lake), "sql", "-o", "json", query])
+        w, c, r, out, _ = measured([args.binary, "--lake", str(lake), "sql", "-o", "json", query], env=env)
         row = json.loads(out)[0]
         key = row.pop("k")
         checks[key] = [str(v) for v in row.values()]
@@ -200,21 +207,21 @@ def list_files(lake: Path) -> list:
             for t in catalog.load_table("raw.retail_events").scan().plan_files()]
 
 
-def measure(args, raw_lake: Path, scratch: Path, label: str = "") -> dict:
-    """Every engine of --engines on the raw lake's files, --repeat times
-    (PySpark --spark-repeat times); medians by CPU, ratios to the peers, and
-    whether all checksums agree."""
+def measure(args, raw_lake: Path, scratch: Path, label: str = "", engines: list | None = None) -> dict:
+    """Every engine of `engines` (default --engines) on the raw lake's files,
+    --repeat times (PySpark --spark-repeat times); medians by CPU, each
+    icefjord variant's ratios to the peers, and whether all checksums agree."""
     files = list_files(raw_lake)
     files_json = scratch / "files.json"
     files_json.write_text(json.dumps(files))
-    engines = args.engines.split(",")
+    engines = engines or args.engines.split(",")
     runs = {name: [] for name in engines}
     for i in range(args.repeat):
         for name in engines:
             if name == "pyspark" and i >= args.spark_repeat:
                 continue
-            if name == "icefjord":
-                runs[name].append(run_icefjord(args, raw_lake, scratch / "lake"))
+            if name in ICEFJORD_ENV:
+                runs[name].append(run_icefjord(args, raw_lake, scratch / "lake", ICEFJORD_ENV[name]))
                 shutil.rmtree(scratch / "lake", ignore_errors=True)
             else:
                 template = {"duckdb": DUCKDB, "polars": POLARS, "pyspark": SPARK}[name]
@@ -225,12 +232,11 @@ def measure(args, raw_lake: Path, scratch: Path, label: str = "") -> dict:
     results = {name: sorted(rs, key=lambda r: r["cpu_s"])[len(rs) // 2] for name, rs in runs.items()}
     checks = {json.dumps(r["checks"], sort_keys=True) for rs in runs.values() for r in rs}
     ratios = {}
-    if "icefjord" in results:
-        for peer in results:
-            if peer != "icefjord":
-                ratios[f"cpu_vs_{peer}"] = results["icefjord"]["cpu_s"] / results[peer]["cpu_s"]
-                ratios[f"rss_vs_{peer}"] = (results["icefjord"]["peak_rss_mib"]
-                                            / results[peer]["peak_rss_mib"])
+    for ours in (e for e in results if e in ICEFJORD_ENV):
+        prefix = "" if ours == "icefjord" else f"{ours}_"
+        for peer in (e for e in results if e not in ICEFJORD_ENV):
+            ratios[f"{prefix}cpu_vs_{peer}"] = results[ours]["cpu_s"] / results[peer]["cpu_s"]
+            ratios[f"{prefix}rss_vs_{peer}"] = results[ours]["peak_rss_mib"] / results[peer]["peak_rss_mib"]
     return {"files": len(files), "checksums_agree": len(checks) == 1, "checksums": sorted(checks),
             "results": results, "runs": runs, "ratios": ratios}
 
@@ -270,7 +276,11 @@ def main():
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "icefjord"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
     parser.add_argument("--scratch", default=default_scratch())
-    parser.add_argument("--engines", default="icefjord,duckdb,polars,pyspark")
+    parser.add_argument("--engines", default="icefjord,duckdb,polars,pyspark",
+                        help="of icefjord, icefjord-nothp, duckdb, polars, pyspark")
+    parser.add_argument("--spark-shapes", default="sparse,dense-2m",
+                        help="with --shapes: the shapes PySpark runs on (all: every one); "
+                             "it takes ~2.5 min a run on 2 cores")
     args = parser.parse_args()
 
     scratch = Path(args.scratch) / "icefjord-bench-pipeline"

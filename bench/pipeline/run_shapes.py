@@ -45,7 +45,9 @@ def run_shapes(args, scratch: Path, measure, write) -> None:
             data_lake = scratch / f"layout-{name}"
             _, layout_cpu, _, out, _ = measured([sys.executable, str(LAYOUT), str(source["lake"]),
                                                  str(data_lake), layout])
-        measurement = measure(args, data_lake, scratch, label=f"{name}: ")
+        engines = [e for e in args.engines.split(",")
+                   if e != "pyspark" or args.spark_shapes == "all" or name in args.spark_shapes.split(",")]
+        measurement = measure(args, data_lake, scratch, label=f"{name}: ", engines=engines)
         document = {"benchmark": "pipeline", "shape": name, "about": about, "layout": layout,
                     "generate": ["--events", str(events), "--seed", "7", *flags], "events": events,
                     "repeat": args.repeat, "spark_repeat": args.spark_repeat,

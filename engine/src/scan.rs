@@ -278,9 +278,15 @@ impl TableProvider for IcebergTable {
             )));
         }
         let after = self.after_sequence;
-        let mut entries: Vec<iceberg::spec::DataFile> = live_entries(&self.table, self.snapshot_id)
-            .await
-            .map_err(external)?
+        let live = match after {
+            None => live_entries(&self.table, self.snapshot_id)
+                .await
+                .map_err(external)?,
+            Some(after) => live_entries_after(&self.table, self.snapshot_id, after)
+                .await
+                .map_err(external)?,
+        };
+        let mut entries: Vec<iceberg::spec::DataFile> = live
             .iter()
             .filter(|e| match (after, e.sequence_number()) {
                 (Some(after), Some(sequence)) => sequence > after,
@@ -363,6 +369,37 @@ impl TableProvider for IcebergTable {
             datafusion::physical_plan::projection::ProjectionExec::try_new(columns, filtered)?,
         ))
     }
+}
+
+/// The live data-file entries of snapshot `snapshot_id` (none for `None`) in
+/// the manifests added after sequence number `after`. A manifest's entries are
+/// never newer than the manifest (added entries carry its sequence number,
+/// existing ones an older one), so a manifest added at or before `after` holds
+/// no entry past it and is not read: an incremental read of a table of many
+/// small commits (the sink's) reads its few new manifests, not every one.
+/// Entries of the manifests read are returned whatever their sequence number.
+async fn live_entries_after(
+    table: &Table,
+    snapshot_id: Option<i64>,
+    after: i64,
+) -> iceberg::Result<Vec<iceberg::spec::ManifestEntryRef>> {
+    let Some(snapshot) = snapshot_id.and_then(|id| table.metadata().snapshot_by_id(id)) else {
+        return Ok(Vec::new());
+    };
+    let list = table.manifest_list_reader(snapshot).load().await?;
+    let loaded = futures::future::try_join_all(
+        list.entries()
+            .iter()
+            .filter(|m| m.content == iceberg::spec::ManifestContentType::Data)
+            .filter(|m| m.sequence_number > after)
+            .map(|m| m.load_manifest(table.file_io())),
+    )
+    .await?;
+    Ok(loaded
+        .into_iter()
+        .flat_map(|m| m.into_parts().0)
+        .filter(|e| e.is_alive())
+        .collect())
 }
 
 /// DataFusion's own Parquet scan of `files` on the warehouse store, spread over

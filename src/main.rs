@@ -89,7 +89,14 @@ enum Command {
     },
     /// Generate events straight into a raw table, in the sink's layout (no Kafka):
     /// raw.retail_events, raw.clickstream_events or raw.user_activity. Tops the
-    /// table up to --events; deterministic for a seed.
+    /// table up to --events; deterministic for a seed and shape.
+    ///
+    /// Retail histories have a shape (--events-per-day, --start, --skew, --late),
+    /// stored in the table with the generator's position: a top-up must repeat
+    /// the shape the table holds (else exit 2, naming the flag).
+    ///
+    /// Example: icefjord generate --events 10000000 --events-per-day 2000000
+    ///   --start 2024-01-01 --skew 1.1 --late 0.01
     Generate {
         /// retail, clickstream or activity.
         #[arg(long, default_value = "retail")]
@@ -99,6 +106,25 @@ enum Command {
         events: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Retail: events per day (each day holds exactly this many on-time
+        /// events); 8640 = one per 10 s on average.
+        #[arg(long, default_value_t = icefjord_engine::generate::shape::DEFAULT_EVENTS_PER_DAY)]
+        events_per_day: u64,
+        /// Retail: the first day of the history (YYYY-MM-DD, UTC).
+        #[arg(long, default_value = "2023-10-27")]
+        start: icefjord_engine::generate::shape::NaiveDate,
+        /// Retail: Zipf exponent of product and store popularity (key of rank k
+        /// drawn with weight k^-S); 0 = uniform, 1.1 = a few hot keys.
+        #[arg(long, default_value_t = 0.0)]
+        skew: f64,
+        /// Retail: the fraction of events (0–1) whose time is drawn uniformly
+        /// from the history before them (late arrivals).
+        #[arg(long, default_value_t = 0.0)]
+        late: f64,
+        /// Commit every N events, as the Kafka sink commits a batch (one
+        /// snapshot and a few small files each); default: one commit.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        batch_events: Option<u64>,
     },
     /// Move Kafka events into an Iceberg table, exactly once (offsets live in the
     /// table). Bad records go to <table>_dlq in the same commit.
@@ -296,9 +322,22 @@ async fn run(cli: Cli) -> Result<()> {
             .await?;
             print(output.format(), &schema, &batches)
         }
-        Command::Generate { kind, events, seed } => {
+        Command::Generate {
+            kind,
+            events,
+            seed,
+            events_per_day,
+            start,
+            skew,
+            late,
+            batch_events,
+        } => {
             use icefjord_engine::demo::DemoKind;
+            use icefjord_engine::generate::shape::{Shape, ShapeError};
             use icefjord_sink::simulate::EventKind;
+            // A flag out of range or a top-up of another shape: usage, exit 2.
+            let usage = |e: ShapeError| exit::Usage::new(e.flag(), e.to_string());
+            let shape = Shape::new(events_per_day, start, skew, late).map_err(usage)?;
             let lake = open(&cli.lake).await?;
             let kind = match kind {
                 EventKind::Retail => DemoKind::Retail,
@@ -309,8 +348,14 @@ async fn run(cli: Cli) -> Result<()> {
                 .with_kind(kind)
                 .with_events(events)
                 .with_seed(seed)
+                .with_shape(shape)
+                .with_batch_events(batch_events.unwrap_or(u64::MAX))
                 .run()
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    icefjord_engine::EngineError::Shape(e) => anyhow::Error::from(usage(e)),
+                    other => other.into(),
+                })?;
             println!(
                 "{}",
                 serde_json::json!({

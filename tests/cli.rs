@@ -524,3 +524,210 @@ fn integer_sums_that_overflow_are_errors_not_wrapped_values() {
     assert_eq!(named[0]["(- t.k)"], -1);
     assert_eq!(named[0]["t.d + t.d"].as_f64(), Some(2.5));
 }
+
+/// `generate --kind retail` into a fresh lake with extra flags; the report.
+fn generate_retail(lake: &Path, events: u64, flags: &[&str]) -> Output {
+    let events = events.to_string();
+    let mut args = vec![
+        "generate", "--kind", "retail", "--seed", "3", "--events", &events,
+    ];
+    args.extend_from_slice(flags);
+    icefjord(lake, &args)
+}
+
+#[test]
+fn generate_events_per_day_and_start_fill_each_day_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let flags = ["--events-per-day", "1000", "--start", "2024-02-28"];
+    let out = generate_retail(&lake, 3_000, &flags);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let days = json(
+        &lake,
+        "SELECT CAST(date_trunc('day', event_time) AS VARCHAR) AS day, count(*) AS n
+         FROM raw.retail_events GROUP BY 1 ORDER BY 1",
+    );
+    // A leap year: 28 and 29 February, then 1 March, 1 000 events each.
+    let days: Vec<(String, u64)> = days
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["day"].as_str().unwrap().to_string(),
+                r["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = ["2024-02-28", "2024-02-29", "2024-03-01"];
+    assert_eq!(days.len(), 3, "{days:?}");
+    for ((day, n), want) in days.iter().zip(expected) {
+        assert!(day.starts_with(want), "{days:?}");
+        assert_eq!(*n, 1_000, "{days:?}");
+    }
+}
+
+#[test]
+fn generate_skew_makes_a_few_products_and_stores_hot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uniform, skewed) = (dir.path().join("uniform"), dir.path().join("skewed"));
+    let out = generate_retail(&uniform, 20_000, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = generate_retail(&skewed, 20_000, &["--skew", "1.2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let top_share = |lake: &Path, key: &str| {
+        let sql = format!(
+            "SELECT CAST(max(n) AS DOUBLE) / sum(n) AS share, count(*) AS keys
+             FROM (SELECT {key}, count(*) AS n FROM raw.retail_events GROUP BY {key})"
+        );
+        let row = &json(lake, &sql)[0];
+        (
+            row["share"].as_f64().unwrap(),
+            row["keys"].as_u64().unwrap(),
+        )
+    };
+    // Zipf with exponent 1.2: the hottest of n keys has share 1 / Σ k^-1.2.
+    let zipf_top = |n: i32| 1.0 / (1..=n).map(|k| f64::from(k).powf(-1.2)).sum::<f64>();
+    for (key, n) in [("product_id", 25), ("store_id", 20)] {
+        let (share, keys) = top_share(&uniform, key);
+        assert_eq!(keys, n as u64);
+        assert!(share < 1.5 / f64::from(n), "uniform {key}: {share}");
+        let (share, keys) = top_share(&skewed, key);
+        assert_eq!(keys, n as u64, "every {key} still sells");
+        assert!((share - zipf_top(n)).abs() < 0.015, "skewed {key}: {share}");
+    }
+}
+
+#[test]
+fn generate_late_events_land_in_the_history_before_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // One event a second from 2024-01-01: event i (= offset·3 + partition) is on
+    // time in second i; a late one lies in an earlier second, never before day 1.
+    let flags = [
+        "--events-per-day",
+        "86400",
+        "--start",
+        "2024-01-01",
+        "--late",
+        "0.2",
+    ];
+    let out = generate_retail(&lake, 20_000, &flags);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row = &json(
+        &lake,
+        "SELECT avg(CASE WHEN to_unixtime(event_time) < 1704067200 + position THEN 1.0 ELSE 0.0 END)
+                  AS late,
+                sum(CASE WHEN to_unixtime(event_time) > 1704067200 + position THEN 1 ELSE 0 END)
+                  AS early,
+                min(event_time) >= TIMESTAMP '2024-01-01 00:00:00' AS in_range
+         FROM (SELECT *, _kafka_offset * 3 + _kafka_partition AS position
+               FROM raw.retail_events)",
+    )[0];
+    let late = row["late"].as_f64().unwrap();
+    assert!((late - 0.2).abs() < 0.015, "{row}");
+    assert_eq!(row["early"], 0, "{row}");
+    assert_eq!(row["in_range"], true, "{row}");
+}
+
+#[test]
+fn generate_top_ups_continue_the_stored_shape_or_refuse_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stepwise, at_once) = (dir.path().join("stepwise"), dir.path().join("at-once"));
+    let shape = [
+        "--events-per-day",
+        "500",
+        "--start",
+        "2024-03-01",
+        "--skew",
+        "0.8",
+        "--late",
+        "0.05",
+    ];
+    assert!(generate_retail(&stepwise, 1_000, &shape).status.success());
+    // Each flag left out, or changed, is refused by name; nothing is written.
+    for (flags, named) in [
+        (&shape[..6], "--late"),
+        (&[&shape[..4], &["--skew", "1.1"]].concat()[..], "--skew"),
+        (&shape[2..], "--events-per-day"),
+        (&[&shape[..2], &shape[4..]].concat()[..], "--start"),
+    ] {
+        let out = generate_retail(&stepwise, 2_500, flags);
+        assert_clean_error(&out, 2, named);
+    }
+    assert_eq!(
+        json(&stepwise, "SELECT count(*) AS n FROM raw.retail_events")[0]["n"],
+        1_000
+    );
+    let out = generate_retail(&stepwise, 2_500, &shape);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(generate_retail(&at_once, 2_500, &shape).status.success());
+    let all = "SELECT * FROM raw.retail_events ORDER BY _kafka_partition, _kafka_offset";
+    let (a, b) = (json(&stepwise, all), json(&at_once, all));
+    assert_eq!(a.as_array().unwrap().len(), 2_500);
+    assert_eq!(
+        a, b,
+        "a top-up continues exactly the events generated at once"
+    );
+}
+
+#[test]
+fn generate_refuses_shapes_out_of_range_or_for_other_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    for (flags, named) in [
+        (&["--events-per-day", "0"][..], "--events-per-day"),
+        (&["--skew=-1"][..], "--skew"),
+        (&["--late", "1.5"][..], "--late"),
+        (
+            &["--events-per-day", "1", "--start", "2990-01-01"][..],
+            "year 3000",
+        ),
+    ] {
+        assert_clean_error(&generate_retail(&lake, 100_000, flags), 2, named);
+    }
+    let out = icefjord(&lake, &["generate", "--kind", "activity", "--skew", "1"]);
+    assert_clean_error(&out, 2, "retail events only");
+}
+
+/// Files of `suffix` under a lake's warehouse (counted on disk, not by icefjord).
+fn files_ending(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| match path.is_dir() {
+            true => files_ending(&path, suffix),
+            false => usize::from(path.to_string_lossy().ends_with(suffix)),
+        })
+        .sum()
+}
+
+#[test]
+fn generate_batch_events_commits_like_the_sink_without_changing_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (batched, once) = (dir.path().join("batched"), dir.path().join("once"));
+    let shape = ["--events-per-day", "1000", "--start", "2024-01-01"];
+    let out = generate_retail(
+        &batched,
+        5_000,
+        &[&shape[..], &["--batch-events", "250"]].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(generate_retail(&once, 5_000, &shape).status.success());
+    // 20 commits of a quarter day each: a file and a metadata version per commit
+    // (plus the table's creation), against one file per day in one commit.
+    assert_eq!(files_ending(&batched.join("warehouse"), ".parquet"), 20);
+    assert_eq!(
+        files_ending(&batched.join("warehouse"), ".metadata.json"),
+        21
+    );
+    assert_eq!(files_ending(&once.join("warehouse"), ".parquet"), 5);
+    let all = "SELECT * FROM raw.retail_events ORDER BY _kafka_partition, _kafka_offset";
+    assert_eq!(json(&batched, all), json(&once, all));
+    let out = generate_retail(
+        &batched,
+        5_000,
+        &[&shape[..], &["--batch-events", "0"]].concat(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

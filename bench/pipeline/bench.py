@@ -15,6 +15,11 @@ definitions on the same Parquet files.
 3. Every engine prints checksums of its five outputs (row counts, sums of units and
    money, sum of ranks); they must agree. Results: bench/out/pipeline.json.
 
+With --shapes (issue 12), the same measurement runs on each named shape of
+bench/pipeline/shapes.py (10 M events each by default; density, time range, key
+skew and file layout): bench/out/pipeline-<shape>.json, then report.py rewrites
+the shapes section of bench/RESULTS.md from every pipeline-<shape>.json.
+
 Run through bench/pipeline/run.
 """
 
@@ -149,18 +154,25 @@ def normal(checks: dict) -> dict:
     return {k: [one(v) for v in vs] for k, vs in checks.items()}
 
 
-def run_icefjord(args, raw_lake: Path, lake: Path) -> dict:
+# `icefjord-nothp`: the same binary with mimalloc's transparent huge pages off
+# (what the mimalloc crate's `no_thp` feature builds in), issue 12's candidate fix
+# for the kernel time spent zeroing huge pages mimalloc re-faults.
+ICEFJORD_ENV = {"icefjord": {}, "icefjord-nothp": {"MIMALLOC_ALLOW_THP": "0"}}
+
+
+def run_icefjord(args, raw_lake: Path, lake: Path, env: dict | None = None) -> dict:
     shutil.rmtree(lake, ignore_errors=True)
     shutil.copytree(raw_lake, lake)
+    env = {**__import__("os").environ, **(env or {})}
     wall, cpu, rss, _, _ = measured([args.binary, "--lake", str(lake), "run", str(ROOT / "jobs" / "retail"),
-                                     "-o", "json"])
+                                     "-o", "json"], env=env)
     # The checksums read the history and the four views, one `sql` process each.
     queries = [f"SELECT '{k}' AS k, * FROM ({q}) AS x" for k, q in OURS_CHECKS.items()]
     checks = {}
     wall2 = cpu2 = 0.0
     rss2 = 0
     for query in queries:
-        w, c, r, out, _ = measured([args.binary, "--lake", str(lake), "sql", "-o", "json", query])
+        w, c, r, out, _ = measured([args.binary, "--lake", str(lake), "sql", "-o", "json", query], env=env)
         row = json.loads(out)[0]
         key = row.pop("k")
         checks[key] = [str(v) for v in row.values()]
@@ -185,67 +197,104 @@ def run_peer(args, template: str, files_json: Path, out: Path) -> dict:
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mib": rss / 2**20, "checks": normal(report)}
 
 
+def list_files(lake: Path) -> list:
+    """The data files of the lake's raw.retail_events (what the peers read)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("icefjord", uri=f"sqlite:///{lake}/catalog.db",
+                         warehouse=f"file://{lake}/warehouse")
+    return [t.file.file_path.removeprefix("file://")
+            for t in catalog.load_table("raw.retail_events").scan().plan_files()]
+
+
+def measure(args, raw_lake: Path, scratch: Path, label: str = "", engines: list | None = None) -> dict:
+    """Every engine of `engines` (default --engines) on the raw lake's files,
+    --repeat times (PySpark --spark-repeat times); medians by CPU, each
+    icefjord variant's ratios to the peers, and whether all checksums agree."""
+    files = list_files(raw_lake)
+    files_json = scratch / "files.json"
+    files_json.write_text(json.dumps(files))
+    engines = engines or args.engines.split(",")
+    runs = {name: [] for name in engines}
+    for i in range(args.repeat):
+        for name in engines:
+            if name == "pyspark" and i >= args.spark_repeat:
+                continue
+            if name in ICEFJORD_ENV:
+                runs[name].append(run_icefjord(args, raw_lake, scratch / "lake", ICEFJORD_ENV[name]))
+                shutil.rmtree(scratch / "lake", ignore_errors=True)
+            else:
+                template = {"duckdb": DUCKDB, "polars": POLARS, "pyspark": SPARK}[name]
+                runs[name].append(run_peer(args, template, files_json, scratch))
+            print(f"{label}run {i + 1} {name}: {runs[name][-1]['cpu_s']:.2f} CPU-s, "
+                  f"{runs[name][-1]['wall_s']:.2f} s, {runs[name][-1]['peak_rss_mib']:.0f} MiB",
+                  file=sys.stderr)
+    results = {name: sorted(rs, key=lambda r: r["cpu_s"])[len(rs) // 2] for name, rs in runs.items()}
+    checks = {json.dumps(r["checks"], sort_keys=True) for rs in runs.values() for r in rs}
+    ratios = {}
+    for ours in (e for e in results if e in ICEFJORD_ENV):
+        prefix = "" if ours == "icefjord" else f"{ours}_"
+        for peer in (e for e in results if e not in ICEFJORD_ENV):
+            ratios[f"{prefix}cpu_vs_{peer}"] = results[ours]["cpu_s"] / results[peer]["cpu_s"]
+            ratios[f"{prefix}rss_vs_{peer}"] = results[ours]["peak_rss_mib"] / results[peer]["peak_rss_mib"]
+    return {"files": len(files), "checksums_agree": len(checks) == 1, "checksums": sorted(checks),
+            "results": results, "runs": runs, "ratios": ratios}
+
+
+def run_legacy(args, scratch: Path) -> None:
+    """The issue-4 benchmark: --events (20 M) of the default shape, the sink's
+    layout; bench/out/pipeline.json."""
+    raw_lake = scratch / "raw-lake"
+    _, gen_cpu, _, _, _ = measured([args.binary, "--lake", str(raw_lake), "generate", "--kind", "retail",
+                                    "--events", str(args.events or 20_000_000), "--seed", "7"])
+    measurement = measure(args, raw_lake, scratch)
+    document = {"benchmark": "pipeline", "events": args.events or 20_000_000, "repeat": args.repeat,
+                "generate_cpu_s": gen_cpu, "commit": commit(), "machine": machine(), **measurement}
+    write(args, "pipeline.json", document)
+
+
+def write(args, name: str, document: dict) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps(document, indent=2))
+    print(json.dumps({k: v for k, v in document.items() if k != "runs"}, indent=2))
+    if not document["checksums_agree"]:
+        sys.exit(f"checksums differ across engines: {document['checksums']}")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=20_000_000)
+    parser.add_argument("--events", type=int, default=None,
+                        help="events per table (default 20 M; with --shapes, 10 M per shape)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--spark-repeat", type=int, default=1,
+                        help="runs of PySpark (at most --repeat; it costs ~10x the others)")
+    parser.add_argument("--shapes", default=None,
+                        help="all, or shape names (bench/pipeline/shapes.py), comma-separated: "
+                             "one bench/out/pipeline-<shape>.json each, then the shapes section "
+                             "of bench/RESULTS.md is regenerated")
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "icefjord"))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
     parser.add_argument("--scratch", default=default_scratch())
-    parser.add_argument("--engines", default="icefjord,duckdb,polars,pyspark")
+    parser.add_argument("--engines", default="icefjord,duckdb,polars,pyspark",
+                        help="of icefjord, icefjord-nothp, duckdb, polars, pyspark")
+    parser.add_argument("--spark-shapes", default="sparse,dense-2m",
+                        help="with --shapes: the shapes PySpark runs on (all: every one); "
+                             "it takes ~2.5 min a run on 2 cores")
     args = parser.parse_args()
 
     scratch = Path(args.scratch) / "icefjord-bench-pipeline"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    raw_lake = scratch / "raw-lake"
-    _, gen_cpu, _, _, _ = measured([args.binary, "--lake", str(raw_lake), "generate", "--kind", "retail",
-                                    "--events", str(args.events), "--seed", "7"])
-    from pyiceberg.catalog.sql import SqlCatalog
-
-    catalog = SqlCatalog("icefjord", uri=f"sqlite:///{raw_lake}/catalog.db",
-                         warehouse=f"file://{raw_lake}/warehouse")
-    files = [t.file.file_path.removeprefix("file://")
-             for t in catalog.load_table("raw.retail_events").scan().plan_files()]
-    files_json = scratch / "files.json"
-    files_json.write_text(json.dumps(files))
-
-    engines = args.engines.split(",")
-    runs = {name: [] for name in engines}
     try:
-        for i in range(args.repeat):
-            for name in engines:
-                if name == "icefjord":
-                    runs[name].append(run_icefjord(args, raw_lake, scratch / "lake"))
-                else:
-                    template = {"duckdb": DUCKDB, "polars": POLARS, "pyspark": SPARK}[name]
-                    runs[name].append(run_peer(args, template, files_json, scratch))
-                print(f"run {i + 1} {name}: {runs[name][-1]['cpu_s']:.2f} CPU-s, "
-                      f"{runs[name][-1]['wall_s']:.2f} s, {runs[name][-1]['peak_rss_mib']:.0f} MiB",
-                      file=sys.stderr)
+        if args.shapes is None:
+            run_legacy(args, scratch)
+        else:
+            from run_shapes import run_shapes
+
+            run_shapes(args, scratch, measure, write)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-    results = {name: sorted(rs, key=lambda r: r["cpu_s"])[len(rs) // 2] for name, rs in runs.items()}
-    checks = {json.dumps(r["checks"], sort_keys=True) for rs in runs.values() for r in rs}
-    agreed = len(checks) == 1
-    ratios = {}
-    if "icefjord" in results:
-        for peer in results:
-            if peer != "icefjord":
-                ratios[f"cpu_vs_{peer}"] = results["icefjord"]["cpu_s"] / results[peer]["cpu_s"]
-                ratios[f"rss_vs_{peer}"] = (results["icefjord"]["peak_rss_mib"]
-                                            / results[peer]["peak_rss_mib"])
-    document = {"benchmark": "pipeline", "events": args.events, "repeat": args.repeat,
-                "generate_cpu_s": gen_cpu, "files": len(files), "commit": commit(),
-                "machine": machine(), "checksums_agree": agreed, "results": results,
-                "runs": runs, "ratios": ratios}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pipeline.json").write_text(json.dumps(document, indent=2))
-    print(json.dumps(document, indent=2))
-    if not agreed:
-        sys.exit(f"checksums differ across engines: {sorted(checks)}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ use icefjord_catalog::protocol::{find_position, keys, GeneratorPositionKey};
 use icefjord_catalog::{parse_table, CommitId, LakeCatalog, TableSpec, TableWrite};
 
 use crate::error::{EngineError, Result};
+use crate::generate::shape::{check_top_up, GeneratorShapeKey, Shape, ShapeError};
 use crate::generate::{activity, clickstream, retail};
 use crate::schema::{builtin, kafka_field_specs, producer_schema, EventSchema};
 use crate::write::TableWriter;
@@ -78,6 +79,8 @@ pub struct Demo<'a> {
     kind: DemoKind,
     events: u64,
     seed: u64,
+    shape: Shape,
+    batch_events: u64,
 }
 
 /// What the generator did.
@@ -97,6 +100,8 @@ impl<'a> Demo<'a> {
             kind: DemoKind::Retail,
             events: 200_000,
             seed: 42,
+            shape: Shape::default(),
+            batch_events: u64::MAX,
         }
     }
 
@@ -115,6 +120,26 @@ impl<'a> Demo<'a> {
         self
     }
 
+    /// The retail events' [`Shape`] (other kinds have only the default one).
+    pub fn with_shape(mut self, shape: Shape) -> Self {
+        self.shape = shape;
+        self
+    }
+
+    /// Commit every `events` events (at least 1), as the sink commits a batch:
+    /// many small files and snapshots instead of one commit (the default).
+    pub fn with_batch_events(mut self, events: u64) -> Self {
+        self.batch_events = events.max(1);
+        self
+    }
+
+    fn shape_key(&self) -> GeneratorShapeKey {
+        GeneratorShapeKey {
+            kind: self.kind.name().to_string(),
+            seed: self.seed,
+        }
+    }
+
     fn position_key(&self) -> GeneratorPositionKey {
         GeneratorPositionKey {
             kind: self.kind.name().to_string(),
@@ -124,6 +149,18 @@ impl<'a> Demo<'a> {
 
     pub async fn run(self) -> Result<DemoReport> {
         let started = Instant::now();
+        let shaped = self.kind == DemoKind::Retail;
+        if shaped {
+            self.shape.check_range(self.events)?;
+        } else if self.shape != Shape::default() {
+            return Err(ShapeError::Invalid {
+                flag: "--kind",
+                value: self.kind.name().into(),
+                message: "--events-per-day, --start, --skew and --late shape retail events only"
+                    .into(),
+            }
+            .into());
+        }
         let raw_ident = parse_table(self.kind.table())?;
         let raw = self
             .catalog
@@ -149,47 +186,30 @@ impl<'a> Demo<'a> {
             &self.position_key(),
         )?
         .map_or(0, |found| found.value);
+        if shaped {
+            let table = self.kind.table();
+            check_top_up(raw.metadata(), table, &self.shape_key(), start, &self.shape)?;
+        }
         let (mut events_written, mut raw_files_written) = (0, 0);
         if start < self.events {
-            let mut writer = TableWriter::new(&raw).await?;
             let (file, text) = self.kind.schema();
             let producer = EventSchema::parse(file, text)?;
             let events = producer_schema(
                 raw.metadata(),
                 producer.fields.iter().map(|f| f.name.as_str()),
             )?;
+            let retail = retail::Retail::new(self.seed, &self.shape);
             let mut position = start;
             while position < self.events {
-                let end = (position + BATCH_ROWS).min(self.events);
-                let events = match self.kind {
-                    DemoKind::Retail => retail::batch(self.seed, position, end)?,
-                    _ => self.decoded(&events, position, end)?,
-                };
-                writer
-                    .write(with_positions(events, position, self.kind.topic())?)
+                let end = position.saturating_add(self.batch_events).min(self.events);
+                let raw = self.catalog.load(&raw_ident).await?;
+                let (rows, files) = self
+                    .commit_range(&raw, &events, &retail, position, end)
                     .await?;
+                events_written += rows;
+                raw_files_written += files;
                 position = end;
             }
-            let (files, metrics) = writer.close().await?;
-            events_written = metrics.rows;
-            raw_files_written = metrics.files;
-            // The id is derived from the position range: a retry after a crash
-            // between commit and report finds it and writes nothing twice.
-            let id = CommitId::new(format!(
-                "demo-{}-{}-{start}-{}",
-                self.kind.name(),
-                self.seed,
-                self.events
-            ));
-            self.catalog
-                .commit(id)
-                .with_write(
-                    TableWrite::append(raw_ident.clone(), files)
-                        .with_position(&self.position_key(), &self.events)
-                        .with_property(keys::WRITER, keys::writer::GENERATE),
-                )
-                .execute()
-                .await?;
         }
         let ingest_time = started.elapsed();
         let raw = self.catalog.load(&raw_ident).await?;
@@ -209,6 +229,47 @@ impl<'a> Demo<'a> {
 }
 
 impl Demo<'_> {
+    /// Writes events `start..end` into `raw` and commits them with the position
+    /// `end` (and the retail shape): one batch of the sink. Returns (rows, files).
+    async fn commit_range(
+        &self,
+        raw: &iceberg::table::Table,
+        events: &SchemaRef,
+        retail: &retail::Retail,
+        start: u64,
+        end: u64,
+    ) -> Result<(u64, usize)> {
+        let mut writer = TableWriter::new(raw).await?;
+        let mut position = start;
+        while position < end {
+            let next = (position + BATCH_ROWS).min(end);
+            let batch = match self.kind {
+                DemoKind::Retail => retail.batch(position, next)?,
+                _ => self.decoded(events, position, next)?,
+            };
+            writer
+                .write(with_positions(batch, position, self.kind.topic())?)
+                .await?;
+            position = next;
+        }
+        let (files, metrics) = writer.close().await?;
+        // The id is derived from the position range: a retry after a crash
+        // between commit and report finds it and writes nothing twice.
+        let id = CommitId::new(format!(
+            "demo-{}-{}-{start}-{end}",
+            self.kind.name(),
+            self.seed,
+        ));
+        let mut write = TableWrite::append(parse_table(self.kind.table())?, files)
+            .with_position(&self.position_key(), &end)
+            .with_property(keys::WRITER, keys::writer::GENERATE);
+        if self.kind == DemoKind::Retail {
+            write = write.with_position(&self.shape_key(), &self.shape);
+        }
+        self.catalog.commit(id).with_write(write).execute().await?;
+        Ok((metrics.rows, metrics.files))
+    }
+
     /// Events `start..end` of the JSON generators, decoded into `events` (the raw
     /// table's event columns, [`crate::schema::producer_schema`], as the sink
     /// decodes them).

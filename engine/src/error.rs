@@ -43,6 +43,10 @@ pub enum EngineError {
     InvalidNameMapping { table: String, message: String },
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// A generator flag out of range, or a top-up whose shape differs from the
+    /// table's (`icefjord generate`).
+    #[error(transparent)]
+    Shape(#[from] crate::generate::shape::ShapeError),
 }
 
 impl EngineError {

@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod clickstream;
 pub mod retail;
+pub mod shape;
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC, no zone) of a microsecond timestamp, the seeds' format.
 pub fn format_micros(micros: i64) -> String {

@@ -47,8 +47,9 @@ pub struct IcebergTable {
     staged: Option<Staged>,
     /// Only files committed with a data sequence number above this.
     after_sequence: Option<i64>,
-    /// Only these files (paths as the manifests hold them).
-    only_files: Option<Arc<std::collections::HashSet<String>>>,
+    /// Exactly these live files of the snapshot, listed by the caller (the
+    /// manifests are not read again).
+    only_files: Option<Arc<Vec<iceberg::spec::DataFile>>>,
     /// A row filter always applied (not a pushed-down hint).
     filter: Option<Expr>,
     /// Source column and transform of each field of the table's partition spec
@@ -163,10 +164,10 @@ impl IcebergTable {
         self
     }
 
-    /// Only the rows of these data files of the snapshot (paths as the
-    /// manifests hold them): the files an incremental merge rewrites.
-    pub fn with_only_files(mut self, paths: std::collections::HashSet<String>) -> Self {
-        self.only_files = Some(Arc::new(paths));
+    /// Only the rows of these live data files of the snapshot, as the caller
+    /// listed them from its manifests: the files an incremental merge rewrites.
+    pub fn with_only_files(mut self, files: Vec<iceberg::spec::DataFile>) -> Self {
+        self.only_files = Some(Arc::new(files));
         self
     }
 
@@ -354,18 +355,15 @@ impl TableProvider for IcebergTable {
                 icefjord_catalog::display(self.table.identifier())
             )));
         }
-        let mut entries: Vec<iceberg::spec::DataFile> =
-            live_entries_after(&self.table, self.snapshot_id, self.after_sequence)
+        let mut entries: Vec<iceberg::spec::DataFile> = match &self.only_files {
+            Some(files) => files.as_ref().clone(),
+            None => live_entries_after(&self.table, self.snapshot_id, self.after_sequence)
                 .await
                 .map_err(external)?
                 .iter()
-                .filter(|e| {
-                    self.only_files
-                        .as_ref()
-                        .is_none_or(|only| only.contains(e.file_path()))
-                })
                 .map(|e| e.data_file().clone())
-                .collect();
+                .collect(),
+        };
         if let Some(staged) = &self.staged {
             entries.retain(|e| !staged.deleted.contains(e.file_path()));
             match staged.mode {

@@ -85,7 +85,7 @@ pub async fn advance(previous: &Boundary, fresh: DataFrame) -> Result<(Boundary,
         ],
         vec![max(column(OFFSET)).alias("o")],
     )?;
-    let (ends, rows_read) = crate::run::collect_counted(ends).await?;
+    let (ends, rows_read) = crate::scanned::collect_counted(ends).await?;
     let mut next = previous.clone();
     for batch in ends {
         let topics = batch.column(0).as_string::<i32>();

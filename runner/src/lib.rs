@@ -27,6 +27,7 @@ pub mod interval;
 pub mod merge;
 pub mod report;
 pub mod run;
+mod scanned;
 pub mod spec;
 
 pub use error::{Result, RunnerError};

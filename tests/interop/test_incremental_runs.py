@@ -6,6 +6,7 @@ table's files, and its cost by the files PyIceberg sees change."""
 
 import json
 from datetime import datetime
+from decimal import Decimal
 
 import pyarrow as pa
 
@@ -54,7 +55,7 @@ def append_late_events(lake, hour: datetime, count: int):
         "category": ["Electronics"] * count,
         "transaction_type": ["SALE"] * count,
         "quantity": [2] * count,
-        "unit_price": [__import__("decimal").Decimal("450.00")] * count,
+        "unit_price": [Decimal("450.00")] * count,
         "_kafka_topic": ["retail_events"] * count,
         "_kafka_partition": [0] * count,
         "_kafka_offset": [top[0] + 1 + i for i in range(count)],

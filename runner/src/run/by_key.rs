@@ -34,9 +34,10 @@ use icefjord_catalog::commit::live_entries;
 use icefjord_engine::file_bounds::may_hold_keys;
 use icefjord_engine::IcebergTable;
 
-use super::{collect_counted, conformed, mem_table};
+use super::{conformed, mem_table};
 use crate::error::Result;
 use crate::merge;
+use crate::scanned::collect_counted;
 use crate::spec::Model;
 
 /// What a run changes in the output: the merged rows and the files they replace.
@@ -104,8 +105,7 @@ pub(super) async fn merge_into_files(
     let old = match touched.is_empty() {
         true => None,
         false => {
-            let paths = touched.iter().map(|f| f.file_path().to_string()).collect();
-            let old = published.clone().with_only_files(paths);
+            let old = published.clone().with_only_files(touched.clone());
             Some(conformed(ctx.read_table(Arc::new(old))?, schema)?)
         }
     };

@@ -41,7 +41,7 @@ use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{cast, lit, Expr, SortExpr};
-use datafusion::physical_plan::{execute_stream, ExecutionPlan};
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 use iceberg::spec::MAIN_BRANCH;
@@ -67,6 +67,7 @@ use crate::history;
 use crate::interval;
 use crate::merge;
 use crate::report::{ModelReport, ModelStatus, RunReport, RunStatus};
+use crate::scanned::{collect_counted, scanned_rows};
 use crate::spec::{Kind, Model, Pipeline, SpecError, Target};
 
 mod by_key;
@@ -643,35 +644,6 @@ impl<'a> Runner<'a> {
         }
         Ok(reports)
     }
-}
-
-/// Collect `frame`'s rows, and count the rows its plan read from data files.
-pub(crate) async fn collect_counted(frame: DataFrame) -> Result<(Vec<RecordBatch>, u64)> {
-    let task = Arc::new(frame.task_ctx());
-    let plan = frame.create_physical_plan().await?;
-    let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
-    Ok((batches, scanned_rows(&plan)))
-}
-
-/// Rows the file scans of an executed `plan` produced (DataFusion's
-/// `output_rows` of each file-reading `DataSourceExec`).
-fn scanned_rows(plan: &Arc<dyn ExecutionPlan>) -> u64 {
-    use datafusion::datasource::physical_plan::FileScanConfig;
-    use datafusion::datasource::source::DataSourceExec;
-    let own = plan
-        .as_any()
-        .downcast_ref::<DataSourceExec>()
-        .filter(|exec| exec.data_source().as_any().is::<FileScanConfig>())
-        .and_then(|exec| exec.metrics())
-        .and_then(|metrics| metrics.output_rows())
-        .unwrap_or(0) as u64;
-    let hidden = icefjord_engine::partitionwise::aligned_input(plan.as_ref());
-    own + plan
-        .children()
-        .into_iter()
-        .chain(hidden)
-        .map(scanned_rows)
-        .sum::<u64>()
 }
 
 /// `frame` with `schema`'s columns, in its order (a published table may carry its

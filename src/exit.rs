@@ -45,6 +45,15 @@ pub fn code(err: &anyhow::Error) -> i32 {
         if let Some(e) = cause.downcast_ref::<CatalogError>() {
             return catalog(e);
         }
+        if let Some(e) = cause.downcast_ref::<icefjord_serve::ServeError>() {
+            return match e {
+                icefjord_serve::ServeError::Catalog(c) => catalog(c),
+                icefjord_serve::ServeError::Engine(c) => engine(c),
+                e if e.is_usage() => USAGE,
+                e if e.is_retryable() => UNAVAILABLE,
+                _ => FAILED,
+            };
+        }
         if let Some(e) = cause.downcast_ref::<EngineError>() {
             return engine(e);
         }

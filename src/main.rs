@@ -6,6 +6,7 @@ mod exit;
 mod ingest;
 mod jobs;
 mod kafka;
+mod serve;
 mod shipped;
 
 use std::io::{IsTerminal, Write};
@@ -56,6 +57,16 @@ struct LakeArgs {
     /// Config file (default: ./icefjord.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log lines on stderr as text or json (one object per line); the level
+    /// comes from ICEFJORD_LOG (default warn; `serve` logs each query at info).
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +169,17 @@ enum Command {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Serve the lake read-only over the PostgreSQL wire protocol (psql, BI
+    /// tools, drivers) and HTTP (apps, curl), until SIGTERM or Ctrl-C.
+    ///
+    /// Passwords and tokens come from the environment only: ICEFJORD_PG_USER +
+    /// ICEFJORD_PG_PASSWORD or ICEFJORD_PG_USERS_FILE (user:password lines);
+    /// ICEFJORD_HTTP_TOKEN or ICEFJORD_HTTP_TOKENS_FILE. Prints
+    /// {"pg": ADDR, "http": ADDR} on stdout once it listens.
+    ///
+    /// Example: icefjord serve --pg-addr 127.0.0.1:5433 --http-addr 127.0.0.1:8080
+    ///   then: psql -h 127.0.0.1 -p 5433 -U icefjord -c 'SELECT * FROM unified.sales_by_category'
+    Serve(Box<serve::ServeArgs>),
     /// Show the resolved lake configuration (secrets redacted).
     Config,
 }
@@ -231,13 +253,20 @@ fn main() {
             std::process::exit(code);
         }
     };
-    tracing_subscriber::fmt()
+    let default_level = match cli.command {
+        // One line per query (target icefjord::query) unless ICEFJORD_LOG says otherwise.
+        Command::Serve(_) => "warn,icefjord::query=info,icefjord_serve=info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ICEFJORD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ICEFJORD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.lake.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -392,6 +421,7 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Serve(args) => serve::serve(*args, open(&cli.lake).await?).await,
         Command::Run(args) => jobs::run(args, open(&cli.lake).await?).await,
         Command::Plan(args) => jobs::plan(args, open(&cli.lake).await?).await,
         Command::Test(args) => jobs::test(args, open(&cli.lake).await?).await,

@@ -66,6 +66,12 @@ impl LakeSession {
     /// settings can be given as `DATAFUSION_*` environment variables (e.g.
     /// `DATAFUSION_EXECUTION_TARGET_PARTITIONS=4`); a malformed one is an error.
     pub async fn new(catalog: &LakeCatalog) -> Result<Self> {
+        Self::with_config(catalog, Self::default_config()?).await
+    }
+
+    /// The settings [`LakeSession::new`] uses: `DATAFUSION_*` environment
+    /// variables over our defaults.
+    pub fn default_config() -> Result<SessionConfig> {
         let mut config = SessionConfig::from_env()?;
         if std::env::var_os(SKIP_PARTIAL_AGGREGATION_ENV).is_none() {
             // Partial aggregation pays when it shrinks the rows a lot. DataFusion
@@ -78,15 +84,27 @@ impl LakeSession {
                 .execution
                 .skip_partial_aggregation_probe_ratio_threshold = 0.5;
         }
-        Self::with_config(catalog, config).await
+        Ok(config)
     }
 
     pub async fn with_config(catalog: &LakeCatalog, config: SessionConfig) -> Result<Self> {
+        Self::with_runtime(catalog, config, RuntimeEnvBuilder::new()).await
+    }
+
+    /// A session with its own runtime, e.g. a memory pool per query
+    /// (`icefjord serve`).
+    pub async fn with_runtime(
+        catalog: &LakeCatalog,
+        config: SessionConfig,
+        runtime: RuntimeEnvBuilder,
+    ) -> Result<Self> {
+        // The default schema is the config's (DataFusion's default: `public`).
+        let schema = config.options().catalog.default_schema.clone();
         let config = config
-            .with_default_catalog_and_schema(CATALOG_NAME, "public")
+            .with_default_catalog_and_schema(CATALOG_NAME, schema)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true);
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let runtime = runtime.build_arc()?;
         let store = catalog.store();
         runtime.register_object_store(&store.base_url()?, store.client()?);
         let state = SessionStateBuilder::new()
@@ -106,6 +124,7 @@ impl LakeSession {
             catalog: catalog.clone(),
             namespaces: RwLock::default(),
             local: Arc::new(MemorySchemaProvider::new()),
+            added: RwLock::default(),
             staged: Arc::default(),
             state: Arc::new(OnceLock::new()),
         });
@@ -217,6 +236,8 @@ struct LakeCatalogProvider {
     catalog: LakeCatalog,
     namespaces: RwLock<BTreeMap<String, Arc<LakeSchemaProvider>>>,
     local: Arc<MemorySchemaProvider>,
+    /// Schemas registered by a front door (see `register_schema`).
+    added: RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
     /// Providers shown in place of lake tables (see [`LakeSession::stage`]).
     staged: Arc<Staged>,
     /// The session's state, to plan views with (weak: the session owns this).
@@ -279,11 +300,39 @@ impl CatalogProvider for LakeCatalogProvider {
         if !names.iter().any(|n| n == LOCAL_SCHEMA) {
             names.push(LOCAL_SCHEMA.to_string());
         }
+        if let Ok(added) = self.added.read() {
+            names.extend(
+                added
+                    .keys()
+                    .filter(|n| !names.contains(n))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
         names
+    }
+
+    /// Schemas a front door adds for its clients (e.g. `pg_catalog`); a lake
+    /// namespace of the same name stays visible in its place.
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        Ok(self
+            .added
+            .write()
+            .map_err(|_| DataFusionError::Internal("catalog cache lock poisoned".into()))?
+            .insert(name.to_string(), schema))
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         let namespaces = self.namespaces.read().ok()?;
+        if !namespaces.contains_key(name) {
+            if let Some(added) = self.added.read().ok()?.get(name) {
+                return Some(added.clone());
+            }
+        }
         match namespaces.get(name) {
             Some(schema) => Some(schema.clone() as Arc<dyn SchemaProvider>),
             None if name == LOCAL_SCHEMA => Some(self.local.clone() as Arc<dyn SchemaProvider>),

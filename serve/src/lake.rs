@@ -1,0 +1,131 @@
+//! The lake as the front doors see it: one fresh, read-only [`LakeSession`] per
+//! query.
+//!
+//! # Invariants
+//! - **One catalog state per query.** Every query gets a session that read the
+//!   catalog once when it was made ([`LakeSession`]'s consistent reads), so a
+//!   run's multi-table commit is seen wholly or not at all, and a connection
+//!   held open for hours still sees each new commit on its next query.
+//! - **A memory pool per query** of [`QueryLimits::memory_per_query`] bytes,
+//!   with spilling to disk off: a query over it fails with DataFusion's
+//!   "Resources exhausted" and no other query is touched.
+//! - **Read-only.** Plans are checked with [`icefjord_sql::query::read_only`]
+//!   before they run (no DDL, DML, `COPY`, `CREATE EXTERNAL TABLE`).
+
+use std::sync::Arc;
+
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+use icefjord_catalog::LakeCatalog;
+use icefjord_engine::LakeSession;
+use tokio::sync::watch;
+
+use crate::config::QueryLimits;
+use crate::error::Result;
+use crate::execution::QueryRuntime;
+use crate::pg_catalog::PgCatalog;
+
+/// Per-connection settings a session starts from (PostgreSQL `search_path`,
+/// `TimeZone`).
+#[derive(Clone, Debug, Default)]
+pub struct SessionSettings {
+    /// Unqualified table names resolve in this namespace.
+    pub default_schema: Option<String>,
+    /// Session time zone (`SET TIME ZONE`), e.g. `Europe/Oslo` or `+02:00`.
+    pub time_zone: Option<String>,
+}
+
+/// Hands out sessions over one lake under the server's limits, and counts the
+/// queries in flight (for a graceful shutdown).
+#[derive(Clone)]
+pub struct QueryLake {
+    catalog: LakeCatalog,
+    limits: QueryLimits,
+    pg_catalog: PgCatalog,
+    runtime: Arc<QueryRuntime>,
+    in_flight: Arc<watch::Sender<usize>>,
+}
+
+/// Holds one query in [`QueryLake::in_flight`] until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<watch::Sender<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl QueryLake {
+    pub async fn new(catalog: LakeCatalog, limits: QueryLimits) -> Result<Self> {
+        Ok(Self {
+            pg_catalog: PgCatalog::new(&catalog).await?,
+            runtime: Arc::new(QueryRuntime::new()?),
+            catalog,
+            limits,
+            in_flight: Arc::new(watch::Sender::new(0)),
+        })
+    }
+
+    /// Count a query as running until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.send_modify(|n| *n += 1);
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Wait until no query runs (or `deadline` passes); true if none runs.
+    pub async fn drained(&self, deadline: std::time::Duration) -> bool {
+        let mut running = self.in_flight.subscribe();
+        let drained = tokio::time::timeout(deadline, running.wait_for(|n| *n == 0)).await;
+        drained.is_ok()
+    }
+
+    pub fn catalog(&self) -> &LakeCatalog {
+        &self.catalog
+    }
+
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// Where plans run ([`QueryRuntime`]).
+    pub fn runtime(&self) -> &QueryRuntime {
+        &self.runtime
+    }
+
+    /// A session as of the catalog's state now, under the per-query limits,
+    /// with the PostgreSQL catalog emulation registered (`pg_catalog.*`,
+    /// `current_schema()`, `has_*_privilege`, …).
+    pub async fn session(&self, settings: &SessionSettings) -> Result<LakeSession> {
+        let mut config = LakeSession::default_config()?;
+        if let Some(schema) = &settings.default_schema {
+            config.options_mut().catalog.default_schema = schema.clone();
+        }
+        if let Some(zone) = &settings.time_zone {
+            config.options_mut().execution.time_zone = Some(zone.clone());
+        }
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.limits.memory_per_query, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            );
+        let session = LakeSession::with_runtime(&self.catalog, config, runtime).await?;
+        self.pg_catalog.register(session.context())?;
+        Ok(session)
+    }
+}
+
+/// Plan one parsed statement in `session`, refusing anything that is not
+/// read-only.
+pub async fn plan(session: &LakeSession, statement: Statement) -> Result<LogicalPlan> {
+    let state = session.context().state();
+    let plan = state
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement,
+        )))
+        .await?;
+    icefjord_sql::query::read_only().verify_plan(&plan)?;
+    Ok(plan)
+}

@@ -1,0 +1,659 @@
+//! The PostgreSQL simple and extended query protocols over the lake.
+//!
+//! # Invariants
+//! - Each query (a simple-protocol statement, an extended-protocol `Execute`)
+//!   plans in a fresh session ([`QueryLake::session`]): one catalog state per
+//!   query, so a statement prepared an hour ago still reads the lake as it is
+//!   now. The plan made at `Parse` only answers `Describe` (parameter and
+//!   result types).
+//! - Nothing that is not read-only reaches the planner ([`statement::kind`]),
+//!   and every plan is checked again ([`crate::lake::plan`]).
+//! - Per-connection settings (`search_path`, `TimeZone`, `statement_timeout`)
+//!   live in the connection's metadata, where the `SET` hooks of
+//!   `datafusion-postgres` keep them; each session starts from them.
+//! - A query's rows stream under its deadline and the connection's cancel
+//!   request ([`crate::execution::GuardedStream`]); a cancel stops the work
+//!   where it is, mid-stream included.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::{CloseCursor, Statement};
+use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
+use datafusion_postgres::arrow_pg::datatypes::{
+    arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type,
+};
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use futures::{stream, StreamExt};
+use icefjord_engine::LakeSession;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::StoredStatement;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+
+use super::cursor::{Cursor, Cursors};
+use super::settings::{self, SEARCH_PATH};
+use super::sqlstate;
+use super::statement::{self, Kind, StatementParser};
+use crate::execution::{CancelSlot, GuardedStream, QueryLabel};
+use crate::lake::{self, QueryLake, SessionSettings};
+use crate::metrics::{self, Protocol};
+
+/// The statement kept between `Parse` and `Execute`: the SQL and, when it
+/// parsed, the statement and the plan made at `Parse` (for `Describe`). The
+/// shape is `datafusion-postgres`'s, so its cursor hook can share the portal
+/// store.
+pub type PgStatement = (String, Option<(Statement, LogicalPlan)>);
+
+/// Client metadata keys: the `SET` hooks of `datafusion-postgres` write them.
+const TIME_ZONE: &str = "timezone";
+const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
+const USER: &str = pgwire::api::METADATA_USER;
+
+/// Answers every query of every connection (it holds no per-connection state).
+pub struct QueryHandler {
+    lake: QueryLake,
+    parser: Arc<LakeQueryParser>,
+    hooks: Vec<Arc<dyn QueryHook>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl QueryHandler {
+    pub fn new(lake: QueryLake, shutdown: tokio::sync::watch::Receiver<bool>) -> Self {
+        let hooks: Vec<Arc<dyn QueryHook>> =
+            vec![Arc::new(SetShowHook), Arc::new(TransactionStatementHook)];
+        Self {
+            parser: Arc::new(LakeQueryParser {
+                lake: lake.clone(),
+                statements: StatementParser::new(),
+                hooks: hooks.clone(),
+            }),
+            lake,
+            hooks,
+            shutdown,
+        }
+    }
+
+    /// Run one planned query: its guarded record batch stream.
+    async fn stream(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        session: &LakeSession,
+        plan: LogicalPlan,
+        label: QueryLabel,
+        started: Instant,
+    ) -> PgWireResult<GuardedStream> {
+        let refused = |e: &datafusion::error::DataFusionError| {
+            metrics::refused(label.clone(), started, &e.to_string());
+            sqlstate::from_datafusion(e)
+        };
+        let frame = session
+            .context()
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| refused(&e))?;
+        let batches = self
+            .lake
+            .runtime()
+            .execute(frame)
+            .await
+            .map_err(|e| refused(&e))?;
+        Ok(
+            GuardedStream::new(batches, label, started, timeout(&self.lake, client))
+                .with_shutdown(self.shutdown.clone())
+                .with_in_flight(self.lake.in_flight())
+                .with_session(session.clone()),
+        )
+    }
+
+    /// Run one planned query and stream its rows; `cancel` is filled when
+    /// the request's handler returns ([`fill_cancel`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        session: &LakeSession,
+        plan: LogicalPlan,
+        format: &Format,
+        label: QueryLabel,
+        started: Instant,
+        cancel: &CancelSlot,
+    ) -> PgWireResult<QueryResponse> {
+        let guarded = self
+            .stream(client, session, plan, label, started)
+            .await?
+            .with_cancel(cancel.clone());
+        let schema = guarded.schema();
+        rows_response(client, &schema, format, guarded)
+    }
+
+    /// `DECLARE`, `FETCH` and `CLOSE` ([`super::cursor`]).
+    async fn cursor<C>(
+        &self,
+        client: &mut C,
+        statement: &Statement,
+        params: &ParamValues,
+        format: &Format,
+        sql: &str,
+    ) -> PgWireResult<Response>
+    where
+        C: HookClient,
+    {
+        match statement {
+            Statement::Declare { stmts } => {
+                for declare in stmts {
+                    let (Some(name), Some(query)) = (declare.names.first(), &declare.for_query)
+                    else {
+                        return Err(sqlstate::error(
+                            sqlstate::SYNTAX_ERROR,
+                            "DECLARE needs a cursor name and FOR query",
+                        ));
+                    };
+                    let started = Instant::now();
+                    let label = label(client, sql);
+                    let session = session_for(&self.lake, client).await?;
+                    let plan = lake::plan(&session, Statement::Query(query.clone()))
+                        .await
+                        .and_then(|plan| Ok(plan.replace_params_with_values(params)?))
+                        .map_err(|e| {
+                            metrics::refused(label.clone(), started, &e.to_string());
+                            sqlstate::from_serve(&e)
+                        })?;
+                    let rows = self.stream(client, &session, plan, label, started).await?;
+                    let described = described_as(rows.schema())?;
+                    Cursors::of(client).declare(&name.value, Cursor::new(rows))?;
+                    let stored = StoredStatement::new(
+                        name.value.clone(),
+                        (sql.to_string(), Some((statement.clone(), described))),
+                        vec![],
+                    );
+                    client
+                        .portal_store()
+                        .put_portal(Arc::new(Portal::new_cursor(
+                            name.value.clone(),
+                            Arc::new(stored),
+                        )));
+                }
+                Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+            }
+            Statement::Fetch {
+                name, direction, ..
+            } => {
+                let (schema, batches) = Cursors::of(client).fetch(&name.value, direction).await?;
+                let rows = futures::stream::iter(batches.into_iter().map(Ok));
+                let mut response = rows_response(client, &schema, format, rows)?;
+                response.set_command_tag("FETCH");
+                Ok(Response::Query(response))
+            }
+            Statement::Close { cursor } => {
+                match cursor {
+                    CloseCursor::All => {
+                        Cursors::of(client).close(None)?;
+                        client.portal_store().clear_portals();
+                    }
+                    CloseCursor::Specific { name } => {
+                        Cursors::of(client).close(Some(&name.value))?;
+                        client.portal_store().rm_portal(&name.value);
+                    }
+                }
+                Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
+            other => Err(sqlstate::error(
+                sqlstate::INTERNAL_ERROR,
+                format!("not a cursor statement: {other}"),
+            )),
+        }
+    }
+
+    /// `DISCARD ALL`: the connection's settings go back to their defaults.
+    fn discard<C: HookClient + ?Sized>(client: &mut C) -> Response {
+        for key in [SEARCH_PATH, TIME_ZONE, STATEMENT_TIMEOUT_MS] {
+            client.metadata_mut().remove(key);
+        }
+        client.portal_store().clear_portals();
+        if let Some(cursors) = client.session_extensions().get::<Cursors>() {
+            let _ = cursors.close(None);
+        }
+        Response::Execution(Tag::new("DISCARD ALL"))
+    }
+}
+
+fn label(client: &(dyn ClientInfo + Send + Sync), sql: &str) -> QueryLabel {
+    const MAX: usize = 500;
+    let statement = match sql.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &sql[..cut]),
+        None => sql.to_string(),
+    };
+    QueryLabel {
+        protocol: Protocol::Pg,
+        user: client.metadata().get(USER).cloned().unwrap_or_default(),
+        statement,
+    }
+}
+
+/// Give the streams of a request the connection's cancel signal. pgwire
+/// races the handler with the signal until the handler returns, so this must
+/// be the handler's last await (a fresh `start_query` ends pgwire's race).
+async fn fill_cancel(client: &(dyn ClientInfo + Send + Sync), cancel: &CancelSlot) {
+    if let Some(handle) = client.session_extensions().get::<Arc<ConnectionHandle>>() {
+        cancel.fill(handle.start_query().await);
+    }
+}
+
+/// A row description and the rows of `batches`, encoded for the client.
+fn rows_response<S>(
+    client: &(dyn ClientInfo + Send + Sync),
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    format: &Format,
+    batches: S,
+) -> PgWireResult<QueryResponse>
+where
+    S: futures::Stream<
+            Item = datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch>,
+        > + Send
+        + 'static,
+{
+    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+    let fields = Arc::new(arrow_schema_to_pg_fields(schema, format, Some(options))?);
+    let row_fields = fields.clone();
+    let rows = batches
+        .map(move |batch| {
+            let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> = match batch {
+                Ok(batch) => encode_recordbatch(row_fields.clone(), batch),
+                Err(e) => Box::new(std::iter::once(Err(sqlstate::from_datafusion(&e)))),
+            };
+            stream::iter(rows)
+        })
+        .flatten();
+    Ok(QueryResponse::new(fields, rows))
+}
+
+/// A plan that only describes `schema` (for `Describe` of a cursor and its
+/// `FETCH`es).
+fn described_as(schema: datafusion::arrow::datatypes::SchemaRef) -> PgWireResult<LogicalPlan> {
+    let schema =
+        DFSchema::try_from(schema.as_ref().clone()).map_err(|e| sqlstate::from_datafusion(&e))?;
+    Ok(LogicalPlan::EmptyRelation(
+        datafusion::logical_expr::EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(schema),
+        },
+    ))
+}
+
+/// The session settings of a connection, from its metadata.
+fn settings(client: &(dyn ClientInfo + Send + Sync)) -> SessionSettings {
+    SessionSettings {
+        default_schema: client
+            .metadata()
+            .get(SEARCH_PATH)
+            .and_then(|path| first_schema(path)),
+        time_zone: client.metadata().get(TIME_ZONE).cloned(),
+    }
+}
+
+/// The first schema of a `search_path` that the lake has (`"$user"` and
+/// `pg_catalog` skipped, as PostgreSQL skips schemas that do not exist).
+fn first_schema(search_path: &str) -> Option<String> {
+    search_path
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .find(|s| !s.is_empty() && s != "$user" && s != "pg_catalog")
+}
+
+/// The connection's `statement_timeout`, capped by the server's limit.
+fn timeout(lake: &QueryLake, client: &(dyn ClientInfo + Send + Sync)) -> Duration {
+    let limit = lake.limits().timeout;
+    client
+        .metadata()
+        .get(STATEMENT_TIMEOUT_MS)
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .map_or(limit, |asked| asked.min(limit))
+}
+
+async fn session_for(
+    lake: &QueryLake,
+    client: &(dyn ClientInfo + Send + Sync),
+) -> PgWireResult<LakeSession> {
+    lake.session(&settings(client))
+        .await
+        .map_err(|e| sqlstate::from_serve(&e))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for QueryHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let statements = self.parser.statements.parse(query).inspect_err(|e| {
+            metrics::refused(label(client, query), started, &e.to_string());
+        })?;
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        let cancel = CancelSlot::default();
+        for statement in statements {
+            let started = Instant::now();
+            let text = statement.to_string();
+            match statement::kind(&statement) {
+                Kind::Refused(message) => {
+                    metrics::refused(label(client, &text), started, &message);
+                    return Err(statement::refusal(message));
+                }
+                Kind::Discard => responses.push(Self::discard(client)),
+                Kind::Cursor => responses.push(
+                    self.cursor(
+                        client,
+                        &statement,
+                        &ParamValues::List(vec![]),
+                        &Format::UnifiedText,
+                        &text,
+                    )
+                    .await?,
+                ),
+                Kind::Session => {
+                    if let Some(response) = settings::set_search_path(client, &statement).await {
+                        responses.push(response?);
+                        continue;
+                    }
+                    // Settings made by an earlier statement of this query count.
+                    let session = session_for(&self.lake, client).await?;
+                    let mut answered = None;
+                    for hook in &self.hooks {
+                        answered = hook
+                            .handle_simple_query(&statement, session.context(), client)
+                            .await;
+                        if answered.is_some() {
+                            break;
+                        }
+                    }
+                    match answered {
+                        Some(response) => responses.push(response?),
+                        None => {
+                            return Err(sqlstate::error(
+                                sqlstate::FEATURE_NOT_SUPPORTED,
+                                format!("{text}: not supported"),
+                            ))
+                        }
+                    }
+                }
+                Kind::Query => {
+                    let label = label(client, &text);
+                    let session = session_for(&self.lake, client).await?;
+                    let plan = lake::plan(&session, statement).await.map_err(|e| {
+                        metrics::refused(label.clone(), started, &e.to_string());
+                        sqlstate::from_serve(&e)
+                    })?;
+                    let response = self
+                        .execute(
+                            client,
+                            &session,
+                            plan,
+                            &Format::UnifiedText,
+                            label,
+                            started,
+                            &cancel,
+                        )
+                        .await?;
+                    responses.push(Response::Query(response));
+                }
+            }
+        }
+        fill_cancel(client, &cancel).await;
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for QueryHandler {
+    type Statement = PgStatement;
+    type QueryParser = LakeQueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let (sql, parsed) = &portal.statement.statement;
+        let Some((statement, described)) = parsed else {
+            return Ok(Response::EmptyQuery);
+        };
+        let types = parameter_types(described)?;
+        let params = deserialize_parameters(
+            portal,
+            &types.iter().map(Option::as_ref).collect::<Vec<_>>(),
+        )?;
+        match statement::kind(statement) {
+            Kind::Refused(message) => {
+                metrics::refused(label(client, sql), started, &message);
+                Err(statement::refusal(message))
+            }
+            Kind::Discard => Ok(Self::discard(client)),
+            Kind::Cursor => {
+                self.cursor(
+                    client,
+                    statement,
+                    &params,
+                    &portal.result_column_format,
+                    sql,
+                )
+                .await
+            }
+            Kind::Session => {
+                if let Some(response) = settings::set_search_path(client, statement).await {
+                    return response;
+                }
+                let session = session_for(&self.lake, client).await?;
+                for hook in &self.hooks {
+                    if let Some(response) = hook
+                        .handle_extended_query(
+                            statement,
+                            described,
+                            &params,
+                            session.context(),
+                            client,
+                        )
+                        .await
+                    {
+                        return response;
+                    }
+                }
+                Err(sqlstate::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("{sql}: not supported"),
+                ))
+            }
+            Kind::Query => {
+                let label = label(client, sql);
+                let session = session_for(&self.lake, client).await?;
+                let plan = lake::plan(&session, statement.clone())
+                    .await
+                    .and_then(|plan| Ok(plan.replace_params_with_values(&params)?))
+                    .map_err(|e| {
+                        metrics::refused(label.clone(), started, &e.to_string());
+                        sqlstate::from_serve(&e)
+                    })?;
+                let cancel = CancelSlot::default();
+                let response = self
+                    .execute(
+                        client,
+                        &session,
+                        plan,
+                        &portal.result_column_format,
+                        label,
+                        started,
+                        &cancel,
+                    )
+                    .await?;
+                fill_cancel(client, &cancel).await;
+                Ok(Response::Query(response))
+            }
+        }
+    }
+}
+
+/// The parameter types of a plan, `$1` first (DataFusion's inference; `None`
+/// where it has none and the client's declared type is used).
+fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+    let types = plan
+        .get_parameter_types()
+        .map_err(|e| sqlstate::from_datafusion(&e))?;
+    let mut ordered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(id, ty)| {
+            id.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|n| (n, ty))
+        })
+        .collect();
+    ordered.sort_by_key(|(n, _)| *n);
+    let count = ordered.last().map_or(0, |(n, _)| *n);
+    let mut out = vec![None; count];
+    for (n, ty) in ordered {
+        if n >= 1 {
+            out[n - 1] = ty;
+        }
+    }
+    Ok(out)
+}
+
+/// Parses and describes statements for the extended protocol.
+pub struct LakeQueryParser {
+    lake: QueryLake,
+    statements: StatementParser,
+    hooks: Vec<Arc<dyn QueryHook>>,
+}
+
+#[async_trait]
+impl QueryParser for LakeQueryParser {
+    type Statement = PgStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Self::Statement>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = self.statements.parse(sql)?;
+        if statements.is_empty() {
+            return Ok((sql.to_string(), None));
+        }
+        if statements.len() > 1 {
+            return Err(sqlstate::error(
+                sqlstate::SYNTAX_ERROR,
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
+        let statement = statements.remove(0);
+        let plan = match statement::kind(&statement) {
+            // Refused at Execute, with its metrics; describe it as empty.
+            Kind::Refused(_) | Kind::Discard => empty_plan(),
+            Kind::Cursor => match &statement {
+                Statement::Fetch { name, .. } => {
+                    described_as(Cursors::of(client).schema(&name.value).await?)?
+                }
+                _ => empty_plan(),
+            },
+            Kind::Session => {
+                let session = session_for(&self.lake, client).await?;
+                let mut described = None;
+                for hook in &self.hooks {
+                    described = hook
+                        .handle_extended_parse_query(&statement, session.context(), client)
+                        .await;
+                    if described.is_some() {
+                        break;
+                    }
+                }
+                described.unwrap_or_else(|| Ok(empty_plan()))?
+            }
+            Kind::Query => {
+                let session = session_for(&self.lake, client).await?;
+                lake::plan(&session, statement.clone())
+                    .await
+                    .map_err(|e| sqlstate::from_serve(&e))?
+            }
+        };
+        Ok((sql.to_string(), Some((statement, plan))))
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        let Some((_, plan)) = &stmt.1 else {
+            return Ok(vec![]);
+        };
+        parameter_types(plan)?
+            .iter()
+            .map(|ty| ty.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type))
+            .collect()
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        let Some((_, plan)) = &stmt.1 else {
+            return Ok(vec![]);
+        };
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_)) {
+            return Ok(vec![]);
+        }
+        arrow_schema_to_pg_fields(
+            plan.schema().as_arrow(),
+            column_format.unwrap_or(&Format::UnifiedText),
+            None,
+        )
+    }
+}
+
+fn empty_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    })
+}

@@ -12,7 +12,8 @@ import pytest
 
 
 class Server:
-    def __init__(self, binary: Path, lake: Path, log: Path, *args: str, env: dict | None = None):
+    def __init__(self, binary: Path, lake: Path, log: Path, *args: str, env: dict | None = None,
+                 log_format: str = "text"):
         self.log_path = log
         self.log = open(log, "w")
         full_env = dict(os.environ)
@@ -22,7 +23,7 @@ class Server:
             full_env.pop(key, None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [str(binary), "--lake", str(lake), "serve",
+            [str(binary), "--lake", str(lake), "--log-format", log_format, "serve",
              "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -64,5 +65,7 @@ class Server:
         return self.log_path.read_text()
 
 
-def start(binary: Path, lake: Path, tmp: Path, *args: str, env: dict | None = None) -> Server:
-    return Server(binary, lake, tmp / f"serve-{time.monotonic_ns()}.log", *args, env=env)
+def start(binary: Path, lake: Path, tmp: Path, *args: str, env: dict | None = None,
+          log_format: str = "text") -> Server:
+    return Server(binary, lake, tmp / f"serve-{time.monotonic_ns()}.log", *args, env=env,
+                  log_format=log_format)

@@ -447,3 +447,73 @@ def test_pgjdbc_metadata_and_prepared_statement(server, demo_lake, tmp_path):
     assert [c.split(":")[0] for c in columns][:2] == ["column=category", "column=sales_units"], columns
     assert columns[0].endswith(":1")
     assert f"row={category}:{units}" in lines, lines
+
+
+# --- limits and operations ----------------------------------------------------------
+
+
+def test_query_over_its_memory_pool_fails_and_others_go_on(demo_lake, tmp_path):
+    server = start(demo_lake.binary, demo_lake.path, tmp_path, "--query-memory-mib", "8")
+    try:
+        with psycopg.connect(server.dsn()) as other:
+            with psycopg.connect(server.dsn()) as greedy:
+                with pytest.raises(psycopg.Error) as caught:
+                    greedy.execute(
+                        "SELECT value, md5(CAST(value AS VARCHAR)) AS h "
+                        "FROM generate_series(1, 3000000) AS t(value) ORDER BY h").fetchall()
+                assert caught.value.sqlstate == "53200", (caught.value.sqlstate, caught.value)
+                assert "memory" in str(caught.value)
+                assert greedy.execute("SELECT 1").fetchone() == (1,)
+            assert other.execute("SELECT count(*) FROM raw.retail_events").fetchone()[0] > 0
+    finally:
+        server.stop()
+
+
+def test_connection_limit(demo_lake, tmp_path):
+    server = start(demo_lake.binary, demo_lake.path, tmp_path, "--max-connections", "2")
+    try:
+        first = psycopg.connect(server.dsn())
+        second = psycopg.connect(server.dsn())
+        with pytest.raises(psycopg.OperationalError) as caught:
+            psycopg.connect(server.dsn())
+        assert "too many clients" in str(caught.value)
+        first.close()
+        time.sleep(0.5)
+        with psycopg.connect(server.dsn()) as third:
+            assert third.execute("SELECT 1").fetchone() == (1,)
+        second.close()
+    finally:
+        server.stop()
+
+
+def test_query_timeout(demo_lake, tmp_path):
+    server = start(demo_lake.binary, demo_lake.path, tmp_path, "--query-timeout", "1")
+    try:
+        with psycopg.connect(server.dsn()) as conn:
+            with pytest.raises(psycopg.errors.QueryCanceled) as caught:
+                conn.execute(SLOW_COUNT.replace(str(SLOW_N), str(SLOW_N * 10))).fetchone()
+            assert "statement timeout" in str(caught.value)
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()
+
+
+def test_json_log_line_per_query(demo_lake, tmp_path):
+    import json
+
+    server = start(demo_lake.binary, demo_lake.path, tmp_path, env={
+        "ICEFJORD_LOG": "warn,icefjord::query=info"}, log_format="json")
+    try:
+        with psycopg.connect(server.dsn(user="analyst")) as conn:
+            conn.execute("SELECT count(*) FROM raw.retail_events").fetchone()
+            with pytest.raises(psycopg.Error):
+                conn.execute("SELECT * FROM raw.nope")
+    finally:
+        server.stop()
+    lines = [json.loads(l) for l in server.logs().splitlines() if l.startswith("{")]
+    queries = [l["fields"] for l in lines if l.get("target") == "icefjord::query"]
+    ok = [q for q in queries if q["outcome"] == "ok" and "retail_events" in q["statement"]]
+    assert ok and ok[0]["user"] == "analyst" and ok[0]["protocol"] == "pg" and ok[0]["rows"] == 1
+    assert isinstance(ok[0]["duration_ms"], int)
+    refused = [q for q in queries if q["outcome"] == "refused"]
+    assert refused and "nope" in refused[0]["error"]

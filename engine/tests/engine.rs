@@ -13,6 +13,8 @@ mod encodings;
 mod pruning;
 #[path = "engine/schema_evolution.rs"]
 mod schema_evolution;
+#[path = "engine/time_travel.rs"]
+mod time_travel;
 
 async fn count(session: &LakeSession, name: &str) -> i64 {
     let batches = session

@@ -11,7 +11,7 @@ use iceberg::{Catalog, TableIdent};
 use icefjord_catalog::{CommitId, LakeCatalog, TableWrite};
 use icefjord_engine::LakeSession;
 
-use super::{daily_batch, daily_table, data_files, first_i64, lake, long_table};
+use super::{daily_append, daily_table, data_files, first_i64, lake, long_table, publish_view};
 
 /// Append `values` to `ident` (one commit, one file); the new snapshot id.
 async fn append(lake: &LakeCatalog, ident: &TableIdent, values: &[i64], branch: &str) -> i64 {
@@ -177,18 +177,9 @@ async fn branches_and_tags_read_the_snapshot_they_point_at() {
 
 #[tokio::test]
 async fn versions_of_views_and_unknown_tables_are_errors() {
-    use icefjord_catalog::{parse_table, ViewWrite};
     let (_dir, lake) = lake().await;
     let (ident, _) = three_snapshots(&lake).await;
-    lake.commit(CommitId::mint())
-        .with_write(TableWrite::append(ident, vec![]))
-        .with_view(ViewWrite::new(
-            parse_table("unified.v").unwrap(),
-            "SELECT n FROM raw.t",
-        ))
-        .execute()
-        .await
-        .unwrap();
+    publish_view(&lake, &ident, "unified.v", "SELECT n FROM raw.t").await;
     let session = LakeSession::new(&lake).await.unwrap();
     assert_eq!(count_and_sum(&session, "unified.v").await, "6|21");
     for suffix in ["snapshots", "snapshot_id_1", "tag_x"] {
@@ -287,21 +278,8 @@ async fn files_manifests_and_partitions_describe_the_current_snapshot() {
     let (_dir, lake) = lake().await;
     let ident = daily_table(&lake, "raw.daily").await;
     // Two commits, each one file per day: days 0, 1 then days 1, 2.
-    for rows in [
-        &[(0, 1), (0, 2), (1, 3)][..],
-        &[(1, 4), (2, 5), (2, 6), (2, 7)][..],
-    ] {
-        let table = lake.load(&ident).await.unwrap();
-        let mut writer = icefjord_engine::TableWriter::new(&table).await.unwrap();
-        let schema = writer.schema().clone();
-        writer.write(daily_batch(&schema, rows)).await.unwrap();
-        let (files, _) = writer.close().await.unwrap();
-        lake.commit(CommitId::mint())
-            .with_write(TableWrite::append(ident.clone(), files))
-            .execute()
-            .await
-            .unwrap();
-    }
+    daily_append(&lake, &ident, &[(0, 1), (0, 2), (1, 3)]).await;
+    daily_append(&lake, &ident, &[(1, 4), (2, 5), (2, 6), (2, 7)]).await;
     let head = lake
         .load(&ident)
         .await
@@ -494,18 +472,9 @@ async fn version_and_timestamp_as_of_read_each_snapshot() {
 
 #[tokio::test]
 async fn a_version_clause_never_reads_the_current_table() {
-    use icefjord_catalog::{parse_table, ViewWrite};
     let (_dir, lake) = lake().await;
     let (ident, ids) = three_snapshots(&lake).await;
-    lake.commit(CommitId::mint())
-        .with_write(TableWrite::append(ident, vec![]))
-        .with_view(ViewWrite::new(
-            parse_table("unified.v").unwrap(),
-            "SELECT n FROM raw.t",
-        ))
-        .execute()
-        .await
-        .unwrap();
+    publish_view(&lake, &ident, "unified.v", "SELECT n FROM raw.t").await;
     let session = LakeSession::new(&lake).await.unwrap();
     // Planned without the rewrite (as a front door that forgot it would):
     // refused by the session, not read as the current table.

@@ -790,6 +790,21 @@ fn sql_reads_a_table_as_of_each_snapshot_and_its_metadata_tables() {
     assert_eq!(metadata[0]["partition_rows"], 2500);
     assert_eq!(metadata[0]["manifests"], true);
     assert_eq!(metadata[0]["main"], snapshots[2]["snapshot_id"]);
+    // Every output format prints them, nested columns included.
+    for table in [
+        "snapshots",
+        "history",
+        "refs",
+        "files",
+        "manifests",
+        "partitions",
+    ] {
+        for format in ["csv", "table", "json"] {
+            let sql = format!("SELECT * FROM raw.user_activity.{table}");
+            let out = icefjord(&lake, &["sql", "-o", format, &sql]);
+            assert!(out.status.success(), "{sql} -o {format}: {}", stderr(&out));
+        }
+    }
 
     assert_clean_error(
         &icefjord(

@@ -72,6 +72,11 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one read-only SQL query over the lake (`SELECT … FROM raw.retail_events`).
+    ///
+    /// PostgreSQL's SQL plus Spark's time travel: `raw.t VERSION AS OF <snapshot id>`,
+    /// `raw.t TIMESTAMP AS OF '2026-01-31 10:00:00'` (UTC), `raw.t.branch_<name>`,
+    /// `raw.t.tag_<name>`; metadata tables `raw.t.snapshots`, `.history`, `.refs`,
+    /// `.files`, `.manifests`, `.partitions` (README, "Time travel and metadata tables").
     Sql {
         /// The query.
         query: String,

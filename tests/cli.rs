@@ -731,3 +731,103 @@ fn generate_batch_events_commits_like_the_sink_without_changing_rows() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// Issue 13, item 3: time travel and metadata tables in `icefjord sql`.
+#[test]
+fn sql_reads_a_table_as_of_each_snapshot_and_its_metadata_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    for events in ["1000", "1500", "2500"] {
+        let out = icefjord(
+            &lake,
+            &["generate", "--kind", "activity", "--events", events],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let snapshots = json(
+        &lake,
+        "SELECT snapshot_id, parent_id, operation, committed_at \
+         FROM raw.user_activity.snapshots ORDER BY committed_at",
+    );
+    let snapshots = snapshots.as_array().unwrap();
+    assert_eq!(snapshots.len(), 3, "{snapshots:?}");
+    assert_eq!(snapshots[1]["parent_id"], snapshots[0]["snapshot_id"]);
+    assert_eq!(snapshots[0]["operation"], "append");
+    // The newest is what `icefjord tables` reports as the table's snapshot.
+    let tables: serde_json::Value =
+        serde_json::from_str(&stdout(&icefjord(&lake, &["tables", "-o", "json"]))).unwrap();
+    let listed = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "user_activity")
+        .unwrap();
+    assert_eq!(listed["snapshot_id"], snapshots[2]["snapshot_id"]);
+
+    for (snapshot, rows) in snapshots.iter().zip([1000, 1500, 2500]) {
+        let id = &snapshot["snapshot_id"];
+        for sql in [
+            format!("SELECT count(*) AS n FROM raw.user_activity VERSION AS OF {id}"),
+            format!("SELECT count(*) AS n FROM raw.user_activity.snapshot_id_{id}"),
+            format!(
+                "SELECT count(*) AS n FROM raw.user_activity TIMESTAMP AS OF '{}'",
+                snapshot["committed_at"].as_str().unwrap()
+            ),
+        ] {
+            assert_eq!(json(&lake, &sql)[0]["n"], rows, "{sql}");
+        }
+    }
+    let metadata = json(
+        &lake,
+        "SELECT (SELECT count(*) FROM raw.user_activity.history) AS history,
+                (SELECT sum(record_count) FROM raw.user_activity.files) AS file_rows,
+                (SELECT sum(record_count) FROM raw.user_activity.partitions) AS partition_rows,
+                (SELECT count(*) FROM raw.user_activity.manifests) > 0 AS manifests,
+                (SELECT snapshot_id FROM raw.user_activity.refs WHERE name = 'main') AS main",
+    );
+    assert_eq!(metadata[0]["history"], 3);
+    assert_eq!(metadata[0]["file_rows"], 2500);
+    assert_eq!(metadata[0]["partition_rows"], 2500);
+    assert_eq!(metadata[0]["manifests"], true);
+    assert_eq!(metadata[0]["main"], snapshots[2]["snapshot_id"]);
+    // Every output format prints them, nested columns included.
+    for table in [
+        "snapshots",
+        "history",
+        "refs",
+        "files",
+        "manifests",
+        "partitions",
+    ] {
+        for format in ["csv", "table", "json"] {
+            let sql = format!("SELECT * FROM raw.user_activity.{table}");
+            let out = icefjord(&lake, &["sql", "-o", format, &sql]);
+            assert!(out.status.success(), "{sql} -o {format}: {}", stderr(&out));
+        }
+    }
+
+    assert_clean_error(
+        &icefjord(
+            &lake,
+            &["sql", "SELECT * FROM raw.user_activity VERSION AS OF 42"],
+        ),
+        1,
+        "table raw.user_activity has no snapshot with id 42",
+    );
+    assert_clean_error(
+        &icefjord(
+            &lake,
+            &[
+                "sql",
+                "SELECT * FROM raw.user_activity TIMESTAMP AS OF '2001-01-01'",
+            ],
+        ),
+        1,
+        "raw.user_activity",
+    );
+    assert_clean_error(
+        &icefjord(&lake, &["sql", "SELECT * FROM raw.user_activity.tag_v1"]),
+        1,
+        "v1",
+    );
+}

@@ -25,7 +25,19 @@ use crate::error::{EngineError, Result};
 /// The Arrow scalar of an Iceberg bound, of `column`'s Arrow type (`None`: a
 /// bound of a type this reader does not compare; then the bound proves nothing).
 fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
-    let value = match (datum.data_type(), datum.literal()) {
+    let value = primitive_scalar(datum.data_type(), datum.literal())?;
+    // Same value in the column's layout (Utf8View strings, a timestamp's zone,
+    // the query's decimal precision); a value that does not fit proves nothing.
+    value.cast_to(data_type).ok()
+}
+
+/// The Arrow scalar of an Iceberg value of type `ty`, in the Arrow type Iceberg's
+/// own mapping gives `ty` (`None`: a type this engine does not convert).
+pub(crate) fn primitive_scalar(
+    ty: &PrimitiveType,
+    literal: &PrimitiveLiteral,
+) -> Option<ScalarValue> {
+    let value = match (ty, literal) {
         (PrimitiveType::Boolean, PrimitiveLiteral::Boolean(v)) => ScalarValue::Boolean(Some(*v)),
         (PrimitiveType::Int, PrimitiveLiteral::Int(v)) => ScalarValue::Int32(Some(*v)),
         (PrimitiveType::Long, PrimitiveLiteral::Long(v)) => ScalarValue::Int64(Some(*v)),
@@ -52,9 +64,7 @@ fn scalar(datum: &Datum, data_type: &DataType) -> Option<ScalarValue> {
         }
         _ => return None,
     };
-    // Same value in the column's layout (Utf8View strings, a timestamp's zone,
-    // the query's decimal precision); a value that does not fit proves nothing.
-    value.cast_to(data_type).ok()
+    Some(value)
 }
 
 /// Which values of a float column are NaN (`None` for other types).

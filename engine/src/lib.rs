@@ -21,19 +21,22 @@ pub mod error;
 pub mod file_bounds;
 pub mod fresh;
 pub mod generate;
+pub mod metadata_tables;
 pub mod partition;
 pub mod partitionwise;
 pub mod scan;
 pub mod schema;
 pub mod session;
 pub mod sum;
+pub mod table_suffix;
 pub mod transform;
 pub mod write;
 
 pub use delta::{DeltaOutput, DeltaScan, DeltaWriter};
 pub use error::{EngineError, Result};
 pub use scan::{IcebergTable, StagedMode};
-pub use session::{AsOf, LakeSession};
+pub use session::{snapshot_for, AsOf, LakeSession};
+pub use table_suffix::{MetadataTable, TableSuffix};
 pub use write::{TableWriter, WriteMetrics};
 
 /// Arrow re-exports, so callers use the same versions as the engine.

@@ -38,15 +38,22 @@ use icefjord_catalog::{CatalogError, CatalogState, LakeCatalog, CATALOG_NAME};
 use crate::error::{EngineError, Result};
 use crate::scan::IcebergTable;
 
+mod faces;
+
 /// Which version of a table to read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AsOf {
     /// The current snapshot of `main`.
     Current,
     /// A snapshot id.
     Snapshot(i64),
-    /// The snapshot that was current at this time (milliseconds since the epoch).
+    /// The snapshot of `main` that was current at this time (milliseconds since
+    /// the epoch), from the table's snapshot log as Iceberg's readers find it.
     Timestamp(i64),
+    /// The head of a table-level branch (`table.metadata().refs()`).
+    Branch(String),
+    /// The snapshot a table-level tag points at.
+    Tag(String),
 }
 
 /// A DataFusion session that sees every table of a lake.
@@ -107,19 +114,6 @@ impl LakeSession {
         let runtime = runtime.build_arc()?;
         let store = catalog.store();
         runtime.register_object_store(&store.base_url()?, store.client()?);
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .with_default_features()
-            .with_physical_optimizer_rules(with_partitionwise_aggregation(
-                PhysicalOptimizer::new().rules,
-            ))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        // Integer and decimal sums fail on overflow instead of wrapping (sum.rs).
-        ctx.register_udaf(crate::sum::checked_sum_udaf().as_ref().clone());
-        // So do integer + - * (arithmetic.rs).
-        ctx.add_analyzer_rule(Arc::new(crate::arithmetic::CheckedArithmetic));
         let provider = Arc::new(LakeCatalogProvider {
             catalog: catalog.clone(),
             namespaces: RwLock::default(),
@@ -128,6 +122,23 @@ impl LakeSession {
             staged: Arc::default(),
             state: Arc::new(OnceLock::new()),
         });
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            // `raw.t.snapshots`, `raw.t.snapshot_id_…` (Spark's names, faces.rs).
+            .with_catalog_list(Arc::new(faces::LakeCatalogList::new(provider.clone())))
+            .with_physical_optimizer_rules(with_partitionwise_aggregation(
+                PhysicalOptimizer::new().rules,
+            ))
+            .build();
+        // DataFusion would read the current table for `t VERSION AS OF …`.
+        state.register_relation_planner(Arc::new(faces::RefuseTableVersions))?;
+        let ctx = SessionContext::new_with_state(state);
+        // Integer and decimal sums fail on overflow instead of wrapping (sum.rs).
+        ctx.register_udaf(crate::sum::checked_sum_udaf().as_ref().clone());
+        // So do integer + - * (arithmetic.rs).
+        ctx.add_analyzer_rule(Arc::new(crate::arithmetic::CheckedArithmetic));
         let _ = provider.state.set(ctx.state_weak_ref());
         provider.refresh().await?;
         ctx.register_catalog(CATALOG_NAME, provider.clone());
@@ -175,27 +186,7 @@ impl LakeSession {
     /// A table provider for `ident` at `as_of`.
     pub async fn table(&self, ident: &TableIdent, as_of: AsOf) -> Result<IcebergTable> {
         let table = self.catalog.load(ident).await?;
-        let snapshot_id = match as_of {
-            AsOf::Current => None,
-            AsOf::Snapshot(id) => {
-                if table.metadata().snapshot_by_id(id).is_none() {
-                    return Err(CatalogError::SnapshotNotFound {
-                        table: icefjord_catalog::display(ident),
-                        what: format!("with id {id}"),
-                    }
-                    .into());
-                }
-                Some(id)
-            }
-            AsOf::Timestamp(ms) => {
-                Some(
-                    snapshot_at(&table, ms).ok_or_else(|| CatalogError::SnapshotNotFound {
-                        table: icefjord_catalog::display(ident),
-                        what: format!("at or before {ms} ms since the epoch"),
-                    })?,
-                )
-            }
-        };
+        let snapshot_id = snapshot_for(&table, &as_of)?;
         IcebergTable::try_new(table, snapshot_id, self.catalog.store().clone())
     }
 
@@ -210,6 +201,46 @@ impl LakeSession {
     pub async fn query(&self, sql: &str) -> Result<Vec<arrow::array::RecordBatch>> {
         Ok(self.ctx.sql(sql).await?.collect().await?)
     }
+}
+
+/// The snapshot of `table` that `as_of` names (`None`: the table has no snapshot
+/// yet and `as_of` is [`AsOf::Current`]); an id, time or ref the table does not
+/// have is an error naming the table and what was asked.
+pub fn snapshot_for(table: &iceberg::table::Table, as_of: &AsOf) -> Result<Option<i64>> {
+    let metadata = table.metadata();
+    let missing = |what: String| CatalogError::SnapshotNotFound {
+        table: icefjord_catalog::display(table.identifier()),
+        what,
+    };
+    let refs = || crate::metadata_tables::refs_of(metadata);
+    let reference = |name: &str, branch: bool| -> Result<i64> {
+        let kind = if branch { "branch" } else { "tag" };
+        match refs()?.get(name) {
+            Some(found) if found.is_branch() == branch => Ok(found.snapshot_id),
+            Some(_) => Err(missing(format!(
+                "for {kind} {name} ({name} is a {})",
+                if branch { "tag" } else { "branch" }
+            ))
+            .into()),
+            None => Err(CatalogError::RefNotFound {
+                table: icefjord_catalog::display(table.identifier()),
+                reference: name.to_string(),
+            }
+            .into()),
+        }
+    };
+    let id = match as_of {
+        AsOf::Current => return Ok(metadata.current_snapshot_id()),
+        AsOf::Snapshot(id) => match metadata.snapshot_by_id(*id) {
+            Some(_) => *id,
+            None => return Err(missing(format!("with id {id}")).into()),
+        },
+        AsOf::Timestamp(ms) => snapshot_at(table, *ms)
+            .ok_or_else(|| missing(format!("at or before {ms} ms since the epoch")))?,
+        AsOf::Branch(name) => reference(name, true)?,
+        AsOf::Tag(name) => reference(name, false)?,
+    };
+    Ok(Some(id))
 }
 
 /// The snapshot of `main` that was current at `ms` (from the snapshot log).

@@ -13,6 +13,8 @@ mod encodings;
 mod pruning;
 #[path = "engine/schema_evolution.rs"]
 mod schema_evolution;
+#[path = "engine/time_travel.rs"]
+mod time_travel;
 
 async fn count(session: &LakeSession, name: &str) -> i64 {
     let batches = session
@@ -242,19 +244,27 @@ async fn a_session_reads_every_table_as_of_one_catalog_state() {
     );
 
     // Views published with a commit are part of the state too.
-    use icefjord_catalog::{CommitId, TableWrite, ViewWrite};
-    lake.commit(CommitId::mint())
-        .with_write(TableWrite::append(a.clone(), vec![]))
-        .with_view(ViewWrite::new(
-            parse_table("unified.both").unwrap(),
-            "SELECT n FROM historical.a UNION ALL SELECT n FROM historical.b",
-        ))
-        .execute()
-        .await
-        .unwrap();
+    publish_view(
+        &lake,
+        &a,
+        "unified.both",
+        "SELECT n FROM historical.a UNION ALL SELECT n FROM historical.b",
+    )
+    .await;
     assert!(session.query("SELECT * FROM unified.both").await.is_err());
     session.refresh().await.unwrap();
     assert_eq!(count(&session, "unified.both").await, 4);
+}
+
+/// Publish view `name` as `sql`, in a commit (with no files) to `table`.
+async fn publish_view(lake: &LakeCatalog, table: &iceberg::TableIdent, name: &str, sql: &str) {
+    use icefjord_catalog::{CommitId, TableWrite, ViewWrite};
+    lake.commit(CommitId::mint())
+        .with_write(TableWrite::append(table.clone(), vec![]))
+        .with_view(ViewWrite::new(parse_table(name).unwrap(), sql))
+        .execute()
+        .await
+        .unwrap();
 }
 
 /// Append sink-shaped rows `(partition, offset)` of topic `t` to `raw.events`.
@@ -575,15 +585,20 @@ async fn aggregations_keyed_within_a_partition_run_one_partition_at_a_time() {
 
 /// `daily_table` `name` holding `rows` (one commit).
 async fn daily_rows(lake: &LakeCatalog, name: &str, rows: &[(i64, i64)]) {
-    use icefjord_catalog::{CommitId, TableWrite};
     let ident = daily_table(lake, name).await;
-    let table = lake.load(&ident).await.unwrap();
+    daily_append(lake, &ident, rows).await;
+}
+
+/// Append `rows` (see [`daily_batch`]) to `ident` in one commit.
+async fn daily_append(lake: &LakeCatalog, ident: &iceberg::TableIdent, rows: &[(i64, i64)]) {
+    use icefjord_catalog::{CommitId, TableWrite};
+    let table = lake.load(ident).await.unwrap();
     let mut writer = icefjord_engine::TableWriter::new(&table).await.unwrap();
     let schema = writer.schema().clone();
     writer.write(daily_batch(&schema, rows)).await.unwrap();
     let (files, _) = writer.close().await.unwrap();
     lake.commit(CommitId::mint())
-        .with_write(TableWrite::append(ident, files))
+        .with_write(TableWrite::append(ident.clone(), files))
         .execute()
         .await
         .unwrap();

@@ -3,8 +3,10 @@
 
 use std::io::Write;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
@@ -67,7 +69,7 @@ pub fn write_batches(
                 writeln!(out, "{}", header.join(",")).map_err(SqlError::Output)?;
             } else {
                 for batch in batches {
-                    writer.write(batch)?;
+                    writer.write(&nested_as_text(batch)?)?;
                 }
             }
         }
@@ -80,6 +82,39 @@ pub fn write_batches(
         }
     }
     Ok(())
+}
+
+/// `batch` with its nested columns (structs, lists, maps, which CSV cannot
+/// hold, e.g. the `partition` of `raw.t.files`) as text, shown as the table
+/// format shows them (`{event_time_day: 2024-01-01}`, `[1, 2]`).
+fn nested_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
+    if !batch.columns().iter().any(|c| c.data_type().is_nested()) {
+        return Ok(batch.clone());
+    }
+    let options = FormatOptions::default();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !column.data_type().is_nested() {
+            fields.push(field.clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+        let text: StringArray = (0..column.len())
+            .map(|row| {
+                column
+                    .is_valid(row)
+                    .then(|| formatter.value(row).to_string())
+            })
+            .collect();
+        fields.push(Arc::new(Field::new(field.name(), DataType::Utf8, true)));
+        columns.push(Arc::new(text) as ArrayRef);
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn render_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Table> {
@@ -110,10 +145,7 @@ fn render_table(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Table> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::Int64Array;
 
     use super::*;
 
@@ -157,6 +189,28 @@ mod tests {
         let mut out = Vec::new();
         write_batches(OutputFormat::Csv, &schema, &[], &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "category,n\n");
+    }
+
+    #[test]
+    fn csv_shows_nested_values_as_text() {
+        use arrow::array::{Int32Array, StructArray};
+        let day = Arc::new(Field::new("day", DataType::Int32, true));
+        let partition = StructArray::from(vec![(
+            day,
+            Arc::new(Int32Array::from(vec![Some(19_000), None])) as ArrayRef,
+        )]);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "partition",
+            partition.data_type().clone(),
+            false,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(partition)]).unwrap();
+        let mut out = Vec::new();
+        write_batches(OutputFormat::Csv, &schema, &[batch], &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "partition\n{day: 19000}\n{day: }\n"
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ use crate::evolution::check_evolution;
 use crate::protocol::PositionKey;
 use crate::views::ViewWrite;
 
-pub use snapshot::{live_entries, live_entries_after, mint_snapshot_id};
+pub use snapshot::{live_entries, live_entries_after, load_manifests, mint_snapshot_id};
 
 /// Summary property holding the commit id of the snapshot.
 pub const COMMIT_ID_PROPERTY: &str = crate::protocol::keys::COMMIT_ID;

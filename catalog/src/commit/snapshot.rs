@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestEntryRef, ManifestFile,
-    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Schema, SchemaRef,
-    Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct, Summary,
-    TableMetadata, MAIN_BRANCH,
+    DataContentType, DataFile, FormatVersion, Manifest, ManifestContentType, ManifestEntryRef,
+    ManifestFile, ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Schema,
+    SchemaRef, Snapshot, SnapshotReference, SnapshotRetention, SnapshotSummaryCollector, Struct,
+    Summary, TableMetadata, MAIN_BRANCH,
 };
 use iceberg::table::Table;
 
@@ -43,15 +43,13 @@ pub async fn live_entries_after(
     };
     let newer = |sequence: i64| after.is_none_or(|after| sequence > after);
     let manifests = table.manifest_list_reader(snapshot).load().await?;
-    // Collected first: a stream over closures is not `Send` enough for the
-    // scans that await this.
-    let loads: Vec<_> = manifests
-        .entries()
-        .iter()
-        .filter(|m| m.content == ManifestContentType::Data && newer(m.sequence_number))
-        .map(|m| m.load_manifest(table.file_io()))
-        .collect();
-    let mut loaded = futures::stream::iter(loads).buffered(MANIFESTS_IN_FLIGHT);
+    let mut loaded = load_manifests(
+        table,
+        manifests
+            .entries()
+            .iter()
+            .filter(|m| m.content == ManifestContentType::Data && newer(m.sequence_number)),
+    );
     let mut entries = Vec::new();
     while let Some(manifest) = loaded.try_next().await? {
         entries.extend(
@@ -65,7 +63,24 @@ pub async fn live_entries_after(
     Ok(entries)
 }
 
-/// Manifests read at once by [`live_entries_after`].
+/// `manifests` read from storage, in their order, [`MANIFESTS_IN_FLIGHT`] at a
+/// time (so that memory holds a few manifests, not every one at once).
+pub fn load_manifests<'a>(
+    table: &'a Table,
+    manifests: impl IntoIterator<Item = &'a ManifestFile>,
+) -> impl futures::Stream<Item = Result<Manifest>> + Send + 'a {
+    // Collected first: a stream over closures is not `Send` enough for the
+    // scans that await this.
+    let loads: Vec<_> = manifests
+        .into_iter()
+        .map(|m| m.load_manifest(table.file_io()))
+        .collect();
+    futures::stream::iter(loads)
+        .buffered(MANIFESTS_IN_FLIGHT)
+        .map_err(CatalogError::from)
+}
+
+/// Manifests read at once by [`load_manifests`].
 const MANIFESTS_IN_FLIGHT: usize = 16;
 
 /// The snapshot a write builds on: its branch head, or `main`'s head for a new branch.

@@ -41,7 +41,7 @@ impl ServeError {
         match self {
             Self::Engine(e) => e.is_retryable(),
             Self::Catalog(e) => e.is_retryable(),
-            Self::Sql(icefjord_sql::SqlError::Engine(e)) => e.is_retryable(),
+            Self::Sql(e) => e.is_retryable(),
             Self::Bind { .. } | Self::Io(_) => true,
             _ => false,
         }

@@ -117,15 +117,11 @@ impl QueryLake {
     }
 }
 
-/// Plan one parsed statement in `session`, refusing anything that is not
-/// read-only.
+/// Plan one parsed statement in `session`, as `icefjord sql` does: time
+/// travel clauses rewritten (`VERSION AS OF`, `TIMESTAMP AS OF`), anything
+/// that is not read-only refused.
 pub async fn plan(session: &LakeSession, statement: Statement) -> Result<LogicalPlan> {
     let state = session.context().state();
-    let plan = state
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-            statement,
-        )))
-        .await?;
-    icefjord_sql::query::read_only().verify_plan(&plan)?;
-    Ok(plan)
+    let statement = datafusion::sql::parser::Statement::Statement(Box::new(statement));
+    Ok(icefjord_sql::statement::plan(&state, statement).await?)
 }

@@ -517,3 +517,31 @@ def test_json_log_line_per_query(demo_lake, tmp_path):
     assert isinstance(ok[0]["duration_ms"], int)
     refused = [q for q in queries if q["outcome"] == "refused"]
     assert refused and "nope" in refused[0]["error"]
+
+
+# --- time travel and metadata tables over the wire ------------------------------------
+
+
+def test_time_travel_and_metadata_tables(server, demo_lake):
+    snapshots = cli_rows(demo_lake, "SELECT snapshot_id FROM raw.retail_events.snapshots "
+                                    "ORDER BY committed_at")
+    first = snapshots[0][0]
+    expected = cli_rows(demo_lake, f"SELECT count(*) FROM raw.retail_events VERSION AS OF {first}")
+    with psycopg.connect(server.dsn()) as conn:
+        for binary in (False, True):
+            got = conn.execute(
+                f"SELECT count(*) FROM raw.retail_events VERSION AS OF {first}",
+                binary=binary).fetchone()[0]
+            assert str(got) == expected[0][0]
+            rows = conn.execute(
+                "SELECT snapshot_id, operation FROM raw.retail_events.snapshots "
+                "ORDER BY committed_at", binary=binary).fetchall()
+            assert [str(r[0]) for r in rows] == [s[0] for s in snapshots]
+            files = conn.execute(
+                "SELECT file_path, record_count, partition FROM raw.retail_events.files",
+                binary=binary).fetchall()
+            assert sum(r[1] for r in files) == int(cli_rows(
+                demo_lake, "SELECT count(*) FROM raw.retail_events")[0][0])
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("SELECT count(*) FROM raw.retail_events VERSION AS OF 1")
+        assert "retail_events" in str(caught.value)

@@ -106,6 +106,12 @@ pub fn from_serve(e: &ServeError) -> PgWireError {
     match e {
         ServeError::Query(q) => from_datafusion(q),
         ServeError::Sql(icefjord_sql::SqlError::Query(q)) => from_datafusion(q),
+        ServeError::Sql(icefjord_sql::SqlError::Version { .. }) => {
+            error(INVALID_PARAMETER_VALUE, e.to_string())
+        }
+        ServeError::Sql(icefjord_sql::SqlError::Statements { .. }) => {
+            error(SYNTAX_ERROR, e.to_string())
+        }
         ServeError::Engine(icefjord_engine::EngineError::Query(q)) => from_datafusion(q),
         ServeError::Catalog(icefjord_catalog::CatalogError::TableNotFound { .. }) => {
             error(UNDEFINED_TABLE, e.to_string())

@@ -8,8 +8,12 @@
 //! cursors, `DISCARD`), queries, and everything else, refused as PostgreSQL
 //! refuses a write in a read-only transaction (SQLSTATE 25006).
 
-use datafusion::sql::sqlparser::ast::Statement;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{Statement, TableFactor, Visit, Visitor};
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use icefjord_sql::dialect::LakeDialect;
 use pgwire::error::PgWireError;
 
 use super::sqlstate;
@@ -96,6 +100,30 @@ fn refused_syntax(sql: &str) -> Option<PgWireError> {
         })
 }
 
+/// Whether `statement` reads a table `AS OF` a version or time.
+fn has_version_clause(statement: &Statement) -> bool {
+    let mut found = false;
+    let _ = statement.visit(&mut VersionFinder(&mut found));
+    found
+}
+
+struct VersionFinder<'a>(&'a mut bool);
+
+impl Visitor for VersionFinder<'_> {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            version: Some(_), ..
+        } = factor
+        {
+            *self.0 = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 /// Parses client SQL (one per server; it holds no per-connection state).
 #[derive(Debug, Default)]
 pub struct StatementParser {
@@ -108,11 +136,23 @@ impl StatementParser {
     }
 
     /// The statements of `sql`; a syntax error is SQLSTATE 42601.
+    ///
+    /// PostgreSQL has no time travel clause; the compatibility parser reads
+    /// plain PostgreSQL. What it cannot read is tried with
+    /// [`icefjord_sql::dialect::LakeDialect`] (PostgreSQL plus `VERSION AS OF` /
+    /// `TIMESTAMP AS OF`, as `icefjord sql` reads it) and gets the same
+    /// compatibility rewrites.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>, PgWireError> {
-        let mut statements = self
-            .compat
-            .parse(sql)
-            .map_err(|e| refused_syntax(sql).unwrap_or_else(|| sqlstate::from_parser(&e)))?;
+        let mut statements = match self.compat.parse(sql) {
+            Ok(statements) => statements,
+            Err(e) => match Parser::parse_sql(&LakeDialect::default(), sql) {
+                Ok(statements) if statements.iter().any(has_version_clause) => statements
+                    .into_iter()
+                    .map(|s| self.compat.rewrite(s))
+                    .collect(),
+                _ => return Err(refused_syntax(sql).unwrap_or_else(|| sqlstate::from_parser(&e))),
+            },
+        };
         statements
             .iter_mut()
             .for_each(super::catalog_rewrite::rewrite);
@@ -164,5 +204,14 @@ mod tests {
         assert_eq!(kind_of("DISCARD ALL"), Kind::Discard);
         assert_eq!(kind_of("DECLARE c CURSOR FOR SELECT 1"), Kind::Cursor);
         assert_eq!(kind_of("FETCH FORWARD 10 FROM c"), Kind::Cursor);
+    }
+
+    #[test]
+    fn time_travel_parses() {
+        assert_eq!(kind_of("SELECT * FROM raw.t VERSION AS OF 42"), Kind::Query);
+        let statements = StatementParser::new()
+            .parse("SELECT * FROM raw.t TIMESTAMP AS OF '2026-11-30 10:00:00'")
+            .expect("parses");
+        assert!(has_version_clause(&statements[0]));
     }
 }

@@ -124,15 +124,54 @@ impl CatalogInfo for LakeCatalogInfo {
 /// PostgreSQL's fixed OID of the `pg_catalog` namespace; the static
 /// `pg_type`, `pg_proc`, … rows name it as their `typnamespace`.
 const PG_CATALOG_NAMESPACE_OID: i32 = 11;
+/// PostgreSQL's fixed OID of `public`.
+const PUBLIC_NAMESPACE_OID: i32 = 2200;
+/// Our other namespaces get OIDs from here, below the range
+/// `datafusion-pg-catalog` numbers relations from (16384).
+const FIRST_NAMESPACE_OID: i32 = 12000;
 
-/// `datafusion-pg-catalog` with one correction: its `pg_namespace` numbers
-/// every schema from a counter, `pg_catalog` included, so the built-in types
-/// (`typnamespace = 11`) belong to no namespace and a driver's
-/// `pg_type JOIN pg_namespace` (Npgsql's type loading) finds no type. Here
-/// `pg_catalog` has OID 11, as in PostgreSQL.
+/// Namespace OIDs by name, kept for the server's life.
+#[derive(Debug, Default)]
+struct NamespaceOids {
+    by_name: std::sync::Mutex<std::collections::HashMap<String, i32>>,
+}
+
+impl NamespaceOids {
+    fn of(&self, name: &str) -> i32 {
+        match name {
+            "pg_catalog" => return PG_CATALOG_NAMESPACE_OID,
+            "public" => return PUBLIC_NAMESPACE_OID,
+            _ => {}
+        }
+        let Ok(mut by_name) = self.by_name.lock() else {
+            return FIRST_NAMESPACE_OID;
+        };
+        let next = FIRST_NAMESPACE_OID + by_name.len() as i32;
+        *by_name.entry(name.to_string()).or_insert(next)
+    }
+}
+
+/// `datafusion-pg-catalog` with stable namespace OIDs.
+///
+/// It numbers schemas from a counter and forgets their numbers whenever
+/// `pg_attribute` is built, so a schema's OID changes between (and even
+/// within) queries, and `pg_class.relnamespace` may not match
+/// `pg_namespace.oid` (pgjdbc's `getColumns` joins the three tables in one
+/// query). Its `pg_catalog` is not PostgreSQL's OID 11 either, so the built-in
+/// types (`typnamespace = 11`) belong to no namespace and a driver's
+/// `pg_type JOIN pg_namespace` (Npgsql's type loading) finds none.
+///
+/// Here every catalog table is built under one lock and materialised;
+/// `pg_class` is built right after `pg_namespace` (so the library's schema
+/// numbers agree between the two), and both are renumbered by name
+/// ([`NamespaceOids`]): `pg_catalog` 11, `public` 2200, the lake's namespaces
+/// from 12000, for the server's life. Relation OIDs are the library's, which
+/// it keeps while a relation exists.
 #[derive(Debug)]
 struct LakePgCatalog {
     inner: Arc<dyn SchemaProvider>,
+    namespaces: Arc<NamespaceOids>,
+    builds: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[async_trait]
@@ -146,11 +185,24 @@ impl SchemaProvider for LakePgCatalog {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        let table = self.inner.table(name).await?;
-        if !name.eq_ignore_ascii_case("pg_namespace") {
-            return Ok(table);
-        }
-        Ok(table.map(|inner| Arc::new(FixedNamespaceOids { inner }) as Arc<dyn TableProvider>))
+        let Some(table) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let kind = match name.to_ascii_lowercase().as_str() {
+            "pg_namespace" => CatalogTable::Namespace,
+            "pg_class" => CatalogTable::Class {
+                namespaces: self.inner.table("pg_namespace").await?.ok_or_else(|| {
+                    DataFusionError::Internal("pg_catalog has no pg_namespace".into())
+                })?,
+            },
+            _ => CatalogTable::Other,
+        };
+        Ok(Some(Arc::new(StableOids {
+            inner: table,
+            kind,
+            namespaces: self.namespaces.clone(),
+            builds: self.builds.clone(),
+        })))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -158,14 +210,74 @@ impl SchemaProvider for LakePgCatalog {
     }
 }
 
-/// `pg_namespace` with PostgreSQL's OID for `pg_catalog`.
 #[derive(Debug)]
-struct FixedNamespaceOids {
+enum CatalogTable {
+    Namespace,
+    /// `pg_class`, with the `pg_namespace` to build just before it.
+    Class {
+        namespaces: Arc<dyn TableProvider>,
+    },
+    Other,
+}
+
+/// One catalog table, built under the lock and renumbered (see
+/// [`LakePgCatalog`]).
+#[derive(Debug)]
+struct StableOids {
     inner: Arc<dyn TableProvider>,
+    kind: CatalogTable,
+    namespaces: Arc<NamespaceOids>,
+    builds: Arc<tokio::sync::Mutex<()>>,
+}
+
+async fn build(
+    table: &Arc<dyn TableProvider>,
+    state: &dyn Session,
+) -> Result<Vec<RecordBatch>, DataFusionError> {
+    let plan = table.scan(state, None, &[], None).await?;
+    collect(plan, state.task_ctx()).await
+}
+
+/// `name` → OID from `pg_namespace` batches (the library's numbering).
+fn namespace_names(batches: &[RecordBatch]) -> std::collections::HashMap<i32, String> {
+    let mut names = std::collections::HashMap::new();
+    for batch in batches {
+        if let (Some(oids), Some(nspnames)) = (
+            batch.column(0).as_any().downcast_ref::<Int32Array>(),
+            batch.column(1).as_any().downcast_ref::<StringArray>(),
+        ) {
+            for (oid, name) in oids.iter().zip(nspnames.iter()) {
+                if let (Some(oid), Some(name)) = (oid, name) {
+                    names.insert(oid, name.to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Replace column `index` (namespace OIDs in the library's numbering) by
+/// stable ones; `name_of` maps the library's OID to the namespace's name.
+fn renumber(
+    batch: &RecordBatch,
+    index: usize,
+    name_of: impl Fn(i32) -> Option<String>,
+    namespaces: &NamespaceOids,
+) -> Result<RecordBatch, DataFusionError> {
+    let Some(oids) = batch.column(index).as_any().downcast_ref::<Int32Array>() else {
+        return Ok(batch.clone());
+    };
+    let stable: Int32Array = oids
+        .iter()
+        .map(|oid| oid.map(|oid| name_of(oid).map_or(oid, |name| namespaces.of(&name))))
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(stable);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 #[async_trait]
-impl TableProvider for FixedNamespaceOids {
+impl TableProvider for StableOids {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
@@ -185,36 +297,33 @@ impl TableProvider for FixedNamespaceOids {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-        let plan = self.inner.scan(state, None, &[], None).await?;
-        let batches = collect(plan, state.task_ctx()).await?;
-        let fixed = batches
-            .iter()
-            .map(fix_namespace_oids)
-            .collect::<Result<Vec<_>, _>>()?;
-        MemTable::try_new(self.schema(), vec![fixed])?
+        let batches = {
+            let _build = self.builds.lock().await;
+            match &self.kind {
+                CatalogTable::Other => build(&self.inner, state).await?,
+                CatalogTable::Namespace => {
+                    let batches = build(&self.inner, state).await?;
+                    let names = namespace_names(&batches);
+                    batches
+                        .iter()
+                        .map(|b| renumber(b, 0, |oid| names.get(&oid).cloned(), &self.namespaces))
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+                CatalogTable::Class { namespaces } => {
+                    let names = namespace_names(&build(namespaces, state).await?);
+                    build(&self.inner, state)
+                        .await?
+                        .iter()
+                        // pg_class: oid, relname, relnamespace, …
+                        .map(|b| renumber(b, 2, |oid| names.get(&oid).cloned(), &self.namespaces))
+                        .collect::<Result<Vec<_>, _>>()?
+                }
+            }
+        };
+        MemTable::try_new(self.schema(), vec![batches])?
             .scan(state, projection, filters, limit)
             .await
     }
-}
-
-fn fix_namespace_oids(batch: &RecordBatch) -> Result<RecordBatch, DataFusionError> {
-    let (Some(oids), Some(names)) = (
-        batch.column(0).as_any().downcast_ref::<Int32Array>(),
-        batch.column(1).as_any().downcast_ref::<StringArray>(),
-    ) else {
-        return Ok(batch.clone());
-    };
-    let fixed: Int32Array = oids
-        .iter()
-        .zip(names.iter())
-        .map(|(oid, name)| match name {
-            Some("pg_catalog") => Some(PG_CATALOG_NAMESPACE_OID),
-            _ => oid,
-        })
-        .collect();
-    let mut columns = batch.columns().to_vec();
-    columns[0] = Arc::new(fixed);
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// The server's one `pg_catalog` (see the module docs).
@@ -237,6 +346,8 @@ impl PgCatalog {
                 statics.clone(),
                 EmptyContextProvider,
             )?),
+            namespaces: Arc::default(),
+            builds: Arc::default(),
         });
         let pg_catalog = Self { schema, statics };
         // The enumerating session lists pg_catalog among the schemas, as

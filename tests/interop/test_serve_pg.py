@@ -218,6 +218,21 @@ def test_catalog_functions(server):
             "WHERE n.nspname IN ('raw', 'unified')").fetchall()}
         assert kinds.get(("raw", "retail_events")) == "r", kinds
         assert kinds.get(("unified", "sales_by_category")) == "v", kinds
+        columns = [r[0] for r in conn.execute(
+            "SELECT a.attname FROM pg_catalog.pg_attribute a "
+            "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'unified' AND c.relname = 'sales_by_category' "
+            "AND a.attnum > 0 ORDER BY a.attnum")]
+        assert columns[:2] == ["category", "sales_units"], columns
+        assert conn.execute("SELECT count(*) FROM pg_catalog.pg_database").fetchone()[0] >= 1
+        assert conn.execute(
+            "SELECT count(*) FROM pg_catalog.pg_settings").fetchone()[0] >= 1
+        assert conn.execute(
+            "SELECT typname FROM pg_catalog.pg_type WHERE oid = 23").fetchone()[0] == "int4"
+        assert conn.execute("SELECT count(*) FROM pg_catalog.pg_enum").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_catalog.pg_range").fetchone()[0] >= 1
+        assert conn.execute("SELECT count(*) FROM pg_catalog.pg_proc").fetchone()[0] > 100
 
 
 # --- authentication and start-up ----------------------------------------------

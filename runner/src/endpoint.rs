@@ -166,7 +166,7 @@ impl ParamType {
 
     /// A value of this type from TOML (a `default`): the TOML type that matches,
     /// or a string in the query-string form.
-    fn from_toml(self, value: &toml::Value) -> Result<ParamValue, String> {
+    fn toml_value(self, value: &toml::Value) -> Result<ParamValue, String> {
         match (self, value) {
             (_, toml::Value::String(text)) => self.value(text),
             (Self::Int, toml::Value::Integer(i)) => Ok(ParamValue::Int(*i)),
@@ -380,7 +380,7 @@ fn build_endpoint(file: EndpointFile, at: &dyn Fn(usize) -> Origin) -> Result<En
                     format!("parameter {name} is required and has a default: choose one"),
                 ))
             }
-            Some(value) => Some(ty.from_toml(value.get_ref()).map_err(|message| {
+            Some(value) => Some(ty.toml_value(value.get_ref()).map_err(|message| {
                 error(
                     value.span().start,
                     "params.default",

@@ -4,12 +4,12 @@
 //! ([`bind_json`]) and a named endpoint's `$name` from its typed query string
 //! ([`bind_named`]).
 //!
-//! Each value is cast to the type DataFusion infers for its placeholder (e.g.
-//! the column it is compared with), so `"2024-01-01"` binds to a date column
-//! and `7` to an `Int32` one; a value that does not cast is the client's
-//! error (SQLSTATE 22P02), not a NULL.
-
-use std::collections::HashMap;
+//! JSON has no dates or decimals, so a JSON value is cast to the type
+//! DataFusion infers for its placeholder (e.g. the column it is compared
+//! with): `"2024-01-01"` binds to a date column and `7` to an `Int32` one; a
+//! value that does not cast is the client's error (SQLSTATE 22P02), not a
+//! NULL. An endpoint's values are typed by their declaration and bound as
+//! they are.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
@@ -71,27 +71,23 @@ pub fn bind_json(plan: &LogicalPlan, values: &[serde_json::Value]) -> Result<Par
     Ok(ParamValues::from(bound))
 }
 
-/// Bind `$name` placeholders of `plan` to typed values (`None`: SQL NULL of
-/// the declared type).
+/// Bind `$name` placeholders to typed values (`None`: SQL NULL of the
+/// declared type). The values keep their declared types: DataFusion's type
+/// coercion then compares them with what they meet (an `Int64` bound for an
+/// `Int32` column widens the column), so every value of the declared type is
+/// valid, and one outside the column's range simply matches no row.
 pub fn bind_named(
-    plan: &LogicalPlan,
     values: Vec<(String, ParamType, Option<ParamValue>)>,
 ) -> Result<ParamValues, Failure> {
-    let types: HashMap<String, Option<DataType>> = plan
-        .get_parameter_types()
-        .map_err(|e| Failure::datafusion(&e))?;
     let bound = values
         .into_iter()
         .map(|(name, ty, value)| {
-            let placeholder = format!("${name}");
             let scalar = match value {
                 Some(value) => scalar_of(&value),
-                None => {
-                    ScalarValue::try_from(&data_type_of(ty)).map_err(|e| Failure::datafusion(&e))?
-                }
+                None => ScalarValue::try_from(&data_type_of(ty))
+                    .map_err(|e| Failure::datafusion(&e))?,
             };
-            let inferred = types.get(&placeholder).cloned().flatten();
-            Ok((name, cast(&placeholder, scalar, inferred.as_ref())?))
+            Ok((name, scalar))
         })
         .collect::<Result<Vec<_>, Failure>>()?;
     Ok(ParamValues::from(bound))
@@ -243,21 +239,39 @@ mod tests {
 
     #[tokio::test]
     async fn named_values_bind_typed_and_null_when_absent() {
-        let plan = plan("SELECT * FROM t WHERE id <= $top AND ($who IS NULL OR name = $who)").await;
-        let bound = bind_named(
-            &plan,
-            vec![
-                ("top".into(), ParamType::Int, Some(ParamValue::Int(3))),
-                ("who".into(), ParamType::String, None),
-            ],
-        )
-        .unwrap();
-        let ParamValues::Map(map) = bound else {
-            panic!("not a map")
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (id INT, name VARCHAR) AS VALUES (1, 'a'), (2, NULL), (3, 'c')")
+            .await
+            .unwrap();
+        let sql = "SELECT id FROM t WHERE id <= $top AND ($who IS NULL OR name = $who) ORDER BY id";
+        let ids = |top: i64, who: Option<&str>| {
+            let ctx = ctx.clone();
+            let who = who.map(|w| ParamValue::String(w.into()));
+            async move {
+                let bound = bind_named(vec![
+                    ("top".into(), ParamType::Int, Some(ParamValue::Int(top))),
+                    ("who".into(), ParamType::String, who),
+                ])
+                .unwrap();
+                let frame = ctx.sql(sql).await.unwrap().with_param_values(bound).unwrap();
+                let batches = frame.collect().await.unwrap();
+                let mut out = Vec::new();
+                for batch in batches {
+                    let ids = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::Int32Array>()
+                        .unwrap()
+                        .clone();
+                    out.extend(ids.iter().flatten());
+                }
+                out
+            }
         };
-        assert_eq!(map["top"].value, ScalarValue::Int32(Some(3)));
-        assert_eq!(map["who"].value, ScalarValue::Utf8(None));
-        let replaced = plan.replace_params_with_values(&ParamValues::Map(map));
-        assert!(replaced.is_ok(), "{replaced:?}");
+        assert_eq!(ids(2, None).await, vec![1, 2]);
+        assert_eq!(ids(3, Some("c")).await, vec![3]);
+        // Beyond the Int32 column's range: no error, the comparison widens.
+        assert_eq!(ids(i64::MAX, None).await, vec![1, 2, 3]);
+        assert_eq!(ids(i64::MIN, None).await, Vec::<i32>::new());
     }
 }

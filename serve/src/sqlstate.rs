@@ -27,6 +27,7 @@ pub const TOO_MANY_CONNECTIONS: &str = "53300";
 pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
 pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
 pub const DIVISION_BY_ZERO: &str = "22012";
+pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
 pub const INVALID_AUTHORIZATION: &str = "28000";
@@ -119,6 +120,9 @@ fn code_of(e: &DataFusionError, message: &str) -> &'static str {
             }
         }
         _ if message.contains("overflow") => NUMERIC_VALUE_OUT_OF_RANGE,
+        // A date or time outside what the engine represents (e.g. a year-300
+        // date compared with a nanosecond timestamp).
+        _ if message.contains("exceeds the representable") => DATETIME_FIELD_OVERFLOW,
         _ if message.contains("Divide by zero") => DIVISION_BY_ZERO,
         DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => IO_ERROR,
         _ => INTERNAL_ERROR,
@@ -150,6 +154,19 @@ mod tests {
         assert_eq!(code(&e), UNDEFINED_TABLE);
         let e = DataFusionError::Plan("No field named x.".into());
         assert_eq!(code(&e), UNDEFINED_COLUMN);
+    }
+
+    #[test]
+    fn values_out_of_range_are_data_exceptions() {
+        let e = DataFusionError::Context(
+            "Optimizer rule 'simplify_expressions' failed".into(),
+            Box::new(DataFusionError::Execution(
+                "Cannot cast Date32 value -602108 to Timestamp(ns): converted value exceeds the \
+                 representable i64 range"
+                    .into(),
+            )),
+        );
+        assert_eq!(code(&e), DATETIME_FIELD_OVERFLOW);
     }
 
     #[test]

@@ -159,8 +159,7 @@ async fn call(
     let admitted = Admitted::new(state, label, started)?;
     let session = admitted.session(state).await?;
     let plan = admitted.plan(&session, endpoint.statement.clone()).await?;
-    let bound =
-        crate::params::bind_named(&plan, values).map_err(|failure| admitted.refuse(failure))?;
+    let bound = crate::params::bind_named(values).map_err(|failure| admitted.refuse(failure))?;
     let plan = plan
         .replace_params_with_values(&bound)
         .map_err(|e| admitted.refuse(Failure::datafusion(&e)))?;

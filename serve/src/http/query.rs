@@ -46,8 +46,20 @@ pub struct QueryRequest {
     /// One value per placeholder: a string, number, boolean or null, cast to
     /// the placeholder's inferred type (`"2024-01-31"` binds to a date).
     #[serde(default)]
-    #[schema(example = json!([100]))]
+    #[schema(schema_with = param_values, example = json!([100]))]
     pub params: Vec<serde_json::Value>,
+}
+
+/// `params`: an array of strings, numbers, booleans and nulls.
+fn param_values() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let scalar = ObjectBuilder::new().schema_type(SchemaType::from_iter([
+        Type::String,
+        Type::Number,
+        Type::Boolean,
+        Type::Null,
+    ]));
+    ArrayBuilder::new().items(scalar).build()
 }
 
 /// `?format=`, which wins over the `Accept` header.

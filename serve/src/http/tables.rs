@@ -155,8 +155,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<TableList>, ApiE
     path = "/v1/tables/{namespace}/{table}",
     tag = "tables",
     params(
-        ("namespace" = String, Path, description = "The namespace (schema), e.g. `raw`"),
-        ("table" = String, Path, description = "The table or view, e.g. `retail_events`"),
+        ("namespace" = String, Path, description = "The namespace (schema)", example = "raw"),
+        ("table" = String, Path, description = "The table or view", example = "retail_events"),
     ),
     responses(
         (status = 200, description = "The table", body = TableDetail),

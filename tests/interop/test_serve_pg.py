@@ -3,8 +3,6 @@ here wrote: psql (Debian's), psycopg 3 (PyPI) in text and binary modes, and the
 queries Npgsql (Power BI) and Grafana send. Expected values come from
 `icefjord sql` (the CLI path, not the server) or are written out by hand."""
 
-import csv
-import io
 import os
 import signal
 import subprocess
@@ -16,7 +14,7 @@ import psycopg
 import pytest
 
 from conftest import Lake
-from serve import start
+from serve import cli_rows, start
 
 PSQL = "psql"
 
@@ -46,12 +44,6 @@ def psql(server, *args: str, check: bool = True, **kw) -> subprocess.CompletedPr
     if check:
         assert out.returncode == 0, f"psql {args}: {out.stdout}\n{out.stderr}"
     return out
-
-
-def cli_rows(lake: Lake, sql: str) -> list[list[str]]:
-    out = lake.run("sql", "-o", "csv", sql)
-    assert out.returncode == 0, out.stderr
-    return list(csv.reader(io.StringIO(out.stdout)))[1:]
 
 
 # --- psql -------------------------------------------------------------------

@@ -506,75 +506,75 @@ type = "string"
         assert_eq!(e.params[1].default, None);
     }
 
-    /// (the spec with one change, the line, the field, words of the message)
-    fn assert_error(toml: &str, line: usize, field: &str, words: &str) {
-        let e = load(toml).unwrap_err();
-        assert!(e.file.ends_with("pipeline.toml"), "{e}");
-        assert_eq!(e.line, line, "{e}");
-        assert_eq!(e.field.as_deref(), Some(field), "{e}");
-        assert!(e.message.contains(words), "{e}");
-        assert!(
-            e.to_string().contains(&format!("pipeline.toml:{line}:")),
-            "{e}"
-        );
+    #[test]
+    fn bad_specs_name_file_line_and_field() {
+        // (replace, with, line, field, words of the message)
+        for (from, to, line, field, words) in [
+            (
+                "type = \"int\"",
+                "type = \"integer\"",
+                10,
+                "params.type",
+                "\"integer\" is not a type",
+            ),
+            (
+                "default = 10",
+                "default = \"ten\"",
+                11,
+                "params.default",
+                "\"ten\" is not a 64-bit integer",
+            ),
+            (
+                "default = 10",
+                "default = 10\nrequired = true",
+                11,
+                "params.default",
+                "required and has a default",
+            ),
+            (
+                "$category)",
+                "$categroy)",
+                6,
+                "sql",
+                "$categroy is not a declared parameter",
+            ),
+            (
+                "rank <= $top",
+                "rank <= 10",
+                6,
+                "params.name",
+                "parameter top is not used",
+            ),
+            ("$top", "$1", 6, "sql", "use named placeholders"),
+            (
+                "/api/top-products",
+                "api/top products",
+                4,
+                "path",
+                "not a path",
+            ),
+            ("SELECT product_id", "DELETE", 6, "sql", "is not a query"),
+            (
+                "description = \"Best products\"",
+                "returns = \"one\"",
+                5,
+                "returns",
+                "\"one\"",
+            ),
+        ] {
+            let e = load(&TOP.replace(from, to)).unwrap_err();
+            assert!(e.file.ends_with("pipeline.toml"), "{e}");
+            assert_eq!((e.line, e.field.as_deref()), (line, Some(field)), "{e}");
+            assert!(e.message.contains(words), "{e}");
+            assert!(
+                e.to_string().contains(&format!("pipeline.toml:{line}:")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
-    fn a_bad_type_names_file_line_and_field() {
-        assert_error(
-            &TOP.replace("type = \"int\"", "type = \"integer\""),
-            10,
-            "params.type",
-            "\"integer\" is not a type",
-        );
-    }
-
-    #[test]
-    fn a_default_of_the_wrong_type_is_refused() {
-        assert_error(
-            &TOP.replace("default = 10", "default = \"ten\""),
-            11,
-            "params.default",
-            "\"ten\" is not a 64-bit integer",
-        );
-    }
-
-    #[test]
-    fn placeholders_and_params_must_match() {
-        assert_error(
-            &TOP.replace("$category)", "$categroy)"),
-            6,
-            "sql",
-            "$categroy is not a declared parameter",
-        );
-        assert_error(
-            &TOP.replace("rank <= $top", "rank <= 10"),
-            6,
-            "params.name",
-            "parameter top is not used",
-        );
-        assert_error(
-            &TOP.replace("$top", "$1"),
-            6,
-            "sql",
-            "use named placeholders",
-        );
-    }
-
-    #[test]
-    fn paths_sql_and_unknown_fields() {
-        assert_error(
-            &TOP.replace("/api/top-products", "api/top products"),
-            4,
-            "path",
-            "not a path",
-        );
-        assert_error(
-            &TOP.replace("SELECT product_id", "DELETE"),
-            6,
-            "sql",
-            "is not a query",
-        );
+    fn unknown_fields_and_paths_declared_twice() {
         let e = load(&TOP.replace("description = ", "summary = ")).unwrap_err();
         assert_eq!(e.line, 5, "{e}");
         assert!(e.message.contains("unknown field `summary`"), "{e}");
@@ -582,22 +582,6 @@ type = "string"
         let e = load(&twice).unwrap_err();
         assert_eq!(e.line, 18, "{e}");
         assert!(e.message.contains("also declared at line 4"), "{e}");
-    }
-
-    #[test]
-    fn required_with_default_and_returns() {
-        assert_error(
-            &TOP.replace("default = 10", "default = 10\nrequired = true"),
-            11,
-            "params.default",
-            "required and has a default",
-        );
-        assert_error(
-            &TOP.replace("description = \"Best products\"", "returns = \"one\""),
-            5,
-            "returns",
-            "\"one\"",
-        );
     }
 
     #[test]

@@ -84,8 +84,9 @@ pub fn bind_named(
         .map(|(name, ty, value)| {
             let scalar = match value {
                 Some(value) => scalar_of(&value),
-                None => ScalarValue::try_from(&data_type_of(ty))
-                    .map_err(|e| Failure::datafusion(&e))?,
+                None => {
+                    ScalarValue::try_from(&data_type_of(ty)).map_err(|e| Failure::datafusion(&e))?
+                }
             };
             Ok((name, scalar))
         })
@@ -253,7 +254,12 @@ mod tests {
                     ("who".into(), ParamType::String, who),
                 ])
                 .unwrap();
-                let frame = ctx.sql(sql).await.unwrap().with_param_values(bound).unwrap();
+                let frame = ctx
+                    .sql(sql)
+                    .await
+                    .unwrap()
+                    .with_param_values(bound)
+                    .unwrap();
                 let batches = frame.collect().await.unwrap();
                 let mut out = Vec::new();
                 for batch in batches {

@@ -33,14 +33,6 @@ SLOW = "SELECT count(*) FROM generate_series(1, 600000000) AS t(value) WHERE val
 
 
 @pytest.fixture(scope="module")
-def demo_lake(icefjord_bin: Path, tmp_path_factory) -> Lake:
-    lake = Lake(icefjord_bin, tmp_path_factory.mktemp("serve-http") / "lake")
-    out = lake.run("demo", "--events", "20000", "-o", "csv")
-    assert out.returncode == 0, out.stderr
-    return lake
-
-
-@pytest.fixture(scope="module")
 def server(demo_lake: Lake, tmp_path_factory):
     server = start(demo_lake.binary, demo_lake.path, tmp_path_factory.mktemp("serve-http-logs"),
                    *PIPELINES, env={"ICEFJORD_HTTP_TOKEN": TOKEN})

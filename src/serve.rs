@@ -40,7 +40,7 @@ pub struct ServeArgs {
     /// Longest a query may run, in seconds (rows streamed included).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     query_timeout: u64,
-    /// Open PostgreSQL connections at most.
+    /// Open PostgreSQL connections, and HTTP queries running at once, at most.
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
     /// After SIGTERM, how long running queries may finish, in seconds.

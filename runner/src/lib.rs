@@ -14,12 +14,14 @@
 //! ```
 //!
 //! - [`spec`]: `pipeline.toml` + `.sql` files → typed models, errors with file/line;
+//! - [`endpoint`]: `[[endpoints]]`, the named queries `icefjord serve` offers over HTTP;
 //! - [`graph`]: run order from what each query reads, cycles, `--select`;
 //! - [`run`]: the write-audit-publish lifecycle and its invariants;
 //! - [`audit`]: the checks; [`history`]: `icefjord.runs`; [`report`]: run reports.
 
 pub mod audit;
 pub mod boundary;
+pub mod endpoint;
 pub mod error;
 pub mod graph;
 pub mod history;

@@ -275,6 +275,8 @@ pub struct Pipeline {
     pub dir: PathBuf,
     /// In the order they are configured (see [`crate::graph`] for run order).
     pub models: Vec<Model>,
+    /// Named insight endpoints, in the order they are declared.
+    pub endpoints: Vec<crate::endpoint::Endpoint>,
 }
 
 #[derive(Deserialize)]
@@ -287,6 +289,9 @@ struct PipelineFile {
     schedule: Option<String>,
     #[serde(default)]
     models: Vec<ModelFile>,
+    /// Served by `icefjord serve --pipeline DIR` ([`crate::endpoint`]).
+    #[serde(default)]
+    endpoints: Vec<crate::endpoint::EndpointFile>,
 }
 
 #[derive(Deserialize)]
@@ -442,12 +447,14 @@ impl Pipeline {
                 ));
             }
         }
+        let endpoints = crate::endpoint::build_endpoints(file.endpoints, &at)?;
         Ok(Self {
             name,
             description: file.description,
             schedule: file.schedule,
             dir: dir.to_path_buf(),
             models,
+            endpoints,
         })
     }
 

@@ -20,9 +20,10 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    /// A pipeline folder's `[[endpoints]]` are invalid.
-    #[error("{file}: {message}")]
-    Endpoint { file: PathBuf, message: String },
+    /// A pipeline folder given with `--pipeline` (its `[[endpoints]]`, or
+    /// the pipeline itself) is invalid: the error names file, line and field.
+    #[error(transparent)]
+    Spec(#[from] icefjord_runner::SpecError),
     #[error(transparent)]
     Engine(#[from] icefjord_engine::EngineError),
     #[error(transparent)]
@@ -49,9 +50,6 @@ impl ServeError {
 
     /// Whether this is a start-up refusal the user fixes by changing a setting.
     pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Self::Config { .. } | Self::Tls { .. } | Self::Endpoint { .. }
-        )
+        matches!(self, Self::Config { .. } | Self::Tls { .. } | Self::Spec(_))
     }
 }

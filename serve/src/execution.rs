@@ -165,6 +165,24 @@ pub struct QueryLabel {
     pub statement: String,
 }
 
+impl QueryLabel {
+    /// Longest statement text kept for the log line, in characters.
+    const MAX_STATEMENT: usize = 500;
+
+    /// A label whose statement is cut to [`Self::MAX_STATEMENT`] characters.
+    pub fn new(protocol: Protocol, user: impl Into<String>, statement: &str) -> Self {
+        let statement = match statement.char_indices().nth(Self::MAX_STATEMENT) {
+            Some((cut, _)) => format!("{}…", &statement[..cut]),
+            None => statement.to_string(),
+        };
+        Self {
+            protocol,
+            user: user.into(),
+            statement,
+        }
+    }
+}
+
 /// A record batch stream that stops on its deadline or cancel signal and
 /// reports the query when it ends or is dropped.
 pub struct GuardedStream {

@@ -31,8 +31,11 @@ pub mod execution;
 pub mod http;
 pub mod lake;
 pub mod metrics;
+pub mod params;
 pub mod pg;
 pub mod pg_catalog;
+pub mod sqlstate;
+pub mod statement;
 
 use std::future::Future;
 use std::net::SocketAddr;

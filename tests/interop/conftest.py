@@ -51,6 +51,16 @@ def lake(icefjord_bin: Path, tmp_path: Path) -> Lake:
     return Lake(icefjord_bin, tmp_path / "lake")
 
 
+@pytest.fixture(scope="module")
+def demo_lake(icefjord_bin: Path, tmp_path_factory) -> Lake:
+    """A lake after `icefjord demo` (every shipped pipeline run once), one per test
+    module (the serve tests), so what one module adds never reaches another."""
+    lake = Lake(icefjord_bin, tmp_path_factory.mktemp("demo") / "lake")
+    out = lake.run("demo", "--events", "20000", "-o", "csv")
+    assert out.returncode == 0, out.stderr
+    return lake
+
+
 def free_port() -> int:
     import socket
 

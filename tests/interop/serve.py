@@ -1,6 +1,8 @@
 """`icefjord serve` as a test fixture: started on free loopback ports, its bound
 addresses read from the JSON line it prints, stopped with SIGTERM."""
 
+import csv
+import io
 import json
 import os
 import signal
@@ -69,3 +71,11 @@ def start(binary: Path, lake: Path, tmp: Path, *args: str, env: dict | None = No
           log_format: str = "text") -> Server:
     return Server(binary, lake, tmp / f"serve-{time.monotonic_ns()}.log", *args, env=env,
                   log_format=log_format)
+
+
+def cli_rows(lake, sql: str) -> list[list[str]]:
+    """The rows of `sql` as `icefjord sql -o csv` prints them (the CLI path, not
+    the server): the expected values of the serve tests."""
+    out = lake.run("sql", "-o", "csv", sql)
+    assert out.returncode == 0, out.stderr
+    return list(csv.reader(io.StringIO(out.stdout)))[1:]

@@ -3,8 +3,6 @@ here wrote: psql (Debian's), psycopg 3 (PyPI) in text and binary modes, and the
 queries Npgsql (Power BI) and Grafana send. Expected values come from
 `icefjord sql` (the CLI path, not the server) or are written out by hand."""
 
-import csv
-import io
 import os
 import signal
 import subprocess
@@ -16,17 +14,9 @@ import psycopg
 import pytest
 
 from conftest import Lake
-from serve import start
+from serve import cli_rows, start
 
 PSQL = "psql"
-
-
-@pytest.fixture(scope="module")
-def demo_lake(icefjord_bin: Path, tmp_path_factory) -> Lake:
-    lake = Lake(icefjord_bin, tmp_path_factory.mktemp("serve") / "lake")
-    out = lake.run("demo", "--events", "20000", "-o", "csv")
-    assert out.returncode == 0, out.stderr
-    return lake
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +36,6 @@ def psql(server, *args: str, check: bool = True, **kw) -> subprocess.CompletedPr
     if check:
         assert out.returncode == 0, f"psql {args}: {out.stdout}\n{out.stderr}"
     return out
-
-
-def cli_rows(lake: Lake, sql: str) -> list[list[str]]:
-    out = lake.run("sql", "-o", "csv", sql)
-    assert out.returncode == 0, out.stderr
-    return list(csv.reader(io.StringIO(out.stdout)))[1:]
 
 
 # --- psql -------------------------------------------------------------------

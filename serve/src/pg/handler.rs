@@ -231,16 +231,11 @@ impl QueryHandler {
 }
 
 fn label(client: &(dyn ClientInfo + Send + Sync), sql: &str) -> QueryLabel {
-    const MAX: usize = 500;
-    let statement = match sql.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &sql[..cut]),
-        None => sql.to_string(),
-    };
-    QueryLabel {
-        protocol: Protocol::Pg,
-        user: client.metadata().get(USER).cloned().unwrap_or_default(),
-        statement,
-    }
+    QueryLabel::new(
+        Protocol::Pg,
+        client.metadata().get(USER).cloned().unwrap_or_default(),
+        sql,
+    )
 }
 
 /// Give the streams of a request the connection's cancel signal. pgwire
@@ -536,27 +531,7 @@ impl ExtendedQueryHandler for QueryHandler {
 /// The parameter types of a plan, `$1` first (DataFusion's inference; `None`
 /// where it has none and the client's declared type is used).
 fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
-    let types = plan
-        .get_parameter_types()
-        .map_err(|e| sqlstate::from_datafusion(&e))?;
-    let mut ordered: Vec<(usize, Option<DataType>)> = types
-        .into_iter()
-        .filter_map(|(id, ty)| {
-            id.trim_start_matches('$')
-                .parse::<usize>()
-                .ok()
-                .map(|n| (n, ty))
-        })
-        .collect();
-    ordered.sort_by_key(|(n, _)| *n);
-    let count = ordered.last().map_or(0, |(n, _)| *n);
-    let mut out = vec![None; count];
-    for (n, ty) in ordered {
-        if n >= 1 {
-            out[n - 1] = ty;
-        }
-    }
-    Ok(out)
+    crate::params::positional_types(plan).map_err(|e| sqlstate::from_datafusion(&e))
 }
 
 /// Parses and describes statements for the extended protocol.

@@ -6,7 +6,7 @@
 //! configured, is offered through PostgreSQL's `SSLRequest`; the connection
 //! limit answers `53300` past [`crate::config::QueryLimits::max_connections`].
 
-mod catalog_rewrite;
+pub(crate) mod catalog_rewrite;
 mod cursor;
 mod handler;
 mod settings;

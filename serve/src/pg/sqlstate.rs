@@ -1,34 +1,14 @@
-//! Our errors as PostgreSQL error responses, with the SQLSTATE a PostgreSQL
-//! server would send for the same failure (PostgreSQL documentation,
-//! appendix A "Error Codes"), so drivers and BI tools react as they do to
-//! PostgreSQL: `57014` for a canceled query, `42P01` for a missing table,
-//! `25006` for a write in a read-only session, `53200` for a query over its
-//! memory pool.
+//! Our errors as PostgreSQL error responses: the SQLSTATE of
+//! [`crate::sqlstate`] (shared with the HTTP API) in an `ERROR` or `FATAL`
+//! message.
 
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
 use pgwire::error::{ErrorInfo, PgWireError};
 
-use crate::error::ServeError;
-use crate::execution::{is_resources_exhausted, Stopped};
+pub use crate::sqlstate::*;
 
-pub const SYNTAX_ERROR: &str = "42601";
-pub const INVALID_CURSOR_NAME: &str = "34000";
-pub const DUPLICATE_CURSOR: &str = "42P03";
-pub const UNDEFINED_TABLE: &str = "42P01";
-pub const UNDEFINED_COLUMN: &str = "42703";
-pub const UNDEFINED_FUNCTION: &str = "42883";
-pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
-pub const QUERY_CANCELED: &str = "57014";
-pub const ADMIN_SHUTDOWN: &str = "57P01";
-pub const OUT_OF_MEMORY: &str = "53200";
-pub const TOO_MANY_CONNECTIONS: &str = "53300";
-pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
-pub const DIVISION_BY_ZERO: &str = "22012";
-pub const INVALID_PARAMETER_VALUE: &str = "22023";
-pub const IO_ERROR: &str = "58030";
-pub const INTERNAL_ERROR: &str = "XX000";
+use crate::error::ServeError;
 
 /// An `ERROR` response.
 pub fn error(code: &str, message: impl Into<String>) -> PgWireError {
@@ -48,112 +28,40 @@ pub fn fatal(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
+impl From<Failure> for PgWireError {
+    fn from(failure: Failure) -> Self {
+        error(failure.code, failure.message)
+    }
+}
+
 pub fn from_parser(e: &ParserError) -> PgWireError {
-    error(SYNTAX_ERROR, format!("syntax error: {e}"))
+    Failure::parser(e).into()
 }
 
 /// The response for a query that failed while planning or running.
 pub fn from_datafusion(e: &DataFusionError) -> PgWireError {
-    if let Some(stopped) = Stopped::of(e) {
-        let code = match stopped {
-            Stopped::Canceled | Stopped::Timeout => QUERY_CANCELED,
-            Stopped::Shutdown => ADMIN_SHUTDOWN,
-        };
-        return error(code, stopped.to_string());
-    }
-    if is_resources_exhausted(e) {
-        return error(
-            OUT_OF_MEMORY,
-            format!("the query went over its memory limit: {e}"),
-        );
-    }
-    let message = e.to_string();
-    error(code_of(e, &message), message)
-}
-
-fn code_of(e: &DataFusionError, message: &str) -> &'static str {
-    match e {
-        DataFusionError::SQL(_, _) => SYNTAX_ERROR,
-        DataFusionError::NotImplemented(_) => FEATURE_NOT_SUPPORTED,
-        DataFusionError::Context(_, inner) => code_of(inner, message),
-        DataFusionError::Shared(inner) => code_of(inner, message),
-        DataFusionError::Diagnostic(_, inner) => code_of(inner, message),
-        DataFusionError::Plan(_) | DataFusionError::SchemaError(_, _) => {
-            if message.contains("table '") && message.contains("not found") {
-                UNDEFINED_TABLE
-            } else if message.contains("No field named") || message.contains("not found") {
-                UNDEFINED_COLUMN
-            } else if message.contains("Invalid function") {
-                UNDEFINED_FUNCTION
-            } else if message.contains("DDL not supported")
-                || message.contains("DML not supported")
-                || message.contains("Statement not supported")
-            {
-                READ_ONLY_SQL_TRANSACTION
-            } else {
-                SYNTAX_ERROR
-            }
-        }
-        _ if message.contains("overflow") => NUMERIC_VALUE_OUT_OF_RANGE,
-        _ if message.contains("Divide by zero") => DIVISION_BY_ZERO,
-        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => IO_ERROR,
-        _ => INTERNAL_ERROR,
-    }
+    Failure::datafusion(e).into()
 }
 
 /// The response for one of our errors.
 pub fn from_serve(e: &ServeError) -> PgWireError {
-    match e {
-        ServeError::Query(q) => from_datafusion(q),
-        ServeError::Sql(icefjord_sql::SqlError::Query(q)) => from_datafusion(q),
-        ServeError::Sql(icefjord_sql::SqlError::Version { .. }) => {
-            error(INVALID_PARAMETER_VALUE, e.to_string())
-        }
-        ServeError::Sql(icefjord_sql::SqlError::Statements { .. }) => {
-            error(SYNTAX_ERROR, e.to_string())
-        }
-        ServeError::Engine(icefjord_engine::EngineError::Query(q)) => from_datafusion(q),
-        ServeError::Catalog(icefjord_catalog::CatalogError::TableNotFound { .. }) => {
-            error(UNDEFINED_TABLE, e.to_string())
-        }
-        e if e.is_retryable() => error(IO_ERROR, e.to_string()),
-        e => error(INTERNAL_ERROR, e.to_string()),
-    }
+    Failure::serve(e).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::execution::Stopped;
 
-    fn code(e: PgWireError) -> String {
-        match e {
-            PgWireError::UserError(info) => info.code,
+    #[test]
+    fn the_shared_code_is_the_error_code() {
+        let e = DataFusionError::External(Box::new(Stopped::Timeout));
+        match from_datafusion(&e) {
+            PgWireError::UserError(info) => {
+                assert_eq!(info.code, QUERY_CANCELED);
+                assert_eq!(info.severity, "ERROR");
+            }
             other => panic!("not a user error: {other}"),
         }
-    }
-
-    #[test]
-    fn stopped_queries_are_57014() {
-        let e = DataFusionError::External(Box::new(Stopped::Canceled));
-        assert_eq!(code(from_datafusion(&e)), QUERY_CANCELED);
-        let e = DataFusionError::Context(
-            "x".into(),
-            Box::new(DataFusionError::External(Box::new(Stopped::Timeout))),
-        );
-        assert_eq!(code(from_datafusion(&e)), QUERY_CANCELED);
-    }
-
-    #[test]
-    fn missing_table_and_column() {
-        let e = DataFusionError::Plan("table 'icefjord.raw.nope' not found".into());
-        assert_eq!(code(from_datafusion(&e)), UNDEFINED_TABLE);
-        let e = DataFusionError::Plan("No field named x.".into());
-        assert_eq!(code(from_datafusion(&e)), UNDEFINED_COLUMN);
-    }
-
-    #[test]
-    fn memory_pool() {
-        let e = DataFusionError::ResourcesExhausted("pool".into());
-        assert_eq!(code(from_datafusion(&e)), OUT_OF_MEMORY);
     }
 }

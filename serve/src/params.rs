@@ -1,0 +1,283 @@
+//! Query parameters: values bound to a plan's placeholders, never formatted
+//! into SQL text. The PostgreSQL wire binds `$1..` from its `Bind` message; the
+//! HTTP API binds `$1..` from the JSON `params` of `POST /v1/query`
+//! ([`bind_json`]) and a named endpoint's `$name` from its typed query string
+//! ([`bind_named`]).
+//!
+//! JSON has no dates or decimals, so a JSON value is cast to the type
+//! DataFusion infers for its placeholder (e.g. the column it is compared
+//! with): `"2024-01-01"` binds to a date column and `7` to an `Int32` one; a
+//! value that does not cast is the client's error (SQLSTATE 22P02), not a
+//! NULL. An endpoint's values are typed by their declaration and bound as
+//! they are.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::scalar::ScalarValue;
+use icefjord_runner::endpoint::{ParamType, ParamValue};
+
+use crate::sqlstate::{self, Failure};
+
+/// The parameter types of a plan, `$1` first (DataFusion's inference; `None`
+/// where it has none).
+pub fn positional_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, DataFusionError> {
+    let types = plan.get_parameter_types()?;
+    let mut ordered: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(id, ty)| {
+            id.trim_start_matches('$')
+                .parse::<usize>()
+                .ok()
+                .map(|n| (n, ty))
+        })
+        .collect();
+    ordered.sort_by_key(|(n, _)| *n);
+    let count = ordered.last().map_or(0, |(n, _)| *n);
+    let mut out = vec![None; count];
+    for (n, ty) in ordered {
+        if n >= 1 {
+            out[n - 1] = ty;
+        }
+    }
+    Ok(out)
+}
+
+/// Bind JSON values to `$1..` of `plan`: exactly one value per placeholder.
+pub fn bind_json(plan: &LogicalPlan, values: &[serde_json::Value]) -> Result<ParamValues, Failure> {
+    let types = positional_types(plan).map_err(|e| Failure::datafusion(&e))?;
+    if values.len() != types.len() {
+        return Err(Failure::new(
+            sqlstate::UNDEFINED_PARAMETER,
+            format!(
+                "the query has {} parameter{} ($1…) and {} value{} were given",
+                types.len(),
+                if types.len() == 1 { "" } else { "s" },
+                values.len(),
+                if values.len() == 1 { "" } else { "s" },
+            ),
+        ));
+    }
+    let bound = values
+        .iter()
+        .zip(&types)
+        .enumerate()
+        .map(|(i, (value, ty))| {
+            let name = format!("${}", i + 1);
+            cast(&name, scalar_of_json(&name, value)?, ty.as_ref())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParamValues::from(bound))
+}
+
+/// Bind `$name` placeholders to typed values (`None`: SQL NULL of the
+/// declared type). The values keep their declared types: DataFusion's type
+/// coercion then compares them with what they meet (an `Int64` bound for an
+/// `Int32` column widens the column), so every value of the declared type is
+/// valid, and one outside the column's range simply matches no row.
+pub fn bind_named(
+    values: Vec<(String, ParamType, Option<ParamValue>)>,
+) -> Result<ParamValues, Failure> {
+    let bound = values
+        .into_iter()
+        .map(|(name, ty, value)| {
+            let scalar = match value {
+                Some(value) => scalar_of(&value),
+                None => {
+                    ScalarValue::try_from(&data_type_of(ty)).map_err(|e| Failure::datafusion(&e))?
+                }
+            };
+            Ok((name, scalar))
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    Ok(ParamValues::from(bound))
+}
+
+/// The Arrow type a declared parameter type binds as.
+pub fn data_type_of(ty: ParamType) -> DataType {
+    match ty {
+        ParamType::Int => DataType::Int64,
+        ParamType::Float => DataType::Float64,
+        ParamType::String => DataType::Utf8,
+        ParamType::Date => DataType::Date32,
+        ParamType::Timestamp => {
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)
+        }
+        ParamType::Bool => DataType::Boolean,
+    }
+}
+
+fn scalar_of(value: &ParamValue) -> ScalarValue {
+    match value {
+        ParamValue::Int(i) => ScalarValue::Int64(Some(*i)),
+        ParamValue::Float(f) => ScalarValue::Float64(Some(*f)),
+        ParamValue::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        ParamValue::Date(days) => ScalarValue::Date32(Some(*days)),
+        ParamValue::Timestamp(micros) => ScalarValue::TimestampMicrosecond(Some(*micros), None),
+        ParamValue::Bool(b) => ScalarValue::Boolean(Some(*b)),
+    }
+}
+
+fn scalar_of_json(name: &str, value: &serde_json::Value) -> Result<ScalarValue, Failure> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => ScalarValue::Int64(Some(i)),
+            (None, Some(u), _) => ScalarValue::UInt64(Some(u)),
+            (None, None, Some(f)) => ScalarValue::Float64(Some(f)),
+            _ => {
+                return Err(Failure::new(
+                    sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                    format!("parameter {name}: {n} is out of range"),
+                ))
+            }
+        },
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Array(_) | Value::Object(_) => {
+            return Err(Failure::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "parameter {name}: a parameter is a string, number, boolean or null, \
+                     not an array or object"
+                ),
+            ))
+        }
+    })
+}
+
+/// `value` as `target` (when the placeholder's type is known).
+fn cast(name: &str, value: ScalarValue, target: Option<&DataType>) -> Result<ScalarValue, Failure> {
+    let Some(target) = target else {
+        return Ok(value);
+    };
+    if &value.data_type() == target {
+        return Ok(value);
+    }
+    if value.is_null() {
+        return ScalarValue::try_from(target).map_err(|e| Failure::datafusion(&e));
+    }
+    let fractional = matches!(value, ScalarValue::Float64(Some(f)) if f.fract() != 0.0);
+    if fractional && target.is_integer() {
+        return Err(Failure::new(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("parameter {name}: {value} is not an integer ({target})"),
+        ));
+    }
+    value.cast_to(target).map_err(|e| {
+        Failure::new(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("parameter {name}: {value} is not a {target}: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::prelude::SessionContext;
+    use serde_json::json;
+
+    use super::*;
+
+    async fn plan(sql: &str) -> LogicalPlan {
+        let ctx = SessionContext::new();
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int32, false),
+            Field::new("day", DataType::Date32, false),
+            Field::new("name", DataType::Utf8, true),
+        ]);
+        ctx.register_batch(
+            "t",
+            datafusion::arrow::record_batch::RecordBatch::new_empty(Arc::new(schema)),
+        )
+        .unwrap();
+        ctx.state().create_logical_plan(sql).await.unwrap()
+    }
+
+    fn list(values: ParamValues) -> Vec<ScalarValue> {
+        match values {
+            ParamValues::List(list) => list.into_iter().map(|v| v.value).collect(),
+            ParamValues::Map(_) => panic!("not a list"),
+        }
+    }
+
+    #[tokio::test]
+    async fn json_values_cast_to_the_inferred_types() {
+        let plan = plan("SELECT * FROM t WHERE id = $1 AND day >= $2 AND name = $3").await;
+        let bound = bind_json(&plan, &[json!(7), json!("2024-01-31"), json!(null)]).unwrap();
+        assert_eq!(
+            list(bound),
+            vec![
+                ScalarValue::Int32(Some(7)),
+                ScalarValue::Date32(Some(19753)),
+                ScalarValue::Utf8(None),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_values_are_the_clients_error() {
+        let plan = plan("SELECT * FROM t WHERE id = $1").await;
+        let e = bind_json(&plan, &[json!("seven")]).unwrap_err();
+        assert_eq!(e.code, sqlstate::INVALID_TEXT_REPRESENTATION, "{e}");
+        assert!(e.message.contains("parameter $1"), "{e}");
+        let e = bind_json(&plan, &[json!(7.5)]).unwrap_err();
+        assert_eq!(e.code, sqlstate::INVALID_TEXT_REPRESENTATION, "{e}");
+        let e = bind_json(&plan, &[json!([1])]).unwrap_err();
+        assert_eq!(e.code, sqlstate::INVALID_PARAMETER_VALUE, "{e}");
+        let e = bind_json(&plan, &[]).unwrap_err();
+        assert_eq!(e.code, sqlstate::UNDEFINED_PARAMETER, "{e}");
+        assert!(e.message.contains("1 parameter ($1…) and 0 values"), "{e}");
+        let e = bind_json(&plan, &[json!(1), json!(2)]).unwrap_err();
+        assert_eq!(e.code, sqlstate::UNDEFINED_PARAMETER, "{e}");
+    }
+
+    #[tokio::test]
+    async fn named_values_bind_typed_and_null_when_absent() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (id INT, name VARCHAR) AS VALUES (1, 'a'), (2, NULL), (3, 'c')")
+            .await
+            .unwrap();
+        let sql = "SELECT id FROM t WHERE id <= $top AND ($who IS NULL OR name = $who) ORDER BY id";
+        let ids = |top: i64, who: Option<&str>| {
+            let ctx = ctx.clone();
+            let who = who.map(|w| ParamValue::String(w.into()));
+            async move {
+                let bound = bind_named(vec![
+                    ("top".into(), ParamType::Int, Some(ParamValue::Int(top))),
+                    ("who".into(), ParamType::String, who),
+                ])
+                .unwrap();
+                let frame = ctx
+                    .sql(sql)
+                    .await
+                    .unwrap()
+                    .with_param_values(bound)
+                    .unwrap();
+                let batches = frame.collect().await.unwrap();
+                let mut out = Vec::new();
+                for batch in batches {
+                    let ids = batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::Int32Array>()
+                        .unwrap()
+                        .clone();
+                    out.extend(ids.iter().flatten());
+                }
+                out
+            }
+        };
+        assert_eq!(ids(2, None).await, vec![1, 2]);
+        assert_eq!(ids(3, Some("c")).await, vec![3]);
+        // Beyond the Int32 column's range: no error, the comparison widens.
+        assert_eq!(ids(i64::MAX, None).await, vec![1, 2, 3]);
+        assert_eq!(ids(i64::MIN, None).await, Vec::<i32>::new());
+    }
+}

@@ -26,13 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::kernels::boolean::not;
 use arrow::compute::{
     filter_record_batch, interleave_record_batch, take_record_batch, SortOptions,
 };
 use arrow::datatypes::SchemaRef;
-use arrow::row::{OwnedRow, Row, RowConverter, SortField};
+use arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
+use datafusion::common::HashSet;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
@@ -158,8 +159,13 @@ impl Rewrite {
                 new: vec![rows],
             });
         }
+        // One range at a time, each read in the stream's own task: no
+        // repartitioning threads holding (and allocating) batches beside it.
+        let state = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_config(ctx.copied_config().with_target_partitions(1))
+            .build();
         Ok(Self(Arc::new(Parts {
-            ctx: ctx.clone(),
+            ctx: SessionContext::new_with_state(state),
             model: model.clone(),
             published: published.clone(),
             schema: schema.clone(),
@@ -186,20 +192,58 @@ impl std::fmt::Debug for Rewrite {
 
 impl Parts {
     /// Chunk `i`'s rows, sorted.
-    async fn chunk(&self, i: usize) -> Result<Vec<RecordBatch>> {
+    async fn chunk(&self, i: usize) -> Result<Ordered> {
         let chunk = &self.chunks[i];
+        let mut ordered = Ordered::new(&self.schema, &self.order)?;
         if chunk.files.is_empty() {
-            return sorted(&self.schema, &self.order, &chunk.new);
+            for batch in &chunk.new {
+                let added = ordered.add(batch)?;
+                ordered.choose(added);
+            }
+            return Ok(ordered.sorted());
         }
         let old = self.published.clone().with_only_files(chunk.files.clone());
         let old = conformed(self.ctx.read_table(Arc::new(old))?, &self.schema)?;
         let (old, read) = collect_counted(old).await?;
         self.read.add(read);
-        let (matched, mut rows) = split_by_keys(&self.model, &self.schema, &old, &chunk.new)?;
-        match self.model.merge {
-            // A matched old row is replaced by its new row.
-            Merge::Replace => rows.extend(chunk.new.iter().cloned()),
-            Merge::Sum => {
+        // The new keys, and a converter for old keys into the same format.
+        let keys = &self.model.unique_key;
+        let same = self.order == *keys;
+        let key_converter = match same {
+            true => None,
+            false => Some(order_converter(&self.schema, keys)?),
+        };
+        let converter = key_converter.as_ref().unwrap_or(&ordered.converter);
+        let mut new_keys = converter.empty_rows(0, 0);
+        for batch in &chunk.new {
+            converter.append(&mut new_keys, &columns(batch, keys)?)?;
+        }
+        let wanted: HashSet<Row<'_>> = new_keys.iter().collect();
+        // Old rows whose key is new are merged; the others are written as read.
+        let mut matched = Vec::new();
+        for batch in &old {
+            let added = ordered.add(batch)?;
+            let is_new: Vec<bool> = match &key_converter {
+                None => added
+                    .clone()
+                    .map(|p| wanted.contains(&ordered.rows.row(p)))
+                    .collect(),
+                Some(converter) => converter
+                    .convert_columns(&columns(batch, keys)?)?
+                    .iter()
+                    .map(|r| wanted.contains(&r))
+                    .collect(),
+            };
+            ordered.choose(added.zip(&is_new).filter(|(_, m)| !**m).map(|(p, _)| p));
+            if is_new.contains(&true) {
+                matched.push(filter_record_batch(batch, &BooleanArray::from(is_new))?);
+            }
+        }
+        let merged = match (self.model.merge, matched.is_empty()) {
+            // A matched old row is replaced by its new row; with no match, the
+            // new rows are merged already (among themselves).
+            (Merge::Replace, _) | (Merge::Sum, true) => chunk.new.clone(),
+            (Merge::Sum, false) => {
                 let read = |batches: &[RecordBatch]| -> Result<_> {
                     let table = mem_table(&self.schema, batches)?;
                     conformed(self.ctx.read_table(table)?, &self.schema)
@@ -211,10 +255,14 @@ impl Parts {
                     &self.schema,
                 )
                 .await?;
-                rows.extend(conformed(merged, &self.schema)?.collect().await?);
+                conformed(merged, &self.schema)?.collect().await?
             }
+        };
+        for batch in &merged {
+            let added = ordered.add(batch)?;
+            ordered.choose(added);
         }
-        sorted(&self.schema, &self.order, &rows)
+        Ok(ordered.sorted())
     }
 }
 
@@ -230,7 +278,7 @@ impl PartitionStream for Rewrite {
                 let this = this.clone();
                 async move { this.chunk(i).await.map_err(into_datafusion) }
             })
-            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+            .map_ok(|ordered| futures::stream::iter(ordered.into_batches()))
             .try_flatten();
         Box::pin(RecordBatchStreamAdapter::new(self.0.schema.clone(), stream))
     }
@@ -337,67 +385,78 @@ fn columns(batch: &RecordBatch, names: &[String]) -> Result<Vec<ArrayRef>> {
         .collect()
 }
 
-/// `old`'s rows split into those whose key is among `new`'s keys and the rest.
-/// Keys compare in row format: equal values, and NULL equal to NULL.
-fn split_by_keys(
-    model: &Model,
-    schema: &SchemaRef,
-    old: &[RecordBatch],
-    new: &[RecordBatch],
-) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-    let keys = &model.unique_key;
-    let converter = order_converter(schema, keys)?;
-    let mut new_keys = converter.empty_rows(0, 0);
-    for batch in new {
-        converter.append(&mut new_keys, &columns(batch, keys)?)?;
-    }
-    let wanted: std::collections::HashSet<Row<'_>> = new_keys.iter().collect();
-    let (mut matched, mut unmatched) = (Vec::new(), Vec::new());
-    for batch in old {
-        let rows = converter.convert_columns(&columns(batch, keys)?)?;
-        let mask: BooleanArray = rows.iter().map(|r| Some(wanted.contains(&r))).collect();
-        match mask.true_count() {
-            0 => unmatched.push(batch.clone()),
-            n if n == batch.num_rows() => matched.push(batch.clone()),
-            _ => {
-                matched.push(filter_record_batch(batch, &mask)?);
-                unmatched.push(filter_record_batch(batch, &not(&mask)?)?);
-            }
-        }
-    }
-    Ok((matched, unmatched))
+/// Rows to write in order: batches, their values of the order's columns in
+/// row format, and which of their rows are written.
+struct Ordered {
+    schema: SchemaRef,
+    order: Vec<String>,
+    converter: RowConverter,
+    rows: Rows,
+    batches: Vec<RecordBatch>,
+    /// Per row of `rows`: its batch and row in `batches`.
+    at: Vec<(usize, usize)>,
+    /// Positions in `rows` of the rows to write.
+    chosen: Vec<usize>,
 }
 
-/// `batches`' rows sorted by `order` (ascending, NULLs first; stable), as
-/// `schema` batches of at most [`BATCH_ROWS`] rows.
-fn sorted(
-    schema: &SchemaRef,
-    order: &[String],
-    batches: &[RecordBatch],
-) -> Result<Vec<RecordBatch>> {
-    let batches: Vec<RecordBatch> = batches
-        .iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
-        .collect::<Result<_, _>>()?;
-    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let mut at: Vec<(usize, usize)> = Vec::with_capacity(total);
-    for (b, batch) in batches.iter().enumerate() {
-        at.extend((0..batch.num_rows()).map(|r| (b, r)));
-    }
-    if !order.is_empty() {
+impl Ordered {
+    fn new(schema: &SchemaRef, order: &[String]) -> Result<Self> {
         let converter = order_converter(schema, order)?;
-        let mut rows = converter.empty_rows(total, 0);
-        for batch in &batches {
-            converter.append(&mut rows, &columns(batch, order)?)?;
-        }
-        let mut positions: Vec<usize> = (0..total).collect();
-        positions.sort_by(|a, b| rows.row(*a).cmp(&rows.row(*b)));
-        at = positions.into_iter().map(|p| at[p]).collect();
+        Ok(Self {
+            schema: schema.clone(),
+            order: order.to_vec(),
+            rows: converter.empty_rows(0, 0),
+            converter,
+            batches: Vec::new(),
+            at: Vec::new(),
+            chosen: Vec::new(),
+        })
     }
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    Ok(at
-        .chunks(BATCH_ROWS)
-        .map(|part| interleave_record_batch(&refs, part))
-        .collect::<Result<_, _>>()?)
+
+    /// Add `batch` (of `schema`'s columns); returns its rows' positions.
+    fn add(&mut self, batch: &RecordBatch) -> Result<std::ops::Range<usize>> {
+        let start = self.at.len();
+        if batch.num_rows() == 0 {
+            return Ok(start..start);
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
+        self.converter
+            .append(&mut self.rows, &columns(&batch, &self.order)?)?;
+        let b = self.batches.len();
+        self.at.extend((0..batch.num_rows()).map(|r| (b, r)));
+        self.batches.push(batch);
+        Ok(start..self.at.len())
+    }
+
+    /// Write the rows at `positions`.
+    fn choose(&mut self, positions: impl IntoIterator<Item = usize>) {
+        self.chosen.extend(positions);
+    }
+
+    /// The chosen rows in order (a stable sort: rows already in order cost a
+    /// pass).
+    fn sorted(mut self) -> Self {
+        let rows = &self.rows;
+        self.chosen.sort_by(|a, b| rows.row(*a).cmp(&rows.row(*b)));
+        self
+    }
+
+    /// The chosen rows, as batches of at most [`BATCH_ROWS`] rows each copied
+    /// when it is taken.
+    fn into_batches(self) -> impl Iterator<Item = Result<RecordBatch, DataFusionError>> {
+        // The rows' order values are done with: only the batches stay.
+        let Self {
+            batches,
+            at,
+            chosen,
+            ..
+        } = self;
+        let parts = chosen.len().div_ceil(BATCH_ROWS);
+        (0..parts).map(move |i| {
+            let part = &chosen[i * BATCH_ROWS..((i + 1) * BATCH_ROWS).min(chosen.len())];
+            let at: Vec<(usize, usize)> = part.iter().map(|p| at[*p]).collect();
+            let refs: Vec<&RecordBatch> = batches.iter().collect();
+            Ok(interleave_record_batch(&refs, &at)?)
+        })
+    }
 }

@@ -164,6 +164,55 @@ fn may_hold(file: &DataFile, columns: &[(i32, &ArrayRef, BooleanArray)]) -> Resu
     Ok(true)
 }
 
+/// The values of one column a data file may hold, as far as its bounds tell,
+/// in the order of an ascending sort with NULLs first (the order a merge writes).
+#[derive(Clone, Debug)]
+pub struct ColumnRange {
+    /// At most the smallest value; `None`: unbounded below (the file may hold
+    /// NULLs, which sort first, or has no lower bound).
+    pub lower: Option<ScalarValue>,
+    /// At least the largest value; `None`: unbounded above (no upper bound, or
+    /// a float column that may hold NaN, which bounds leave out and sorts last).
+    pub upper: Option<ScalarValue>,
+}
+
+/// For each of `files`: the range of its `column` (of `schema`, of `table`),
+/// as `data_type` values. A missing bound or statistic leaves that side
+/// unbounded. Errors: a column `schema` does not have.
+pub fn column_ranges(
+    table: &str,
+    files: &[&DataFile],
+    schema: &Schema,
+    column: &str,
+    data_type: &DataType,
+) -> Result<Vec<ColumnRange>> {
+    let id = schema
+        .field_by_name(column)
+        .ok_or_else(|| EngineError::SchemaMismatch {
+            table: table.to_string(),
+            message: format!("no column {column}"),
+        })?
+        .id;
+    let is_float = matches!(
+        data_type,
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    );
+    Ok(files
+        .iter()
+        .map(|file| {
+            let nulls = file.null_value_counts().get(&id).is_none_or(|n| *n > 0);
+            let nans = is_float && file.nan_value_counts().get(&id).is_none_or(|n| *n > 0);
+            let bound = |bounds: &std::collections::HashMap<i32, Datum>| {
+                bounds.get(&id).and_then(|datum| scalar(datum, data_type))
+            };
+            ColumnRange {
+                lower: (!nulls).then(|| bound(file.lower_bounds())).flatten(),
+                upper: (!nans).then(|| bound(file.upper_bounds())).flatten(),
+            }
+        })
+        .collect())
+}
+
 /// The bounds of data files as DataFusion's [`PruningStatistics`], one
 /// container per file: a `PruningPredicate` over them skips the files a
 /// query's filters rule out without opening them (min/max per column, null and

@@ -984,3 +984,125 @@ async fn a_sum_merge_that_overflows_fails_the_run() {
     assert_eq!(snapshot(&lake, "historical.by_store").await, before);
     assert_eq!(by_store(&lake).await, [(1, i64::MAX)]);
 }
+
+/// Sales `(day, store, units)` replacing those of `raw.sales` (store 0 stands
+/// for a NULL store in [`LATE_SQL`]).
+async fn put_sales(lake: &LakeCatalog, sales: &[(i64, i32, i64)], overwrite: bool) {
+    let columns = [
+        ("day", PrimitiveType::Long),
+        ("store", PrimitiveType::Int),
+        ("units", PrimitiveType::Long),
+    ];
+    let arrays: Vec<arrow::array::ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(sales.iter().map(|s| s.0))),
+        Arc::new(Int32Array::from_iter_values(sales.iter().map(|s| s.1))),
+        Arc::new(Int64Array::from_iter_values(sales.iter().map(|s| s.2))),
+    ];
+    write_rows(lake, "raw.sales", &columns, arrays, overwrite).await;
+}
+
+/// Daily totals keyed on `(day, store)`, one file per day.
+const LATE_SQL: &str = "SELECT day, CASE WHEN store = 0 THEN NULL ELSE store END AS store, \
+     sum(units) AS units, count(*) AS events FROM raw.sales GROUP BY 1, 2";
+
+/// `(day, store (NULL as -1), units, events)` of `historical.daily`, in key order.
+async fn daily(lake: &LakeCatalog, filter: &str) -> Vec<[i64; 4]> {
+    let rows = query(
+        lake,
+        &format!(
+            "SELECT day, coalesce(CAST(store AS BIGINT), -1), units, events \
+             FROM historical.daily {filter}"
+        ),
+    )
+    .await;
+    (0..int64s(&rows, 0).len())
+        .map(|i| [0, 1, 2, 3].map(|c| int64s(&rows, c)[i]))
+        .collect()
+}
+
+/// The rows of `historical.daily` the next run of [`late_rows_merged_by`] keeps
+/// as the first run wrote them, and those of the keys it adds.
+const UNMATCHED: [[i64; 4]; 10] = [
+    [1, 1, 10, 1],
+    [1, 3, 30, 1],
+    [2, 1, 11, 1],
+    [3, 1, 12, 1],
+    [3, 3, 32, 1],
+    [5, 1, 50, 1],
+    [0, 1, 3, 1],
+    [2, 3, 40, 1],
+    [4, 1, 9, 1],
+    [6, 2, 60, 1],
+];
+
+/// The late and new sales of the next run: a NULL store and store 2 of day 2,
+/// store 2 of day 1 twice (summed), a new store on day 2; new days 0, 4, 6
+/// (before, between and after the published files). Days 3 and 5 get nothing.
+const LATE: [(i64, i32, i64); 8] = [
+    (2, 2, 100),
+    (2, 0, 7),
+    (2, 3, 40),
+    (1, 2, 1),
+    (1, 2, 2),
+    (4, 1, 9),
+    (6, 2, 60),
+    (0, 1, 3),
+];
+
+/// Issue 12: late rows whose keys hit files that also hold other keys. Only the
+/// `matched` rows change (expected values by hand); the others, and the files
+/// no new key can be in, are kept exactly; new keys before, between and after
+/// the files are added; the rewritten files come out sorted by the key (NULLs
+/// first); the report counts the files replaced and the old rows read.
+async fn late_rows_merged_by(merge: &str, late: &[(i64, i32, i64)], matched: [[i64; 4]; 3]) {
+    let (dir, lake) = lake().await;
+    let toml = format!(
+        "name = \"late\"\n\n[[models]]\nname = \"historical.daily\"\n\
+         kind = \"incremental_by_key\"\nunique_key = [\"day\", \"store\"]\nmerge = \"{merge}\"\n\
+         partition_by = [\"day\"]\n"
+    );
+    let pipeline = write_pipeline(dir.path(), &toml, &[("daily.sql", LATE_SQL)]);
+    let history = [
+        (1, 1, 10),
+        (1, 2, 20),
+        (1, 3, 30),
+        (2, 1, 11),
+        (2, 2, 21),
+        (2, 0, 5),
+        (3, 1, 12),
+        (3, 3, 32),
+        (5, 1, 50),
+    ];
+    put_sales(&lake, &history, false).await;
+    let first = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(first.status, RunStatus::Success, "{first:?}");
+    // The next run's query sees only the late and new sales.
+    put_sales(&lake, late, true).await;
+    let next = Runner::new(&lake, &pipeline).unwrap().run().await.unwrap();
+    assert_eq!(next.status, RunStatus::Success, "{next:?}");
+    let mut expected: Vec<[i64; 4]> = UNMATCHED.iter().chain(&matched).copied().collect();
+    expected.sort();
+    let all = daily(&lake, "ORDER BY day, store NULLS FIRST").await;
+    assert_eq!(all, expected);
+    // Day 2's rewritten file, in file order.
+    let day2: Vec<[i64; 4]> = expected.into_iter().filter(|r| r[0] == 2).collect();
+    assert_eq!(daily(&lake, "WHERE day = 2").await, day2);
+    // The files of days 1 and 2 were replaced, their 6 rows read.
+    let report = &next.models[0];
+    assert_eq!(report.files_deleted, Some(2), "{report:?}");
+    assert_eq!(report.rows_read, Some(late.len() as u64 + 6), "{report:?}");
+}
+
+#[tokio::test]
+async fn late_rows_sum_into_their_keys_and_leave_the_others_exact() {
+    let matched = [[1, 2, 23, 3], [2, -1, 12, 2], [2, 2, 121, 2]];
+    late_rows_merged_by("sum", &LATE, matched).await;
+}
+
+#[tokio::test]
+async fn late_rows_replace_their_keys_and_leave_the_others_exact() {
+    // `replace` needs one new row per key: day 1's store 2 once.
+    let late: Vec<_> = LATE.iter().copied().filter(|s| *s != (1, 2, 2)).collect();
+    let matched = [[1, 2, 1, 1], [2, -1, 7, 1], [2, 2, 100, 1]];
+    late_rows_merged_by("replace", &late, matched).await;
+}

@@ -12,11 +12,14 @@
 //! - **One row per key still holds.** The kept files held no new key, the
 //!   rewritten files hold the merge of the touched files' rows with the new rows
 //!   ([`merge::merge_by_key`]: one row per key when the published output had one).
-//! - **Sorted output.** The merged rows are written sorted by the model's
+//!   Only the old rows whose key is among the new keys are merged; the others
+//!   are written as read ([`super::rewrite`]).
+//! - **Sorted output.** The rewritten rows are written sorted by the model's
 //!   `sort_by`, else by its `unique_key`, so each rewritten file covers a narrow
 //!   key range (e.g. recent hours) and the next run's new keys touch few files.
 //! - **Cost.** A run reads the new rows, the manifests and the touched files:
-//!   what changed, not the history. The commit fails with a conflict when one of
+//!   what changed, not the history. It holds the new rows and one key range of
+//!   the touched files at a time (one file, when they were written sorted). The commit fails with a conflict when one of
 //!   the touched files was removed meanwhile (e.g. by a compaction); the next
 //!   run starts over from the published state.
 
@@ -25,8 +28,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::common::Column;
-use datafusion::logical_expr::{Expr, SortExpr};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::prelude::{DataFrame, SessionContext};
 use iceberg::spec::DataFile;
 use iceberg::table::Table;
@@ -34,6 +36,7 @@ use icefjord_catalog::commit::live_entries;
 use icefjord_engine::file_bounds::may_hold_keys;
 use icefjord_engine::IcebergTable;
 
+use super::rewrite::{ReadCounter, Rewrite};
 use super::{conformed, mem_table};
 use crate::error::Result;
 use crate::merge;
@@ -50,6 +53,8 @@ pub(super) struct FileMerge {
     pub new_rows: u64,
     /// Rows read from data files for the new rows.
     pub rows_read: u64,
+    /// Rows read from the touched files, counted as `content` streams.
+    pub touched_rows_read: ReadCounter,
 }
 
 impl FileMerge {
@@ -101,28 +106,34 @@ pub(super) async fn merge_into_files(
         0 => Vec::new(),
         _ => touched_files(model, table, frame_schema, &batches).await?,
     };
+    // The new rows merged among themselves: one row per key (summed, or the
+    // repeated-key check of `replace`). Few next to the history: held.
     let new = conformed(ctx.read_table(mem_table(frame_schema, &batches)?)?, schema)?;
-    let old = match touched.is_empty() {
-        true => None,
-        false => {
-            let old = published.clone().with_only_files(touched.clone());
-            Some(conformed(ctx.read_table(Arc::new(old))?, schema)?)
-        }
-    };
-    let merged = conformed(merge::merge_by_key(model, old, new, schema).await?, schema)?;
+    let new = conformed(merge::merge_by_key(model, None, new, schema).await?, schema)?
+        .collect()
+        .await?;
     let order = match model.sort_by.is_empty() {
-        true => &model.unique_key,
-        false => &model.sort_by,
+        true => model.unique_key.clone(),
+        false => model.sort_by.clone(),
     };
-    let order: Vec<SortExpr> = order
-        .iter()
-        .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, true))
-        .collect();
+    let rewrite = Rewrite::new(
+        ctx,
+        model,
+        published,
+        table.metadata().current_schema(),
+        schema,
+        order,
+        &touched,
+        &new,
+    )?;
+    let touched_rows_read = rewrite.read_counter();
+    let stream = StreamingTable::try_new(schema.clone(), vec![Arc::new(rewrite)])?;
     Ok(FileMerge {
-        content: merged.sort(order)?,
+        content: ctx.read_table(Arc::new(stream))?,
         touched,
         new_rows,
         rows_read,
+        touched_rows_read,
     })
 }
 

@@ -73,7 +73,10 @@ use crate::spec::{Kind, Model, Pipeline, SpecError, Target};
 mod by_key;
 mod model;
 mod publish;
+mod rewrite;
 mod tables;
+
+use rewrite::ReadCounter;
 
 /// Called as models start and finish (e.g. a terminal progress line).
 pub type Progress = Arc<dyn Fn(ModelEvent<'_>) + Send + Sync>;

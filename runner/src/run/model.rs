@@ -27,6 +27,9 @@ struct Content {
     /// The model's new rows, when counted before merging.
     new_rows: Option<u64>,
     rows_read: u64,
+    /// Rows the content reads from data files outside its plan's scans, counted
+    /// as it streams (a copy-on-write merge's touched files).
+    streamed_rows_read: Option<ReadCounter>,
     /// Published files the content replaces (a copy-on-write merge).
     deleted: Option<HashSet<String>>,
 }
@@ -103,7 +106,12 @@ impl<'a> Runner<'a> {
         let mut run = ModelRun {
             rows: Some(content.new_rows.unwrap_or(written.rows)),
             files: Some(written.files.len() + written.delta_files.len()),
-            rows_read: Some(fresh_read + content.rows_read + written.rows_read),
+            rows_read: Some(
+                fresh_read
+                    + content.rows_read
+                    + content.streamed_rows_read.map_or(0, |r| r.get())
+                    + written.rows_read,
+            ),
             files_deleted: deleted.as_ref().map(HashSet::len),
             bytes_written: Some(written.bytes),
             // Audits of an incremental output check the rows this run wrote
@@ -271,6 +279,7 @@ impl<'a> Runner<'a> {
             mode,
             new_rows: None,
             rows_read: 0,
+            streamed_rows_read: None,
             deleted: None,
         };
         Ok(match (model.kind, destination) {
@@ -290,6 +299,7 @@ impl<'a> Runner<'a> {
                     deleted: Some(merge.touched_paths()),
                     new_rows: Some(merge.new_rows),
                     rows_read: merge.rows_read,
+                    streamed_rows_read: Some(merge.touched_rows_read),
                     ..content(merge.content, StagedMode::Append)
                 }
             }

@@ -273,6 +273,9 @@ fn main() {
         LogFormat::Json => logs.json().init(),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Deep SQL expressions recurse deeply in the planner (`icefjord sql`,
+        // serve's parsing); 2 MiB (tokio's default) is not enough for them.
+        .thread_stack_size(icefjord_serve::execution::QUERY_THREAD_STACK)
         .enable_all()
         .build()
     {

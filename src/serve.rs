@@ -128,11 +128,13 @@ pub async fn serve(args: ServeArgs, lake: LakeCatalog) -> Result<()> {
     let server = icefjord_serve::Server::bind(lake, config)
         .await
         .context("icefjord serve cannot start")?;
+    // Install the signal handlers before saying the server is ready.
+    let shutdown = icefjord_serve::shutdown_signal();
     let ready = serde_json::json!({
         "pg": server.pg_addr().map(|a| a.to_string()),
         "http": server.http_addr().map(|a| a.to_string()),
     });
     println!("{ready}");
-    server.run(icefjord_serve::shutdown_signal()).await?;
+    server.run(shutdown).await?;
     Ok(())
 }

@@ -58,17 +58,48 @@ pub struct QueryRuntime {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
+/// Stack of a query thread. DataFusion's planner, analyzer and optimizer
+/// recurse once per expression level; 2 MiB (tokio's default) overflowed at
+/// about 180 chained `+` (a debug build) and took the whole server down.
+pub const QUERY_THREAD_STACK: usize = 64 << 20;
+
 impl QueryRuntime {
     pub fn new() -> std::io::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .thread_stack_size(QUERY_THREAD_STACK)
             .thread_name("icefjord-query")
             .enable_all()
             .build()?;
         Ok(Self {
             runtime: Some(runtime),
         })
+    }
+
+    /// Run `work` (a query's planning, say) on the query runtime, for at most
+    /// `limit`: past it the work is dropped and the error is
+    /// [`Stopped::Timeout`]. The calling task only waits, so a planner that
+    /// computes for seconds holds no connection thread.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = DfResult<T>> + Send + 'static,
+    ) -> DfResult<T> {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return work.await;
+        };
+        let (tx, rx) = oneshot::channel();
+        let _task = AbortOnDrop(runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        }));
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(DataFusionError::Internal(
+                "the query task ended without an answer".into(),
+            )),
+            Err(_) => Err(DataFusionError::External(Box::new(Stopped::Timeout))),
+        }
     }
 
     /// Plan and run `frame` on the query runtime (DataFusion spawns its

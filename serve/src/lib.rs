@@ -133,25 +133,39 @@ impl Server {
     }
 }
 
-/// Resolves on SIGTERM (Kubernetes' stop) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Resolves on SIGTERM (Kubernetes' stop) or Ctrl-C. The handlers are
+/// installed when this is called, not when it is first polled: call it before
+/// saying the server is ready, or a SIGTERM just after would kill the process
+/// without a graceful shutdown.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let term = async {
+                match term {
+                    Some(mut term) => term.recv().await,
+                    None => std::future::pending().await,
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+            };
+            let interrupt = async {
+                match interrupt {
+                    Some(mut interrupt) => interrupt.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {},
+                _ = interrupt => {},
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

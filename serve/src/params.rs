@@ -174,6 +174,80 @@ fn cast(name: &str, value: ScalarValue, target: Option<&DataType>) -> Result<Sca
     })
 }
 
+/// Put the PostgreSQL client's `$1..` values into `statement` as typed
+/// literals, before it is planned.
+///
+/// A value keeps the type the client sent (psycopg's `Decimal('16.175')` is a
+/// `numeric`, `100` an `int8`), and the query is then planned as if it had
+/// been written with those literals, as `icefjord sql` would plan it: a
+/// comparison widens both sides, as PostgreSQL does with a `numeric`
+/// parameter. Casting the value to the column's type instead (what binding to
+/// an inferred placeholder type does) rounded `16.175` to `16.18` and found
+/// rows that PostgreSQL would not. An untyped NULL stays NULL. Literals are
+/// AST nodes (DataFusion's unparser), never SQL text.
+pub fn bind_literals(
+    statement: &mut datafusion::sql::sqlparser::ast::Statement,
+    values: &[ScalarValue],
+) -> Result<(), Failure> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value, VisitMut, VisitorMut};
+    use datafusion::sql::unparser::Unparser;
+    use std::ops::ControlFlow;
+
+    let unparser = Unparser::default();
+    let literals = values
+        .iter()
+        .map(|value| {
+            unparser
+                .expr_to_sql(&datafusion::logical_expr::lit(value.clone()))
+                .map_err(|e| Failure::datafusion(&e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    struct Bind<'a> {
+        literals: &'a [SqlExpr],
+        missing: Option<String>,
+    }
+
+    impl VisitorMut for Bind<'_> {
+        type Break = ();
+
+        fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+            if let SqlExpr::Value(value) = expr {
+                if let Value::Placeholder(name) = &value.value {
+                    let index = name
+                        .strip_prefix('$')
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .and_then(|n| n.checked_sub(1));
+                    match index.and_then(|i| self.literals.get(i)) {
+                        Some(literal) => *expr = SqlExpr::Nested(Box::new(literal.clone())),
+                        None => {
+                            self.missing = Some(name.clone());
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+
+    let mut bind = Bind {
+        literals: &literals,
+        missing: None,
+    };
+    let _ = statement.visit(&mut bind);
+    match bind.missing {
+        Some(name) => Err(Failure::new(
+            sqlstate::UNDEFINED_PARAMETER,
+            format!(
+                "there is no parameter {name}: {} value(s) were bound",
+                values.len()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -279,5 +353,35 @@ mod tests {
         // Beyond the Int32 column's range: no error, the comparison widens.
         assert_eq!(ids(i64::MAX, None).await, vec![1, 2, 3]);
         assert_eq!(ids(i64::MIN, None).await, Vec::<i32>::new());
+    }
+
+    #[test]
+    fn literals_keep_the_clients_type_and_precision() {
+        use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        let mut statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT * FROM t WHERE price = $1 AND name = $2 OR $3 IS NULL",
+        )
+        .expect("parses")
+        .remove(0);
+        bind_literals(
+            &mut statement,
+            &[
+                ScalarValue::Decimal128(Some(16175), 38, 3),
+                ScalarValue::Utf8(Some("{a, b}".into())),
+                ScalarValue::Utf8(None),
+            ],
+        )
+        .expect("binds");
+        let text = statement.to_string();
+        assert!(text.contains("16.175"), "{text}");
+        assert!(text.contains("'{a, b}'"), "{text}");
+        assert!(text.contains("NULL"), "{text}");
+        let mut missing = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT $2")
+            .expect("parses")
+            .remove(0);
+        let err = bind_literals(&mut missing, &[ScalarValue::Int64(Some(1))]).expect_err("no $2");
+        assert_eq!(err.code, sqlstate::UNDEFINED_PARAMETER);
     }
 }

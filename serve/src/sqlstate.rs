@@ -14,6 +14,7 @@ use crate::execution::{is_resources_exhausted, Stopped};
 
 pub const SYNTAX_ERROR: &str = "42601";
 pub const INVALID_CURSOR_NAME: &str = "34000";
+pub const INVALID_CURSOR_STATE: &str = "24000";
 pub const DUPLICATE_CURSOR: &str = "42P03";
 pub const UNDEFINED_TABLE: &str = "42P01";
 pub const UNDEFINED_COLUMN: &str = "42703";

@@ -27,8 +27,15 @@ pub enum Kind {
     Session,
     /// `DECLARE`, `FETCH`, `CLOSE` (the PostgreSQL wire's cursors).
     Cursor,
-    /// `DISCARD ALL` / `DISCARD …`: forget the connection's settings.
+    /// `DISCARD ALL` / `DISCARD …` / `RESET …`: forget the connection's
+    /// settings (every one of them, whatever the statement names).
     Discard,
+    /// Answered with this command tag and nothing else: transaction and
+    /// prepared-statement bookkeeping that has nothing to undo in a read-only
+    /// session (`SAVEPOINT`, `RELEASE`, `ROLLBACK TO SAVEPOINT`, `DEALLOCATE`,
+    /// `UNLISTEN`), as drivers send them (psycopg's rollback sends
+    /// `DEALLOCATE ALL`; nested transactions send savepoints).
+    Acknowledge(&'static str),
     /// Refused with this message.
     Refused(String),
 }
@@ -42,6 +49,14 @@ pub fn kind(statement: &Statement) -> Kind {
             Kind::Refused(message) => Kind::Refused(message),
             _ => refused(statement),
         },
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Kind::Acknowledge("ROLLBACK"),
+        Statement::Savepoint { .. } => Kind::Acknowledge("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Kind::Acknowledge("RELEASE"),
+        Statement::Deallocate { .. } => Kind::Acknowledge("DEALLOCATE"),
+        Statement::UNLISTEN { .. } => Kind::Acknowledge("UNLISTEN"),
+        Statement::Reset(_) => Kind::Discard,
         Statement::Set(_)
         | Statement::ShowVariable { .. }
         | Statement::ShowStatus { .. }

@@ -176,11 +176,12 @@ impl Admitted {
         match statement::kind(&statement) {
             Kind::Query => Ok(statement),
             Kind::Refused(message) => Err(self.refuse(statement::refusal(message))),
-            Kind::Session | Kind::Cursor | Kind::Discard => Err(self.refuse(Failure::new(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                "a session statement (SET, SHOW, BEGIN, cursors, DISCARD) has no meaning over \
+            Kind::Session | Kind::Cursor | Kind::Discard | Kind::Acknowledge(_) => Err(self
+                .refuse(Failure::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "a session statement (SET, SHOW, BEGIN, cursors, DISCARD) has no meaning over \
                  HTTP: each request is one query in a fresh session",
-            ))),
+                ))),
         }
     }
 

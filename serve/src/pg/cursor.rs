@@ -32,6 +32,9 @@ pub struct Cursor {
     rows: GuardedStream,
     /// Rows of a batch that the last `FETCH` did not take.
     pending: Option<RecordBatch>,
+    /// The error that ended the query: every later `FETCH` reports it again
+    /// (an ended stream would otherwise look like the end of the rows).
+    failed: Option<String>,
 }
 
 impl Cursor {
@@ -40,11 +43,18 @@ impl Cursor {
             schema: rows.schema(),
             rows,
             pending: None,
+            failed: None,
         }
     }
 
     /// Up to `limit` rows (all that remain for `None`).
     async fn fetch(&mut self, limit: Option<usize>) -> PgWireResult<Vec<RecordBatch>> {
+        if let Some(message) = &self.failed {
+            return Err(sqlstate::error(
+                sqlstate::INVALID_CURSOR_STATE,
+                format!("the cursor's query failed: {message}"),
+            ));
+        }
         let mut out = Vec::new();
         let mut wanted = limit.unwrap_or(usize::MAX);
         while wanted > 0 {
@@ -52,7 +62,10 @@ impl Cursor {
                 Some(batch) => batch,
                 None => match self.rows.next().await {
                     Some(Ok(batch)) => batch,
-                    Some(Err(e)) => return Err(sqlstate::from_datafusion(&e)),
+                    Some(Err(e)) => {
+                        self.failed = Some(e.to_string());
+                        return Err(sqlstate::from_datafusion(&e));
+                    }
                     None => break,
                 },
             };

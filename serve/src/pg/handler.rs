@@ -86,53 +86,64 @@ impl QueryHandler {
         }
     }
 
-    /// Run one planned query: its guarded record batch stream.
+    /// Plan and start one query: its guarded record batch stream. Planning
+    /// runs on the query runtime under the query's time limit (the planner
+    /// can compute for long on deep expressions or huge `IN` lists), so it
+    /// holds no connection thread and cannot escape the limit.
     async fn stream(
         &self,
         client: &(dyn ClientInfo + Send + Sync),
-        session: &LakeSession,
-        plan: LogicalPlan,
+        statement: Statement,
+        params: Option<ParamValues>,
         label: QueryLabel,
         started: Instant,
     ) -> PgWireResult<GuardedStream> {
-        let refused = |e: &datafusion::error::DataFusionError| {
-            metrics::refused(label.clone(), started, &e.to_string());
-            sqlstate::from_datafusion(e)
-        };
-        let frame = session
-            .context()
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| refused(&e))?;
-        let batches = self
+        let limit = timeout(&self.lake, client);
+        let settings = settings(client);
+        let lake = self.lake.clone();
+        let planned = self
             .lake
             .runtime()
-            .execute(frame)
-            .await
-            .map_err(|e| refused(&e))?;
-        Ok(
-            GuardedStream::new(batches, label, started, timeout(&self.lake, client))
-                .with_shutdown(self.shutdown.clone())
-                .with_in_flight(self.lake.in_flight())
-                .with_session(session.clone()),
-        )
+            .run(limit, async move {
+                let external = |e: crate::error::ServeError| {
+                    datafusion::error::DataFusionError::External(Box::new(e))
+                };
+                let session = lake.session(&settings).await.map_err(external)?;
+                let mut plan = lake::plan(&session, statement).await.map_err(external)?;
+                if let Some(params) = params {
+                    plan = plan.replace_params_with_values(&params)?;
+                }
+                let frame = session.context().execute_logical_plan(plan).await?;
+                let batches = lake.runtime().execute(frame).await?;
+                Ok((session, batches))
+            })
+            .await;
+        let (session, batches) = planned.map_err(|e| {
+            metrics::refused(label.clone(), started, &e.to_string());
+            refusal(&e)
+        })?;
+        let left = limit.saturating_sub(started.elapsed());
+        Ok(GuardedStream::new(batches, label, Instant::now(), left)
+            .with_shutdown(self.shutdown.clone())
+            .with_in_flight(self.lake.in_flight())
+            .with_session(session))
     }
 
-    /// Run one planned query and stream its rows; `cancel` is filled when
-    /// the request's handler returns ([`fill_cancel`]).
+    /// Run one query and stream its rows; `cancel` is filled when the
+    /// request's handler returns ([`fill_cancel`]).
     #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         client: &(dyn ClientInfo + Send + Sync),
-        session: &LakeSession,
-        plan: LogicalPlan,
+        statement: Statement,
+        params: Option<ParamValues>,
         format: &Format,
         label: QueryLabel,
         started: Instant,
         cancel: &CancelSlot,
     ) -> PgWireResult<QueryResponse> {
         let guarded = self
-            .stream(client, session, plan, label, started)
+            .stream(client, statement, params, label, started)
             .await?
             .with_cancel(cancel.clone());
         let schema = guarded.schema();
@@ -163,15 +174,15 @@ impl QueryHandler {
                     };
                     let started = Instant::now();
                     let label = label(client, sql);
-                    let session = session_for(&self.lake, client).await?;
-                    let plan = lake::plan(&session, Statement::Query(query.clone()))
-                        .await
-                        .and_then(|plan| Ok(plan.replace_params_with_values(params)?))
-                        .map_err(|e| {
-                            metrics::refused(label.clone(), started, &e.to_string());
-                            sqlstate::from_serve(&e)
-                        })?;
-                    let rows = self.stream(client, &session, plan, label, started).await?;
+                    let rows = self
+                        .stream(
+                            client,
+                            Statement::Query(query.clone()),
+                            Some(params.clone()),
+                            label,
+                            started,
+                        )
+                        .await?;
                     let described = described_as(rows.schema())?;
                     Cursors::of(client).declare(&name.value, Cursor::new(rows))?;
                     let stored = StoredStatement::new(
@@ -218,7 +229,11 @@ impl QueryHandler {
     }
 
     /// `DISCARD ALL`: the connection's settings go back to their defaults.
-    fn discard<C: HookClient + ?Sized>(client: &mut C) -> Response {
+    fn discard<C: HookClient + ?Sized>(client: &mut C, statement: &Statement) -> Response {
+        let tag = match statement {
+            Statement::Reset(_) => "RESET",
+            _ => "DISCARD ALL",
+        };
         for key in [SEARCH_PATH, TIME_ZONE, STATEMENT_TIMEOUT_MS] {
             client.metadata_mut().remove(key);
         }
@@ -226,7 +241,7 @@ impl QueryHandler {
         if let Some(cursors) = client.session_extensions().get::<Cursors>() {
             let _ = cursors.close(None);
         }
-        Response::Execution(Tag::new("DISCARD ALL"))
+        Response::Execution(Tag::new(tag))
     }
 }
 
@@ -236,6 +251,17 @@ fn label(client: &(dyn ClientInfo + Send + Sync), sql: &str) -> QueryLabel {
         client.metadata().get(USER).cloned().unwrap_or_default(),
         sql,
     )
+}
+
+/// The response for a query that failed before its first row: our own
+/// errors (wrapped to cross the query runtime) keep their SQLSTATE.
+fn refusal(e: &datafusion::error::DataFusionError) -> PgWireError {
+    if let datafusion::error::DataFusionError::External(inner) = e {
+        if let Some(serve) = inner.downcast_ref::<crate::error::ServeError>() {
+            return sqlstate::from_serve(serve);
+        }
+    }
+    sqlstate::from_datafusion(e)
 }
 
 /// Give the streams of a request the connection's cancel signal. pgwire
@@ -359,7 +385,8 @@ impl SimpleQueryHandler for QueryHandler {
                     metrics::refused(label(client, &text), started, &message);
                     return Err(statement::refusal(message));
                 }
-                Kind::Discard => responses.push(Self::discard(client)),
+                Kind::Discard => responses.push(Self::discard(client, &statement)),
+                Kind::Acknowledge(tag) => responses.push(Response::Execution(Tag::new(tag))),
                 Kind::Cursor => responses.push(
                     self.cursor(
                         client,
@@ -373,6 +400,14 @@ impl SimpleQueryHandler for QueryHandler {
                 Kind::Session => {
                     if let Some(response) = settings::set_search_path(client, &statement).await {
                         responses.push(response?);
+                        continue;
+                    }
+                    if let Some(response) = settings::set_time_zone(client, &statement).await {
+                        responses.push(response?);
+                        continue;
+                    }
+                    if let Some(response) = settings::show(client, &statement) {
+                        responses.push(response);
                         continue;
                     }
                     // Settings made by an earlier statement of this query count.
@@ -398,16 +433,11 @@ impl SimpleQueryHandler for QueryHandler {
                 }
                 Kind::Query => {
                     let label = label(client, &text);
-                    let session = session_for(&self.lake, client).await?;
-                    let plan = lake::plan(&session, statement).await.map_err(|e| {
-                        metrics::refused(label.clone(), started, &e.to_string());
-                        sqlstate::from_serve(&e)
-                    })?;
                     let response = self
                         .execute(
                             client,
-                            &session,
-                            plan,
+                            statement,
+                            None,
                             &Format::UnifiedText,
                             label,
                             started,
@@ -454,7 +484,27 @@ impl ExtendedQueryHandler for QueryHandler {
         let Some((statement, described)) = parsed else {
             return Ok(Response::EmptyQuery);
         };
-        let types = parameter_types(described)?;
+        // The client's declared type wins; the type we described stands in
+        // for the rest (the client may send those in binary, in that type).
+        let types: Vec<Option<DataType>> = parameter_types(described)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, inferred)| {
+                let declared = portal
+                    .statement
+                    .parameter_types
+                    .get(i)
+                    .is_some_and(Option::is_some);
+                // Undeclared and not inferred: text, as PostgreSQL reads an
+                // `unknown` literal (arrow-pg's own guess turns '{…}' into a
+                // list and drops a NULL).
+                if declared {
+                    None
+                } else {
+                    Some(inferred.unwrap_or(DataType::Utf8))
+                }
+            })
+            .collect();
         let params = deserialize_parameters(
             portal,
             &types.iter().map(Option::as_ref).collect::<Vec<_>>(),
@@ -464,7 +514,8 @@ impl ExtendedQueryHandler for QueryHandler {
                 metrics::refused(label(client, sql), started, &message);
                 Err(statement::refusal(message))
             }
-            Kind::Discard => Ok(Self::discard(client)),
+            Kind::Discard => Ok(Self::discard(client, statement)),
+            Kind::Acknowledge(tag) => Ok(Response::Execution(Tag::new(tag))),
             Kind::Cursor => {
                 self.cursor(
                     client,
@@ -478,6 +529,12 @@ impl ExtendedQueryHandler for QueryHandler {
             Kind::Session => {
                 if let Some(response) = settings::set_search_path(client, statement).await {
                     return response;
+                }
+                if let Some(response) = settings::set_time_zone(client, statement).await {
+                    return response;
+                }
+                if let Some(response) = settings::show(client, statement) {
+                    return Ok(response);
                 }
                 let session = session_for(&self.lake, client).await?;
                 for hook in &self.hooks {
@@ -501,20 +558,17 @@ impl ExtendedQueryHandler for QueryHandler {
             }
             Kind::Query => {
                 let label = label(client, sql);
-                let session = session_for(&self.lake, client).await?;
-                let plan = lake::plan(&session, statement.clone())
-                    .await
-                    .and_then(|plan| Ok(plan.replace_params_with_values(&params)?))
-                    .map_err(|e| {
-                        metrics::refused(label.clone(), started, &e.to_string());
-                        sqlstate::from_serve(&e)
-                    })?;
+                let mut statement = statement.clone();
+                if let ParamValues::List(values) = &params {
+                    let values: Vec<_> = values.iter().map(|v| v.value.clone()).collect();
+                    crate::params::bind_literals(&mut statement, &values)?;
+                }
                 let cancel = CancelSlot::default();
                 let response = self
                     .execute(
                         client,
-                        &session,
-                        plan,
+                        statement,
+                        None,
                         &portal.result_column_format,
                         label,
                         started,
@@ -567,7 +621,7 @@ impl QueryParser for LakeQueryParser {
         let statement = statements.remove(0);
         let plan = match statement::kind(&statement) {
             // Refused at Execute, with its metrics; describe it as empty.
-            Kind::Refused(_) | Kind::Discard => empty_plan(),
+            Kind::Refused(_) | Kind::Discard | Kind::Acknowledge(_) => empty_plan(),
             Kind::Cursor => match &statement {
                 Statement::Fetch { name, .. } => {
                     described_as(Cursors::of(client).schema(&name.value).await?)?
@@ -588,10 +642,21 @@ impl QueryParser for LakeQueryParser {
                 described.unwrap_or_else(|| Ok(empty_plan()))?
             }
             Kind::Query => {
-                let session = session_for(&self.lake, client).await?;
-                lake::plan(&session, statement.clone())
+                // On the query runtime, under the time limit, as at Execute.
+                let settings = settings(client);
+                let lake = self.lake.clone();
+                let to_plan = statement.clone();
+                self.lake
+                    .runtime()
+                    .run(timeout(&self.lake, client), async move {
+                        let external = |e: crate::error::ServeError| {
+                            datafusion::error::DataFusionError::External(Box::new(e))
+                        };
+                        let session = lake.session(&settings).await.map_err(external)?;
+                        lake::plan(&session, to_plan).await.map_err(external)
+                    })
                     .await
-                    .map_err(|e| sqlstate::from_serve(&e))?
+                    .map_err(|e| refusal(&e))?
             }
         };
         Ok((sql.to_string(), Some((statement, plan))))

@@ -61,6 +61,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -171,6 +172,39 @@ def stop(proc: subprocess.Popen, pid: int, log):
     log.close()
 
 
+class Profile:
+    """`perf record` (cpu-clock, call graphs) of one process while a block runs;
+    `top()` gives the symbols with the most self time."""
+
+    def __init__(self, pid: int, data: Path):
+        self.pid, self.data = pid, data
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(self.pid),
+                                      "-o", str(self.data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)  # perf attaches
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=60)
+
+    def top(self, limit: int = 20) -> list:
+        """[(percent of samples, symbol)], most first."""
+        report = subprocess.run(["perf", "report", "-i", str(self.data), "--stdio", "--no-children",
+                                 "--sort", "symbol", "-g", "none", "--percent-limit", "0.5"],
+                                capture_output=True, text=True).stdout
+        self.data.unlink(missing_ok=True)
+        found = []
+        for line in report.splitlines():
+            pct, _, symbol = line.strip().partition("%")
+            if line.startswith("#") or not symbol:
+                continue
+            name = symbol.strip().removeprefix("[.]").removeprefix("[k]").strip().split("  ")[0]
+            found.append((float(pct), name[:160]))
+        return found[:limit]
+
+
 class Icefjord:
     """`icefjord serve` on a free loopback port (the fixture of
     tests/interop/serve.py, without HTTP): its address from the JSON line it prints."""
@@ -178,9 +212,10 @@ class Icefjord:
     name = "icefjord"
 
     def __init__(self, binary: str, lake: Path, log: Path, *args: str):
+        self.log_path = log
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
-            [binary, "--lake", str(lake), "serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "off", *args],
+            [binary, "--lake", str(lake), "--log-format", "json", "serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "off", *args],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line:
@@ -195,6 +230,18 @@ class Icefjord:
     def backend(self, conn) -> int:
         """The process that runs this connection's queries."""
         return self.pid
+
+    def log_offset(self) -> int:
+        self.log.flush()
+        return self.log_path.stat().st_size
+
+    def queries(self, since: int) -> list:
+        """The server's log line of each query (outcome, duration_ms, statement…)
+        written since a log_offset()."""
+        with open(self.log_path) as f:
+            f.seek(since)
+            lines = [json.loads(line) for line in f if line.startswith("{")]
+        return [line["fields"] for line in lines if line.get("target") == "icefjord::query"]
 
     def settle(self, backend: int):
         pass
@@ -417,6 +464,10 @@ def streaming(args, icefjord: Icefjord, pg: Postgres, files: list, sums: dict) -
             print(f"stream {engine} {mode} run {i + 1}: {r['rows_per_s']:,.0f} rows/s, {r['wall_s']:.2f} s, "
                   f"server {server} CPU-s, client {r['client_cpu_s']:.2f} CPU-s, "
                   f"{r['peak_rss_mib']:.0f} MiB, load {load[0]}", file=sys.stderr)
+    if args.profile:
+        with Profile(icefjord.pid, scratch_of(args) / "stream.perf") as profile:
+            stream_server(icefjord, False)
+        args.profiles["streaming icefjord text"] = profile.top()
     found = []
     for (engine, mode), rs in runs.items():
         median = sorted(rs, key=lambda r: r["wall_s"])[len(rs) // 2]
@@ -441,7 +492,7 @@ def dashboard_client(index: int, dsn: dict, seconds: float, barrier, results):
     conn = psycopg.connect(**dsn, autocommit=True)
     for _, query in DASHBOARD:
         conn.execute(query).fetchall()
-    barrier.wait()
+    barrier.wait(timeout=300)
     cpu0 = client_cpu_s()
     start = time.perf_counter()
     samples = []
@@ -466,7 +517,7 @@ def greedy_client(dsn: dict, seconds: float, query: str, barrier, results):
     import psycopg
 
     conn = psycopg.connect(**dsn, autocommit=True)
-    barrier.wait()
+    barrier.wait(timeout=300)
     cpu0 = client_cpu_s()
     start = time.perf_counter()
     samples = []
@@ -501,9 +552,15 @@ def dashboard_phase(args, server: Icefjord, greedy: bool) -> dict:
                                  args=(server.dsn, args.seconds, args.greedy_sql, barrier, results)))
     for p in procs:
         p.start()
-    barrier.wait(timeout=300)
+    try:
+        barrier.wait(timeout=300)
+    except threading.BrokenBarrierError:
+        for p in procs:
+            p.terminate()
+        sys.exit("a dashboard client did not connect and warm up within 300 s")
     load = load_average()
     reset_peak_rss(server.pid)
+    log_offset = server.log_offset()
     before = server.cpu_s()
     started = time.perf_counter()
     got = [results.get(timeout=args.seconds + 600) for _ in procs]
@@ -525,6 +582,17 @@ def dashboard_phase(args, server: Icefjord, greedy: bool) -> dict:
              "clients_cpu_s": sum(cpu for kind, _, _, cpu in got if kind == "dashboard"),
              "by_query": {name: latency_summary([s[2] for s in ok if s[0] == i])
                           for i, (name, _) in enumerate(DASHBOARD)}}
+    # The server's own duration of each dashboard query: the rest of a client's
+    # latency is the wire, the client and waiting for a core.
+    logged = server.queries(log_offset)
+    statements = {sql: name for name, sql in DASHBOARD}
+    phase["server_side"] = latency_summary([q["duration_ms"] / 1000 for q in logged
+                                            if q.get("statement") in statements and q.get("outcome") == "ok"])
+    phase["server_outcomes"] = {}
+    for q in logged:
+        kind = "dashboard" if q.get("statement") in statements else "other"
+        key = f"{kind} {q.get('outcome')}"
+        phase["server_outcomes"][key] = phase["server_outcomes"].get(key, 0) + 1
     if greedy:
         attempts = next(ss for kind, _, ss, _ in got if kind == "greedy")
         states = {}
@@ -534,7 +602,7 @@ def dashboard_phase(args, server: Icefjord, greedy: bool) -> dict:
                            "all_over_memory": bool(attempts) and set(states) == {OVER_MEMORY},
                            "median_s": sorted(a[1] for a in attempts)[len(attempts) // 2]
                            if attempts else None,
-                           "message": next((a[3] for a in attempts if a[2] == OVER_MEMORY), None),
+                           "message": next((a[3].splitlines()[0] for a in attempts if a[2] == OVER_MEMORY), None),
                            "cpu_s_client": next(cpu for kind, _, _, cpu in got if kind == "greedy")}
     print(f"dashboard{' + over the limit' if greedy else ''}: p50 {phase['p50_ms']:.1f} ms, "
           f"p99 {phase['p99_ms']:.1f} ms, {phase['queries_per_s']:.0f} q/s, {phase['errors']} errors, "
@@ -567,6 +635,10 @@ def targets(doc: dict) -> dict:
     return found
 
 
+def scratch_of(args) -> Path:
+    return Path(args.scratch) / "icefjord-bench-serve"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows streamed (raw.retail_events)")
@@ -579,6 +651,8 @@ def main():
     parser.add_argument("--query-memory-mib", type=int, default=256,
                         help="the dashboard server's --query-memory-mib (the over-the-limit query's pool)")
     parser.add_argument("--greedy-sql", default=GREEDY_SQL, help="the query over the memory pool")
+    parser.add_argument("--profile", action="store_true",
+                        help="perf record the server in one more streaming run and dashboard phase (not measured)")
     parser.add_argument("--parts", default="streaming,dashboard", help="streaming, dashboard or both")
     parser.add_argument("--binary", default=default_binary())
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
@@ -599,7 +673,8 @@ def main():
     import duckdb
     import psycopg
 
-    scratch = Path(args.scratch) / "icefjord-bench-serve"
+    scratch = scratch_of(args)
+    args.profiles = {}
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     started = time.monotonic()
@@ -638,6 +713,13 @@ def main():
             servers.append(server)
             doc["dashboard"] = dashboard_phase(args, server, greedy=False)
             doc["over_limit"] = dashboard_phase(args, server, greedy=True)
+            if args.profile:
+                seconds, args.seconds = args.seconds, min(args.seconds, 20)
+                with Profile(server.pid, scratch / "dashboard.perf") as profile:
+                    dashboard_phase(args, server, greedy=False)
+                args.seconds = seconds
+                args.profiles["dashboard alone"] = profile.top()
+        doc["profiles"] = args.profiles
     finally:
         for server in servers:
             server.stop()
@@ -706,10 +788,14 @@ def section(doc: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, p in (("dashboard alone", d), ("+ over-the-limit query", o)):
+            s = p["server_side"]
             lines.append(f"| {name} | {p['queries']:,} | {p['queries_per_s']:,.0f} | {p['p50_ms']:.1f} ms | "
                          f"{p['p90_ms']:.1f} ms | {p['p99_ms']:.1f} ms | {p['max_ms']:.0f} ms | {p['errors']} | "
                          f"{p['server_cpu_s']:.1f} ({p['server_cpu_share']:.2f}) | {p['peak_rss_mib']:.0f} MiB | "
                          f"{p['clients_cpu_s']:.1f} | {p['load'][0]} |")
+            lines.append(f"| … the server's own duration (its log) | {s['queries']:,} | | "
+                         f"{fmt(s['p50_ms'], '{:.0f}')} ms | {fmt(s['p90_ms'], '{:.0f}')} ms | "
+                         f"{fmt(s['p99_ms'], '{:.0f}')} ms | {fmt(s['max_ms'], '{:.0f}')} ms | | | | | |")
         lines += ["", "Per query, p50 / p99 (ms):", "",
                   "| query | alone | + over-the-limit query |", "|---|---|---|"]
         for name in d["by_query"]:
@@ -720,6 +806,11 @@ def section(doc: dict) -> str:
         states = ", ".join(f"{state}: {n}" for state, n in g["sqlstates"].items())
         lines += ["", f"The over-the-limit query: {g['attempts']} attempts, SQLSTATE {states}; median "
                   f"{fmt(g['median_s'], '{:.2f}')} s each; message: `{g['message']}`.", ""]
+    for name, top in doc.get("profiles", {}).items():
+        lines += [f"Profile of the server, {name} (perf, cpu-clock, self time, one more unmeasured run):", "",
+                  "| % | symbol |", "|---|---|"]
+        lines += [f"| {pct:.1f} | `{symbol}` |" for pct, symbol in top]
+        lines.append("")
     t = doc["targets"]
     lines += ["### Targets", ""]
 

@@ -136,11 +136,15 @@ def children(pid: int) -> list:
     return found
 
 
-def peak_rss_mib(pid: int) -> float:
+def status_mib(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024 / MIB
     return float("nan")
+
+
+def peak_rss_mib(pid: int) -> float:
+    return status_mib(pid, "VmHWM")
 
 
 def reset_peak_rss(pid: int):
@@ -409,6 +413,7 @@ def stream_server(server, binary: bool) -> dict:
     conn = connect(server.dsn)
     backend = server.backend(conn)
     reset_peak_rss(backend)
+    idle = status_mib(backend, "VmRSS")
     cpu0, t0 = client_cpu_s(), time.perf_counter()
     cur = conn.cursor(name="stream", binary=binary)
     cur.itersize = ITERSIZE
@@ -421,7 +426,8 @@ def stream_server(server, binary: bool) -> dict:
     conn.close()
     server.settle(backend)
     return {"wall_s": wall, "rows": counted[0], "sum_quantity": counted[1],
-            "server_cpu_s": server.cpu_s() - before, "client_cpu_s": client, "peak_rss_mib": rss}
+            "server_cpu_s": server.cpu_s() - before, "client_cpu_s": client, "peak_rss_mib": rss,
+            "rss_before_mib": idle}
 
 
 def stream_duckdb(files: list) -> dict:
@@ -429,6 +435,7 @@ def stream_duckdb(files: list) -> dict:
 
     con = duckdb.connect()
     reset_peak_rss(os.getpid())
+    idle = status_mib(os.getpid(), "VmRSS")
     cpu0, t0 = client_cpu_s(), time.perf_counter()
     cur = con.execute(STREAM_SQL.replace(TABLE, "read_parquet($files)"), {"files": files})
     quantity = [d[0] for d in cur.description].index("quantity")
@@ -440,7 +447,7 @@ def stream_duckdb(files: list) -> dict:
     con.close()
     # In process: the engine's CPU is the client's.
     return {"wall_s": wall, "rows": counted[0], "sum_quantity": counted[1], "server_cpu_s": None,
-            "client_cpu_s": cpu, "peak_rss_mib": rss}
+            "client_cpu_s": cpu, "peak_rss_mib": rss, "rss_before_mib": idle}
 
 
 def streaming(args, icefjord: Icefjord, pg: Postgres, files: list, sums: dict) -> list:
@@ -759,11 +766,12 @@ def section(doc: dict) -> str:
             f"Same rows everywhere: count {int(checks['rows']):,}, sum(quantity) {checks['sum_quantity']}, "
             f"sum(unit_price) {checks['sum_unit_price']}, sum(_kafka_offset) {checks['sum_kafka_offset']} on "
             f"all three. Median-wall run of {doc['repeat']}.", "",
-            "| engine | mode | rows/s | wall | server CPU-s | client CPU-s | server peak RSS | load |",
+            "| engine | mode | rows/s | wall | server CPU-s | client CPU-s | server peak RSS (before the query) | load |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for s in doc["streaming"]:
-            rss = f"{s['peak_rss_mib']:.0f} MiB" + (" (Python + DuckDB)" if s["engine"] == "duckdb" else "")
+            rss = (f"{s['peak_rss_mib']:.0f} MiB ({fmt(s.get('rss_before_mib'))} MiB)"
+                   + (", Python + DuckDB" if s["engine"] == "duckdb" else ""))
             lines.append(f"| {s['engine']} | {s['mode']} | {s['rows_per_s']:,.0f} | {s['wall_s']:.2f} s | "
                          f"{fmt(s['server_cpu_s'], '{:.2f}')} | {s['client_cpu_s']:.2f} | {rss} | "
                          f"{s['load'][0]} |")

@@ -103,6 +103,9 @@ GREEDY_SQL = ("SELECT a._kafka_offset AS a_offset, b._kafka_offset AS b_offset "
               "ON a.store_id = b.store_id AND a.product_id = b.product_id ORDER BY 1, 2")
 OVER_MEMORY = "53200"
 TARGET_P50_MS = 50
+# "The 32 clients keep their latency": p50 and p99 within 25 % of the phase without
+# the over-the-limit query (our reading of the issue, which gives no number).
+KEPT_LATENCY = 1.25
 
 
 # ---------------------------------------------------------------- processes
@@ -548,6 +551,25 @@ def latency_summary(latencies_s: list) -> dict:
             "p99_ms": percentile(ms, 0.99), "max_ms": ms[-1] if ms else None}
 
 
+def one_client(server: Icefjord, runs: int) -> dict:
+    """Each dashboard query `runs` times from one connection, nothing else running:
+    its latency without queueing and the server CPU it costs (/proc delta)."""
+    found = {}
+    with connect(server.dsn, autocommit=True) as conn:
+        for name, query in DASHBOARD:
+            conn.execute(query).fetchall()
+            before, latencies = server.cpu_s(), []
+            for _ in range(runs):
+                t = time.perf_counter()
+                rows = len(conn.execute(query).fetchall())
+                latencies.append(time.perf_counter() - t)
+            found[name] = {**latency_summary(latencies), "rows": rows,
+                           "server_cpu_ms": (server.cpu_s() - before) * 1000 / runs}
+    print("one client: " + ", ".join(f"{name} {q['p50_ms']:.1f} ms / {q['server_cpu_ms']:.1f} CPU-ms"
+                                      for name, q in found.items()), file=sys.stderr)
+    return found
+
+
 def dashboard_phase(args, server: Icefjord, greedy: bool) -> dict:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(args.clients + (1 if greedy else 0) + 1)
@@ -634,11 +656,11 @@ def targets(doc: dict) -> dict:
                               "met": d["p50_ms"] <= TARGET_P50_MS and d["errors"] == 0}
     if doc.get("over_limit"):
         o, d = doc["over_limit"], doc["dashboard"]
+        p50, p99 = o["p50_ms"] / d["p50_ms"], o["p99_ms"] / d["p99_ms"]
         found["over_limit"] = {"all_over_memory": o["greedy"]["all_over_memory"], "errors": o["errors"],
-                               "p50_ms": o["p50_ms"], "p50_vs_alone": o["p50_ms"] / d["p50_ms"],
-                               "p99_vs_alone": o["p99_ms"] / d["p99_ms"],
+                               "p50_vs_alone": p50, "p99_vs_alone": p99, "kept_limit": KEPT_LATENCY,
                                "met": o["greedy"]["all_over_memory"] and o["errors"] == 0
-                               and o["p50_ms"] <= TARGET_P50_MS}
+                               and max(p50, p99) <= KEPT_LATENCY}
     return found
 
 
@@ -655,6 +677,8 @@ def main():
     parser.add_argument("--no-binary", action="store_true", help="stream in text mode only")
     parser.add_argument("--clients", type=int, default=32, help="dashboard client processes")
     parser.add_argument("--seconds", type=float, default=60, help="length of each dashboard phase")
+    parser.add_argument("--single-runs", type=int, default=30,
+                        help="runs of each dashboard query from one client alone, before the load")
     parser.add_argument("--query-memory-mib", type=int, default=256,
                         help="the dashboard server's --query-memory-mib (the over-the-limit query's pool)")
     parser.add_argument("--greedy-sql", default=GREEDY_SQL, help="the query over the memory pool")
@@ -718,6 +742,7 @@ def main():
             server = Icefjord(args.binary, demo, scratch / "serve-dashboard.log",
                               "--query-memory-mib", str(args.query_memory_mib))
             servers.append(server)
+            doc["one_client"] = one_client(server, args.single_runs)
             doc["dashboard"] = dashboard_phase(args, server, greedy=False)
             doc["over_limit"] = dashboard_phase(args, server, greedy=True)
             if args.profile:
@@ -804,11 +829,17 @@ def section(doc: dict) -> str:
             lines.append(f"| … the server's own duration (its log) | {s['queries']:,} | | "
                          f"{fmt(s['p50_ms'], '{:.0f}')} ms | {fmt(s['p90_ms'], '{:.0f}')} ms | "
                          f"{fmt(s['p99_ms'], '{:.0f}')} ms | {fmt(s['max_ms'], '{:.0f}')} ms | | | | | |")
-        lines += ["", "Per query, p50 / p99 (ms):", "",
-                  "| query | alone | + over-the-limit query |", "|---|---|---|"]
+        single = doc.get("one_client", {})
+        runs = next(iter(single.values()), {}).get("queries")
+        lines += ["", f"Per query: rows returned, and with one client alone ({runs} runs each, before the load) "
+                  "p50 latency and the server's CPU per query; then p50 / p99 (ms) under the load:", "",
+                  f"| query | rows | one client: p50 | server CPU per query | {d['clients']} clients: p50 / p99 | "
+                  "+ over-the-limit query: p50 / p99 |", "|---|---|---|---|---|---|"]
         for name in d["by_query"]:
-            a, b = d["by_query"][name], o["by_query"][name]
-            lines.append(f"| {name} | {fmt(a['p50_ms'], '{:.1f}')} / {fmt(a['p99_ms'], '{:.1f}')} | "
+            a, b, s = d["by_query"][name], o["by_query"][name], single.get(name, {})
+            lines.append(f"| {name} | {fmt(s.get('rows'))} | {fmt(s.get('p50_ms'), '{:.1f} ms')} | "
+                         f"{fmt(s.get('server_cpu_ms'), '{:.1f} ms')} | "
+                         f"{fmt(a['p50_ms'], '{:.1f}')} / {fmt(a['p99_ms'], '{:.1f}')} | "
                          f"{fmt(b['p50_ms'], '{:.1f}')} / {fmt(b['p99_ms'], '{:.1f}')} |")
         g = o["greedy"]
         states = ", ".join(f"{state}: {n}" for state, n in g["sqlstates"].items())
@@ -837,8 +868,8 @@ def section(doc: dict) -> str:
         s = t["over_limit"]
         lines.append(f"- Over the limit: every such query fails with {OVER_MEMORY} "
                      f"({'yes' if s['all_over_memory'] else 'no'}) while the dashboards keep their "
-                     f"latency (zero errors: {s['errors']}; p50 {s['p50_ms']:.1f} ms ≤ {TARGET_P50_MS} ms, "
-                     f"{s['p50_vs_alone']:.2f}× alone; p99 {s['p99_vs_alone']:.2f}× alone): "
+                     f"latency ({s['errors']} errors; p50 {s['p50_vs_alone']:.2f}×, p99 "
+                     f"{s['p99_vs_alone']:.2f}× the phase without it; kept = both ≤ {s['kept_limit']:.2f}×): "
                      f"{verdict(s['met'])}.")
     return "\n".join(lines) + "\n"
 

@@ -262,6 +262,10 @@ def test_tls(demo_lake, tmp_path):
         with psycopg.connect(server.dsn(sslmode="require")) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
             assert conn.pgconn.ssl_in_use
+        # With a certificate configured, plain text is refused (as hostssl).
+        with pytest.raises(psycopg.OperationalError) as caught:
+            psycopg.connect(server.dsn(sslmode="disable"))
+        assert "requires TLS" in str(caught.value)
     finally:
         server.stop()
     bad = subprocess.run(

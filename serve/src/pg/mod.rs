@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 pub use handler::QueryHandler;
-use startup::{Parameters, Startup, Users};
+use startup::{Parameters, Secured, Startup, Users};
 
 use crate::config::ServeConfig;
 use crate::error::{Result, ServeError};
@@ -35,7 +35,7 @@ use crate::metrics::{ConnectionGauge, Protocol};
 
 /// The handlers of one connection.
 struct Connection {
-    startup: Arc<Startup>,
+    startup: Arc<Secured>,
     queries: Arc<QueryHandler>,
     cancel: Arc<DefaultCancelHandler>,
 }
@@ -131,7 +131,10 @@ impl PgServer {
                 }
             };
             let connection = Arc::new(Connection {
-                startup: Arc::new(startup),
+                startup: Arc::new(Secured {
+                    startup,
+                    tls_required: self.tls.is_some(),
+                }),
                 queries: self.queries.clone(),
                 cancel: Arc::new(DefaultCancelHandler::new(self.manager.clone())),
             });

@@ -139,6 +139,40 @@ impl Startup {
     }
 }
 
+/// A connection's start-up: TLS first when the listener has it (as
+/// `hostssl` in `pg_hba.conf`: with a certificate configured, a client that
+/// did not ask for TLS is refused with `28000` before it can send a
+/// password in clear), then [`Startup`].
+pub struct Secured {
+    pub startup: Startup,
+    pub tls_required: bool,
+}
+
+#[async_trait]
+impl StartupHandler for Secured {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.tls_required
+            && !client.is_secure()
+            && matches!(message, PgWireFrontendMessage::Startup(_))
+        {
+            return Err(sqlstate::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                "this server requires TLS: connect with sslmode=require",
+            ));
+        }
+        self.startup.on_startup(client, message).await
+    }
+}
+
 #[async_trait]
 impl StartupHandler for Startup {
     async fn on_startup<C>(

@@ -105,11 +105,7 @@ impl QueryHandler {
             .lake
             .runtime()
             .run(limit, async move {
-                let external = |e: crate::error::ServeError| {
-                    datafusion::error::DataFusionError::External(Box::new(e))
-                };
-                let session = lake.session(&settings).await.map_err(external)?;
-                let mut plan = lake::plan(&session, statement).await.map_err(external)?;
+                let (session, mut plan) = session_and_plan(&lake, &settings, statement).await?;
                 if let Some(params) = params {
                     plan = plan.replace_params_with_values(&params)?;
                 }
@@ -251,6 +247,20 @@ fn label(client: &(dyn ClientInfo + Send + Sync), sql: &str) -> QueryLabel {
         client.metadata().get(USER).cloned().unwrap_or_default(),
         sql,
     )
+}
+
+/// A fresh session and `statement` planned in it (for the query runtime: our
+/// errors travel as DataFusion's external errors, see [`refusal`]).
+async fn session_and_plan(
+    lake: &QueryLake,
+    settings: &SessionSettings,
+    statement: Statement,
+) -> datafusion::error::Result<(LakeSession, LogicalPlan)> {
+    let external =
+        |e: crate::error::ServeError| datafusion::error::DataFusionError::External(Box::new(e));
+    let session = lake.session(settings).await.map_err(external)?;
+    let plan = lake::plan(&session, statement).await.map_err(external)?;
+    Ok((session, plan))
 }
 
 /// The response for a query that failed before its first row: our own
@@ -649,11 +659,7 @@ impl QueryParser for LakeQueryParser {
                 self.lake
                     .runtime()
                     .run(timeout(&self.lake, client), async move {
-                        let external = |e: crate::error::ServeError| {
-                            datafusion::error::DataFusionError::External(Box::new(e))
-                        };
-                        let session = lake.session(&settings).await.map_err(external)?;
-                        lake::plan(&session, to_plan).await.map_err(external)
+                        Ok(session_and_plan(&lake, &settings, to_plan).await?.1)
                     })
                     .await
                     .map_err(|e| refusal(&e))?

@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// Memory one query may use, in MiB; past it the query fails, others go on.
     #[arg(long, default_value_t = 1024, value_name = "MIB")]
     query_memory_mib: usize,
+    /// Memory for reusing results of repeated queries, in MiB (0: off). A
+    /// result is reused while every table it read is unchanged; one over
+    /// 1/16 of this is never kept.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    result_cache_mib: usize,
     /// Longest a query may run, in seconds (rows streamed included).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     query_timeout: u64,
@@ -113,6 +118,7 @@ impl ServeArgs {
                 memory_per_query: self.query_memory_mib.saturating_mul(1 << 20),
                 timeout: Duration::from_secs(self.query_timeout),
                 max_connections: self.max_connections,
+                result_cache: self.result_cache_mib.saturating_mul(1 << 20),
             },
             http_tokens: tokens()?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),

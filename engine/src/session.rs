@@ -121,6 +121,7 @@ impl LakeSession {
             added: RwLock::default(),
             staged: Arc::default(),
             state: Arc::new(OnceLock::new()),
+            read: RwLock::default(),
         });
         let mut state = SessionStateBuilder::new()
             .with_config(config)
@@ -155,6 +156,12 @@ impl LakeSession {
 
     pub fn catalog(&self) -> &LakeCatalog {
         &self.catalog
+    }
+
+    /// The catalog state this session resolves tables and views from (read
+    /// when it started or at its last [`LakeSession::refresh`]).
+    pub fn catalog_state(&self) -> Result<Arc<CatalogState>> {
+        Ok(self.provider.read.read().map_err(|_| poisoned())?.clone())
     }
 
     /// Pick up namespaces and tables created since the session started.
@@ -273,6 +280,8 @@ struct LakeCatalogProvider {
     staged: Arc<Staged>,
     /// The session's state, to plan views with (weak: the session owns this).
     state: Arc<OnceLock<Weak<parking_lot::RwLock<SessionState>>>>,
+    /// The catalog state the tables and views are resolved from.
+    read: RwLock<Arc<CatalogState>>,
 }
 
 impl std::fmt::Debug for LakeCatalogProvider {
@@ -294,6 +303,7 @@ impl LakeCatalogProvider {
             fresh.insert(namespace, Arc::new(provider));
         }
         *self.namespaces.write().map_err(|_| poisoned())? = fresh;
+        *self.read.write().map_err(|_| poisoned())? = Arc::new(state);
         Ok(())
     }
 

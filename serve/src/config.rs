@@ -89,6 +89,9 @@ pub struct QueryLimits {
     pub timeout: Duration,
     /// Open PostgreSQL connections (and concurrent HTTP queries) at most.
     pub max_connections: usize,
+    /// Bytes of results kept for reuse ([`crate::result_cache`]); 0 turns
+    /// reuse off.
+    pub result_cache: usize,
 }
 
 impl Default for QueryLimits {
@@ -97,6 +100,7 @@ impl Default for QueryLimits {
             memory_per_query: 1 << 30,
             timeout: Duration::from_secs(300),
             max_connections: 64,
+            result_cache: 64 << 20,
         }
     }
 }

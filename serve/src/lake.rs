@@ -17,6 +17,7 @@ use std::sync::Arc;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::sqlparser::ast::Statement;
 use icefjord_catalog::LakeCatalog;
 use icefjord_engine::LakeSession;
@@ -25,7 +26,9 @@ use tokio::sync::watch;
 use crate::config::QueryLimits;
 use crate::error::Result;
 use crate::execution::QueryRuntime;
+use crate::metrics;
 use crate::pg_catalog::PgCatalog;
+use crate::result_cache::{self, CacheKey, Reads, ResultCache};
 
 /// Per-connection settings a session starts from (PostgreSQL `search_path`,
 /// `TimeZone`).
@@ -46,6 +49,7 @@ pub struct QueryLake {
     pg_catalog: PgCatalog,
     runtime: Arc<QueryRuntime>,
     in_flight: Arc<watch::Sender<usize>>,
+    results: Arc<ResultCache>,
 }
 
 /// Holds one query in [`QueryLake::in_flight`] until dropped.
@@ -60,9 +64,11 @@ impl Drop for InFlight {
 
 impl QueryLake {
     pub async fn new(catalog: LakeCatalog, limits: QueryLimits) -> Result<Self> {
+        let results = Arc::new(ResultCache::new(limits.result_cache));
         Ok(Self {
             pg_catalog: PgCatalog::new(&catalog).await?,
             runtime: Arc::new(QueryRuntime::new()?),
+            results,
             catalog,
             limits,
             in_flight: Arc::new(watch::Sender::new(0)),
@@ -93,6 +99,42 @@ impl QueryLake {
     /// Where plans run ([`QueryRuntime`]).
     pub fn runtime(&self) -> &QueryRuntime {
         &self.runtime
+    }
+
+    /// The kept result of `key`, if what it read is unchanged now
+    /// ([`crate::result_cache`]). A catalog that cannot be read is a miss
+    /// (the query's own session then says why).
+    pub async fn reused(&self, key: &CacheKey) -> Option<SendableRecordBatchStream> {
+        if !self.results.enabled() {
+            return None;
+        }
+        let state = self.catalog.state().await.ok()?;
+        let reused = self.results.lookup(key, &state);
+        metrics::result_cache(reused.is_some());
+        reused
+    }
+
+    /// What `plan` reads, if its result may be kept for reuse (`plan` as
+    /// planned in `session`, before it runs).
+    pub fn reusable(&self, session: &LakeSession, plan: &LogicalPlan) -> Option<Reads> {
+        if !self.results.enabled() {
+            return None;
+        }
+        let state = session.catalog_state().ok()?;
+        result_cache::reads(plan, &state)
+    }
+
+    /// `batches`, kept under `key` for reuse once they all arrived.
+    pub fn keep(
+        &self,
+        key: CacheKey,
+        reads: Option<Reads>,
+        batches: SendableRecordBatchStream,
+    ) -> SendableRecordBatchStream {
+        match reads {
+            Some(reads) => self.results.record(key, reads, batches),
+            None => batches,
+        }
     }
 
     /// A session as of the catalog's state now, under the per-query limits,

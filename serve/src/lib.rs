@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod params;
 pub mod pg;
 pub mod pg_catalog;
+pub mod result_cache;
 pub mod sqlstate;
 pub mod statement;
 

@@ -8,6 +8,7 @@
 //! | `icefjord_query_rows_sent_total` | counter | protocol |
 //! | `icefjord_query_bytes_sent_total` | counter | protocol (Arrow bytes of the batches sent, before wire encoding) |
 //! | `icefjord_query_active_connections` | gauge | protocol |
+//! | `icefjord_query_result_cache_total` | counter | result = hit, miss (lookups of [`crate::result_cache`]) |
 
 use std::time::Instant;
 
@@ -121,6 +122,12 @@ impl QueryRecord {
 /// Count a query refused before it ran (and log it).
 pub fn refused(label: QueryLabel, started: Instant, error: &str) {
     QueryRecord::start(label, started).finish(Outcome::Refused, Some(error));
+}
+
+/// Count a lookup of the result cache.
+pub fn result_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    counter!("icefjord_query_result_cache_total", "result" => result).increment(1);
 }
 
 /// Holds one open connection in `icefjord_query_active_connections`.

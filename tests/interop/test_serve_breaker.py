@@ -297,10 +297,9 @@ def test_selected_parameter_is_described_unknown_and_sent_as_raw_bytes(server, v
 # --- wrong values on the wire ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason='known gap: arrow-pg 0.14 encodes Int8 as a shifted INT2 in binary')
-def test_tinyint_binary_encoding_is_shifted(server):
-    """Int8 is described as int2 but encoded wrongly in binary: CAST(1 AS TINYINT)
-    read as 256, -128 as -32768, -1 as -256 (text mode is right)."""
+def test_tinyint_is_int2_in_text_and_binary(server):
+    """Int8 is described as int2 and must be sent as one: arrow-pg 0.14 sent one
+    byte in binary, read as CAST(1 AS TINYINT) = 256, -128 = -32768, -1 = -256."""
     sql = ("SELECT CAST(1 AS TINYINT) AS a, CAST(-128 AS TINYINT) AS b, "
            "CAST(-1 AS TINYINT) AS c, CAST(127 AS TINYINT) AS d")
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
@@ -308,12 +307,11 @@ def test_tinyint_binary_encoding_is_shifted(server):
         assert conn.cursor(binary=True).execute(sql).fetchone() == (1, -128, -1, 127)
 
 
-@pytest.mark.xfail(strict=True, reason='known gap: arrow-pg 0.14 writes inf/-inf in text, PostgreSQL writes Infinity')
-def test_infinite_doubles_are_sent_as_inf_which_pgjdbc_cannot_read(server, tmp_path):
-    """float8 text output is `inf` / `-inf`; PostgreSQL sends `Infinity` /
-    `-Infinity`. pgjdbc's getDouble fails on it ("Bad value for type double :
-    inf") until its prepareThreshold switches it to binary, so DBeaver shows an
-    error for the first five reads of a column holding an infinity."""
+def test_infinite_doubles_are_spelled_as_postgresql_does_and_pgjdbc_reads_them(server, tmp_path):
+    """float8 text output is `Infinity` / `-Infinity` / `NaN` as PostgreSQL
+    sends it. arrow-pg 0.14 sent `inf`, and pgjdbc's getDouble failed on it
+    ("Bad value for type double : inf"), so DBeaver showed an error for the
+    first five reads of a column holding an infinity."""
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         result = conn.pgconn.exec_(
             b"SELECT CAST('Infinity' AS DOUBLE) AS a, CAST('-Infinity' AS DOUBLE) AS b, "
@@ -337,23 +335,21 @@ public class InfCheck { public static void main(String[] a) throws Exception {
     assert "value=Infinity" in out.stdout, out.stdout + out.stderr
 
 
-@pytest.mark.xfail(strict=True, reason='known gap: arrow-pg 0.14 writes NULL struct fields as "" in text')
-def test_null_struct_fields_become_empty_strings_in_text_mode(server):
-    """A struct's NULL fields are sent as `("","")` in text mode (empty strings)
-    where PostgreSQL's record output is `(,)`; binary mode gives (None, None).
-    The metadata tables' `partition` struct is sent this way too."""
+def test_null_struct_fields_are_empty_in_text_mode(server):
+    """A struct's NULL fields are empty in text mode, as PostgreSQL's record
+    output is `(,)` (arrow-pg 0.14 sent `("","")`, empty strings); binary mode
+    gives (None, None). The metadata tables' `partition` struct is a struct too."""
     sql = "SELECT named_struct('x', CAST(NULL AS INT), 'y', CAST(NULL AS VARCHAR)) AS s"
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         assert conn.pgconn.exec_(sql.encode()).get_value(0, 0) == b"(,)"
         assert conn.cursor(binary=True).execute(sql).fetchone()[0] == (None, None)
 
 
-@pytest.mark.xfail(strict=True, reason='known gap: arrow-pg 0.14 encodes numeric through rust_decimal (28 digits)')
-def test_wide_decimals_cannot_be_sent(server, demo_lake):
+def test_wide_decimals_are_sent_whole(server, demo_lake):
     """DECIMAL(38, s) values beyond rust_decimal's 96-bit mantissa or 28-digit
-    scale fail the whole query with 22003 "Numeric value conversion failed" or
-    "Scale 30 exceeds maximum precision for numeric type". The README tells users
-    to cast to DECIMAL(38, 0) for wide sums; `icefjord sql` prints these values."""
+    scale are sent whole in both formats, as `icefjord sql` prints them
+    (arrow-pg 0.14 failed the whole query with 22003 "Numeric value conversion
+    failed" or "Scale 30 exceeds maximum precision for numeric type")."""
     sql = ("SELECT CAST('1234567890123456789012345678901234567.8' AS DECIMAL(38,1)) AS a, "
            "CAST('-0.000000000000000000000000000001' AS DECIMAL(38,30)) AS b")
     expected = [Decimal(v) for v in cli_scalar(demo_lake, sql).split(",")]

@@ -157,14 +157,11 @@ async fn call(
     let values = endpoint.values(uri)?;
     let label = QueryLabel::new(Protocol::Http, caller.0, &endpoint.spec.path);
     let admitted = Admitted::new(state, label, started)?;
-    let session = admitted.session(state).await?;
-    let plan = admitted.plan(&session, endpoint.statement.clone()).await?;
     let bound = crate::params::bind_named(values).map_err(|failure| admitted.refuse(failure))?;
-    let plan = plan
-        .replace_params_with_values(&bound)
-        .map_err(|e| admitted.refuse(Failure::datafusion(&e)))?;
-    let frame = admitted.frame(&session, plan).await?;
-    let rows = admitted.execute(state, session, frame).await?;
+    let reuse = format!("{} {bound:?}", endpoint.statement);
+    let rows = admitted
+        .run(state, endpoint.statement.clone(), reuse, |_| Ok(bound))
+        .await?;
     match endpoint.spec.returns {
         Returns::Rows => Ok(rows.respond(format)),
         Returns::Row => rows.one_row().await,

@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::{Stream, StreamExt};
 use icefjord_engine::LakeSession;
@@ -30,6 +32,7 @@ use super::AppState;
 use crate::execution::{GuardedStream, QueryLabel};
 use crate::lake::{self, SessionSettings};
 use crate::metrics::{self, Protocol};
+use crate::result_cache::CacheKey;
 use crate::sqlstate::{self, Failure};
 use crate::statement::{self, Kind};
 
@@ -109,18 +112,16 @@ pub async fn query(
     let label = QueryLabel::new(Protocol::Http, caller.0, &request.sql);
     let admitted = Admitted::new(&state, label, started)?;
     let statement = admitted.statement(&state, &request.sql)?;
-    let session = admitted.session(&state).await?;
-    let plan = admitted.plan(&session, statement).await?;
-    let values = crate::params::bind_json(&plan, &request.params)
-        .map_err(|failure| admitted.refuse(failure))?;
-    let plan = plan
-        .replace_params_with_values(&values)
-        .map_err(|e| admitted.refuse(Failure::datafusion(&e)))?;
-    let frame = admitted.frame(&session, plan).await?;
-    Ok(admitted
-        .execute(&state, session, frame)
-        .await?
-        .respond(format))
+    let reuse = format!(
+        "{statement} {}",
+        serde_json::Value::from(request.params.clone())
+    );
+    let rows = admitted
+        .run(&state, statement, reuse, |plan| {
+            crate::params::bind_json(plan, &request.params)
+        })
+        .await?;
+    Ok(rows.respond(format))
 }
 
 /// A query let in under the limit of queries at once: it holds its permit
@@ -185,6 +186,58 @@ impl Admitted {
         }
     }
 
+    /// Run `statement` with the values `bind` finds for its parameters: a
+    /// result kept for `reuse` (the statement and its values, see
+    /// [`crate::result_cache`]) while what it read is unchanged, else a fresh
+    /// session, the plan, and its rows (kept for the next time if reusable).
+    pub async fn run(
+        self,
+        state: &AppState,
+        statement: Statement,
+        reuse: String,
+        bind: impl FnOnce(&LogicalPlan) -> Result<ParamValues, Failure>,
+    ) -> Result<Rows, ApiError> {
+        let key = CacheKey::new(reuse, &SessionSettings::default());
+        if let Some(rows) = state.lake.reused(&key).await {
+            return self.rows(state, None, rows).await;
+        }
+        let session = self.session(state).await?;
+        let plan = self.plan(&session, statement).await?;
+        let values = bind(&plan).map_err(|failure| self.refuse(failure))?;
+        let plan = plan
+            .replace_params_with_values(&values)
+            .map_err(|e| self.refuse(Failure::datafusion(&e)))?;
+        let reads = state.lake.reusable(&session, &plan);
+        let frame = self.frame(&session, plan).await?;
+        let batches = self.start(state, frame).await?;
+        let batches = state.lake.keep(key, reads, batches);
+        self.rows(state, Some(session), batches).await
+    }
+
+    /// Start `frame` on the query runtime; its rows as [`Admitted::rows`].
+    pub async fn execute(
+        self,
+        state: &AppState,
+        session: LakeSession,
+        frame: DataFrame,
+    ) -> Result<Rows, ApiError> {
+        let batches = self.start(state, frame).await?;
+        self.rows(state, Some(session), batches).await
+    }
+
+    async fn start(
+        &self,
+        state: &AppState,
+        frame: DataFrame,
+    ) -> Result<SendableRecordBatchStream, ApiError> {
+        state
+            .lake
+            .runtime()
+            .execute(frame)
+            .await
+            .map_err(|e| self.refuse(Failure::datafusion(&e)))
+    }
+
     /// A fresh session: the catalog as it is now, the per-query memory pool.
     pub async fn session(&self, state: &AppState) -> Result<LakeSession, ApiError> {
         state
@@ -217,26 +270,22 @@ impl Admitted {
             .map_err(|e| self.refuse(Failure::datafusion(&e)))
     }
 
-    /// Start `frame` on the query runtime and wait for its first batch, so
-    /// that an early failure (most of them: planning, a memory pool spent
-    /// by an aggregation, the timeout) still gets its status code.
-    pub async fn execute(
+    /// Guard the started query's `batches` and wait for the first, so that
+    /// an early failure (most of them: planning, a memory pool spent by an
+    /// aggregation, the timeout) still gets its status code.
+    async fn rows(
         self,
         state: &AppState,
-        session: LakeSession,
-        frame: DataFrame,
+        session: Option<LakeSession>,
+        batches: SendableRecordBatchStream,
     ) -> Result<Rows, ApiError> {
-        let batches = state
-            .lake
-            .runtime()
-            .execute(frame)
-            .await
-            .map_err(|e| self.refuse(Failure::datafusion(&e)))?;
         let timeout = state.lake.limits().timeout;
         let mut rows = GuardedStream::new(batches, self.label, self.started, timeout)
             .with_shutdown(state.abort.clone())
-            .with_in_flight(state.lake.in_flight())
-            .with_session(session);
+            .with_in_flight(state.lake.in_flight());
+        if let Some(session) = session {
+            rows = rows.with_session(session);
+        }
         let first = match rows.next().await {
             Some(Ok(batch)) => Some(batch),
             // The stream has counted and logged the query.

@@ -24,9 +24,7 @@ use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{CloseCursor, Statement};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
-use datafusion_postgres::arrow_pg::datatypes::{
-    arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type,
-};
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
@@ -44,12 +42,14 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 
 use super::cursor::{Cursor, Cursors};
+use super::encode;
 use super::settings::{self, SEARCH_PATH};
 use super::sqlstate;
 use super::statement::{self, Kind, StatementParser};
 use crate::execution::{CancelSlot, GuardedStream, QueryLabel};
 use crate::lake::{self, QueryLake, SessionSettings};
 use crate::metrics::{self, Protocol};
+use crate::result_cache::CacheKey;
 
 /// The statement kept between `Parse` and `Execute`: the SQL and, when it
 /// parsed, the statement and the plan made at `Parse` (for `Describe`). The
@@ -100,6 +100,12 @@ impl QueryHandler {
     ) -> PgWireResult<GuardedStream> {
         let limit = timeout(&self.lake, client);
         let settings = settings(client);
+        let key = CacheKey::new(reuse_text(&statement, params.as_ref()), &settings);
+        if let Some(rows) = self.lake.reused(&key).await {
+            return Ok(GuardedStream::new(rows, label, started, limit)
+                .with_shutdown(self.shutdown.clone())
+                .with_in_flight(self.lake.in_flight()));
+        }
         let lake = self.lake.clone();
         let planned = self
             .lake
@@ -109,9 +115,10 @@ impl QueryHandler {
                 if let Some(params) = params {
                     plan = plan.replace_params_with_values(&params)?;
                 }
+                let reads = lake.reusable(&session, &plan);
                 let frame = session.context().execute_logical_plan(plan).await?;
                 let batches = lake.runtime().execute(frame).await?;
-                Ok((session, batches))
+                Ok((session, lake.keep(key, reads, batches)))
             })
             .await;
         let (session, batches) = planned.map_err(|e| {
@@ -241,6 +248,16 @@ impl QueryHandler {
     }
 }
 
+/// What identifies a query for result reuse: the statement (its literals
+/// bound) and any values bound into its plan instead.
+fn reuse_text(statement: &Statement, params: Option<&ParamValues>) -> String {
+    match params {
+        Some(ParamValues::List(values)) if !values.is_empty() => format!("{statement} {values:?}"),
+        Some(ParamValues::Map(values)) if !values.is_empty() => format!("{statement} {values:?}"),
+        _ => statement.to_string(),
+    }
+}
+
 fn label(client: &(dyn ClientInfo + Send + Sync), sql: &str) -> QueryLabel {
     QueryLabel::new(
         Protocol::Pg,
@@ -301,9 +318,12 @@ where
     let row_fields = fields.clone();
     let rows = batches
         .map(move |batch| {
-            let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> = match batch {
-                Ok(batch) => encode_recordbatch(row_fields.clone(), batch),
-                Err(e) => Box::new(std::iter::once(Err(sqlstate::from_datafusion(&e)))),
+            let rows: Vec<PgWireResult<_>> = match batch {
+                Ok(batch) => match encode::encode_batch(&row_fields, &batch) {
+                    Ok(rows) => rows.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                },
+                Err(e) => vec![Err(sqlstate::from_datafusion(&e))],
             };
             stream::iter(rows)
         })

@@ -8,6 +8,7 @@
 
 pub(crate) mod catalog_rewrite;
 mod cursor;
+mod encode;
 mod handler;
 mod settings;
 pub mod sqlstate;

@@ -440,11 +440,11 @@ def test_show_answers_empty_or_datafusion_for_postgresql_settings(server, variab
     assert check(value), (variable, value)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a simple query's statements are all planned before any result is sent")
-def test_multi_statement_query_drops_the_results_before_an_error(server):
+def test_multi_statement_query_sends_the_results_before_an_error(server):
     """In one simple query `SELECT 1; SELECT * FROM raw.nope; SELECT 2`,
-    PostgreSQL returns the first result, then the error. The server returned
-    only the error (the first result was dropped; psql printed nothing for it)."""
+    PostgreSQL returns the first result, then the error, and does not run the
+    third. The server used to return only the error (psql printed nothing for
+    the first result)."""
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         pg = conn.pgconn
         pg.send_query(b"SELECT 1 AS a; SELECT * FROM raw.nope; SELECT 2 AS b")
@@ -457,7 +457,8 @@ def test_multi_statement_query_drops_the_results_before_an_error(server):
     statuses = [r.status for r in results]
     assert statuses[0] == psycopg.pq.ExecStatus.TUPLES_OK, statuses
     assert results[0].get_value(0, 0) == b"1"
-    assert statuses[-1] == psycopg.pq.ExecStatus.FATAL_ERROR, statuses
+    assert statuses[1:] == [psycopg.pq.ExecStatus.FATAL_ERROR], statuses
+    assert "raw.nope" in results[1].error_message.decode(), results[1].error_message
 
 
 def test_a_failed_cursor_then_reports_end_of_data(server):

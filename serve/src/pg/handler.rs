@@ -37,7 +37,7 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle, Type};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 
@@ -231,6 +231,90 @@ impl QueryHandler {
         }
     }
 
+    /// One statement of a simple query: its response, or the error that
+    /// ends the query there.
+    async fn simple_statement<C>(
+        &self,
+        client: &mut C,
+        statement: Statement,
+        cancel: &CancelSlot,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let started = Instant::now();
+        let text = statement.to_string();
+        match statement::kind(&statement) {
+            Kind::Refused(message) => {
+                metrics::refused(label(client, &text), started, &message);
+                return Err(statement::refusal(message));
+            }
+            Kind::Discard => Ok(Self::discard(client, &statement)),
+            Kind::Acknowledge(tag) => Ok(Response::Execution(Tag::new(tag))),
+            Kind::Cursor => {
+                self.cursor(
+                    client,
+                    &statement,
+                    &ParamValues::List(vec![]),
+                    &Format::UnifiedText,
+                    &text,
+                )
+                .await
+            }
+            Kind::Session => {
+                if let Some(response) = settings::set_search_path(client, &statement).await {
+                    return response;
+                }
+                if let Some(response) = settings::set_time_zone(client, &statement).await {
+                    return response;
+                }
+                if let Some(response) = settings::show(client, &statement) {
+                    return Ok(response);
+                }
+                // Settings made by an earlier statement of this query count.
+                let session = session_for(&self.lake, client).await?;
+                let mut answered = None;
+                for hook in &self.hooks {
+                    answered = hook
+                        .handle_simple_query(&statement, session.context(), client)
+                        .await;
+                    if answered.is_some() {
+                        break;
+                    }
+                }
+                answered.unwrap_or_else(|| {
+                    Err(sqlstate::error(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("{text}: not supported"),
+                    ))
+                })
+            }
+            Kind::Query => {
+                let label = label(client, &text);
+                let response = self
+                    .execute(
+                        client,
+                        statement,
+                        None,
+                        &Format::UnifiedText,
+                        label,
+                        started,
+                        cancel,
+                    )
+                    .await?;
+                Ok(Response::Query(response))
+            }
+        }
+    }
+
     /// `DISCARD ALL`: the connection's settings go back to their defaults.
     fn discard<C: HookClient + ?Sized>(client: &mut C, statement: &Statement) -> Response {
         let tag = match statement {
@@ -408,73 +492,22 @@ impl SimpleQueryHandler for QueryHandler {
         let mut responses = Vec::with_capacity(statements.len());
         let cancel = CancelSlot::default();
         for statement in statements {
-            let started = Instant::now();
-            let text = statement.to_string();
-            match statement::kind(&statement) {
-                Kind::Refused(message) => {
-                    metrics::refused(label(client, &text), started, &message);
-                    return Err(statement::refusal(message));
+            // As PostgreSQL: the results before an error are sent, then the
+            // error, and the statements after it do not run.
+            match self.simple_statement(client, statement, &cancel).await {
+                Ok(response) => responses.push(response),
+                Err(PgWireError::UserError(info)) => {
+                    responses.push(Response::Error(info));
+                    break;
                 }
-                Kind::Discard => responses.push(Self::discard(client, &statement)),
-                Kind::Acknowledge(tag) => responses.push(Response::Execution(Tag::new(tag))),
-                Kind::Cursor => responses.push(
-                    self.cursor(
-                        client,
-                        &statement,
-                        &ParamValues::List(vec![]),
-                        &Format::UnifiedText,
-                        &text,
-                    )
-                    .await?,
-                ),
-                Kind::Session => {
-                    if let Some(response) = settings::set_search_path(client, &statement).await {
-                        responses.push(response?);
-                        continue;
-                    }
-                    if let Some(response) = settings::set_time_zone(client, &statement).await {
-                        responses.push(response?);
-                        continue;
-                    }
-                    if let Some(response) = settings::show(client, &statement) {
-                        responses.push(response);
-                        continue;
-                    }
-                    // Settings made by an earlier statement of this query count.
-                    let session = session_for(&self.lake, client).await?;
-                    let mut answered = None;
-                    for hook in &self.hooks {
-                        answered = hook
-                            .handle_simple_query(&statement, session.context(), client)
-                            .await;
-                        if answered.is_some() {
-                            break;
-                        }
-                    }
-                    match answered {
-                        Some(response) => responses.push(response?),
-                        None => {
-                            return Err(sqlstate::error(
-                                sqlstate::FEATURE_NOT_SUPPORTED,
-                                format!("{text}: not supported"),
-                            ))
-                        }
-                    }
-                }
-                Kind::Query => {
-                    let label = label(client, &text);
-                    let response = self
-                        .execute(
-                            client,
-                            statement,
-                            None,
-                            &Format::UnifiedText,
-                            label,
-                            started,
-                            &cancel,
-                        )
-                        .await?;
-                    responses.push(Response::Query(response));
+                Err(e) if responses.is_empty() => return Err(e),
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(ErrorInfo::new(
+                        "ERROR".to_owned(),
+                        sqlstate::INTERNAL_ERROR.to_owned(),
+                        e.to_string(),
+                    ))));
+                    break;
                 }
             }
         }

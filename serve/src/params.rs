@@ -248,6 +248,59 @@ pub fn bind_literals(
     }
 }
 
+/// The parameter number of a `$n` placeholder (1-based), if `expr` is one.
+fn placeholder_number(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<usize> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Value};
+    match expr {
+        SqlExpr::Value(value) => match &value.value {
+            Value::Placeholder(name) => name.strip_prefix('$')?.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Give the placeholders whose type nothing in the query decides (`SELECT $1`)
+/// the type PostgreSQL resolves them to: the type the client declared at
+/// Parse, else `text` (an `unknown` literal becomes `text`, PostgreSQL's
+/// "Type Conversion" chapter, UNION/CASE and unknown resolution). Each `$n`
+/// in `types` (indexed by `n - 1`, `None`: leave it) becomes `CAST($n AS t)`,
+/// so Describe reports the column's real type and Execute encodes the value
+/// by that type.
+pub fn type_placeholders(
+    statement: &mut datafusion::sql::sqlparser::ast::Statement,
+    types: &[Option<datafusion::sql::sqlparser::ast::DataType>],
+) {
+    use datafusion::sql::sqlparser::ast::{
+        CastKind, DataType, Expr as SqlExpr, VisitMut, VisitorMut,
+    };
+    use std::ops::ControlFlow;
+
+    struct Typed<'a>(&'a [Option<DataType>]);
+
+    impl VisitorMut for Typed<'_> {
+        type Break = ();
+
+        fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+            let typed = placeholder_number(expr)
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| self.0.get(i).cloned().flatten());
+            if let Some(data_type) = typed {
+                *expr = SqlExpr::Cast {
+                    kind: CastKind::Cast,
+                    expr: Box::new(expr.clone()),
+                    data_type,
+                    array: false,
+                    format: None,
+                };
+            }
+            ControlFlow::Continue(())
+        }
+    }
+
+    let _ = statement.visit(&mut Typed(types));
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -383,5 +436,21 @@ mod tests {
             .remove(0);
         let err = bind_literals(&mut missing, &[ScalarValue::Int64(Some(1))]).expect_err("no $2");
         assert_eq!(err.code, sqlstate::UNDEFINED_PARAMETER);
+    }
+
+    #[test]
+    fn untyped_placeholders_are_cast_where_a_type_is_given() {
+        use datafusion::sql::sqlparser::ast::DataType;
+        use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        let mut statement =
+            Parser::parse_sql(&PostgreSqlDialect {}, "SELECT $1 AS a, $2 + 1, $1 || 'x'")
+                .expect("parses")
+                .remove(0);
+        type_placeholders(&mut statement, &[Some(DataType::Text), None]);
+        assert_eq!(
+            statement.to_string(),
+            "SELECT CAST($1 AS TEXT) AS a, $2 + 1, CAST($1 AS TEXT) || 'x'"
+        );
     }
 }

@@ -281,13 +281,13 @@ def test_string_parameter_that_looks_like_an_array_is_rewritten(server, text):
         assert conn.execute("SELECT %s::text AS x", (text,)).fetchone() == (text,)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: Describe uses the parse-time plan, where a bare $1 is 'unknown'")
 @pytest.mark.parametrize("value", ["total", 5])
-def test_selected_parameter_is_described_unknown_and_sent_as_raw_bytes(server, value):
-    """`SELECT %s AS label` is described as type 705 (unknown) at Describe while
-    Execute encodes the value by its real type: in binary mode psycopg got
-    b'total' and b'\\x00\\x05' instead of 'total' and 5. PostgreSQL describes
-    the column with the parameter's type (text for an unknown literal)."""
+def test_selected_parameter_is_described_with_its_type(server, value):
+    """`SELECT %s AS label` is described with the parameter's type, as
+    PostgreSQL does (the type the client declared, text for an unknown
+    literal). It was described as 705 (unknown) while Execute encoded the value
+    by its real type: in binary mode psycopg got b'total' and b'\\x00\\x05'
+    instead of 'total' and 5."""
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         for binary in (False, True):
             got = conn.cursor(binary=binary).execute("SELECT %s AS label", (value,)).fetchone()

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::{CloseCursor, Statement};
+use datafusion::sql::sqlparser::ast::{CloseCursor, DataType as SqlDataType, Statement};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use datafusion_postgres::hooks::set_show::SetShowHook;
@@ -94,13 +94,13 @@ impl QueryHandler {
         &self,
         client: &(dyn ClientInfo + Send + Sync),
         statement: Statement,
-        params: Option<ParamValues>,
         label: QueryLabel,
         started: Instant,
     ) -> PgWireResult<GuardedStream> {
         let limit = timeout(&self.lake, client);
         let settings = settings(client);
-        let key = CacheKey::new(reuse_text(&statement, params.as_ref()), &settings);
+        // Parameters are bound into the statement ([`bind`]): its text is the key.
+        let key = CacheKey::new(statement.to_string(), &settings);
         if let Some(rows) = self.lake.reused(&key).await {
             return Ok(GuardedStream::new(rows, label, started, limit)
                 .with_shutdown(self.shutdown.clone())
@@ -111,10 +111,7 @@ impl QueryHandler {
             .lake
             .runtime()
             .run(limit, async move {
-                let (session, mut plan) = session_and_plan(&lake, &settings, statement).await?;
-                if let Some(params) = params {
-                    plan = plan.replace_params_with_values(&params)?;
-                }
+                let (session, plan) = session_and_plan(&lake, &settings, statement).await?;
                 let reads = lake.reusable(&session, &plan);
                 let frame = session.context().execute_logical_plan(plan).await?;
                 let batches = lake.runtime().execute(frame).await?;
@@ -134,19 +131,17 @@ impl QueryHandler {
 
     /// Run one query and stream its rows; `cancel` is filled when the
     /// request's handler returns ([`fill_cancel`]).
-    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         client: &(dyn ClientInfo + Send + Sync),
         statement: Statement,
-        params: Option<ParamValues>,
         format: &Format,
         label: QueryLabel,
         started: Instant,
         cancel: &CancelSlot,
     ) -> PgWireResult<QueryResponse> {
         let guarded = self
-            .stream(client, statement, params, label, started)
+            .stream(client, statement, label, started)
             .await?
             .with_cancel(cancel.clone());
         let schema = guarded.schema();
@@ -177,15 +172,9 @@ impl QueryHandler {
                     };
                     let started = Instant::now();
                     let label = label(client, sql);
-                    let rows = self
-                        .stream(
-                            client,
-                            Statement::Query(query.clone()),
-                            Some(params.clone()),
-                            label,
-                            started,
-                        )
-                        .await?;
+                    let mut query = Statement::Query(query.clone());
+                    bind(&mut query, params)?;
+                    let rows = self.stream(client, query, label, started).await?;
                     let described = described_as(rows.schema())?;
                     Cursors::of(client).declare(&name.value, Cursor::new(rows))?;
                     let stored = StoredStatement::new(
@@ -303,7 +292,6 @@ impl QueryHandler {
                     .execute(
                         client,
                         statement,
-                        None,
                         &Format::UnifiedText,
                         label,
                         started,
@@ -332,14 +320,14 @@ impl QueryHandler {
     }
 }
 
-/// What identifies a query for result reuse: the statement (its literals
-/// bound) and any values bound into its plan instead.
-fn reuse_text(statement: &Statement, params: Option<&ParamValues>) -> String {
-    match params {
-        Some(ParamValues::List(values)) if !values.is_empty() => format!("{statement} {values:?}"),
-        Some(ParamValues::Map(values)) if !values.is_empty() => format!("{statement} {values:?}"),
-        _ => statement.to_string(),
+/// Bind a portal's values into `statement` as literals
+/// ([`crate::params::bind_literals`]: they keep the client's type).
+fn bind(statement: &mut Statement, params: &ParamValues) -> PgWireResult<()> {
+    if let ParamValues::List(values) = params {
+        let values: Vec<_> = values.iter().map(|v| v.value.clone()).collect();
+        crate::params::bind_literals(statement, &values)?;
     }
+    Ok(())
 }
 
 fn label(client: &(dyn ClientInfo + Send + Sync), sql: &str) -> QueryLabel {
@@ -549,7 +537,10 @@ impl ExtendedQueryHandler for QueryHandler {
         };
         // The client's declared type wins; the type we described stands in
         // for the rest (the client may send those in binary, in that type).
-        let types: Vec<Option<DataType>> = parameter_types(described)?
+        // Every value the client sent (a cursor's `DECLARE` describes none).
+        let mut inferred = parameter_types(described)?;
+        inferred.resize(inferred.len().max(portal.parameters.len()), None);
+        let types: Vec<Option<DataType>> = inferred
             .into_iter()
             .enumerate()
             .map(|(i, inferred)| {
@@ -622,16 +613,12 @@ impl ExtendedQueryHandler for QueryHandler {
             Kind::Query => {
                 let label = label(client, sql);
                 let mut statement = statement.clone();
-                if let ParamValues::List(values) = &params {
-                    let values: Vec<_> = values.iter().map(|v| v.value.clone()).collect();
-                    crate::params::bind_literals(&mut statement, &values)?;
-                }
+                bind(&mut statement, &params)?;
                 let cancel = CancelSlot::default();
                 let response = self
                     .execute(
                         client,
                         statement,
-                        None,
                         &portal.result_column_format,
                         label,
                         started,
@@ -658,6 +645,46 @@ pub struct LakeQueryParser {
     hooks: Vec<Arc<dyn QueryHook>>,
 }
 
+impl LakeQueryParser {
+    /// Plan `statement` for Describe: on the query runtime, under the time
+    /// limit, as at Execute.
+    async fn plan<C>(&self, client: &C, statement: Statement) -> PgWireResult<LogicalPlan>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let settings = settings(client);
+        let lake = self.lake.clone();
+        self.lake
+            .runtime()
+            .run(timeout(&self.lake, client), async move {
+                Ok(session_and_plan(&lake, &settings, statement).await?.1)
+            })
+            .await
+            .map_err(|e| refusal(&e))
+    }
+}
+
+/// The SQL type of a parameter type a client declared at Parse, for the ones
+/// a placeholder is cast to ([`crate::params::type_placeholders`]); `None`
+/// leaves the placeholder as it is (`numeric`: DataFusion's unbounded
+/// `NUMERIC` is `DECIMAL(38, 10)`, which would change how the value reads).
+fn sql_type(declared: &Type) -> Option<SqlDataType> {
+    use datafusion::sql::sqlparser::ast::TimezoneInfo;
+    Some(match *declared {
+        Type::BOOL => SqlDataType::Boolean,
+        Type::INT2 => SqlDataType::SmallInt(None),
+        Type::INT4 => SqlDataType::Int(None),
+        Type::INT8 => SqlDataType::BigInt(None),
+        Type::FLOAT4 => SqlDataType::Real,
+        Type::FLOAT8 => SqlDataType::DoublePrecision,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => SqlDataType::Text,
+        Type::DATE => SqlDataType::Date,
+        Type::TIMESTAMP => SqlDataType::Timestamp(None, TimezoneInfo::None),
+        Type::TIMESTAMPTZ => SqlDataType::Timestamp(None, TimezoneInfo::WithTimeZone),
+        _ => return None,
+    })
+}
+
 #[async_trait]
 impl QueryParser for LakeQueryParser {
     type Statement = PgStatement;
@@ -666,7 +693,7 @@ impl QueryParser for LakeQueryParser {
         &self,
         client: &C,
         sql: &str,
-        _types: &[Option<Type>],
+        types: &[Option<Type>],
     ) -> PgWireResult<Self::Statement>
     where
         C: ClientInfo + Unpin + Send + Sync,
@@ -705,17 +732,30 @@ impl QueryParser for LakeQueryParser {
                 described.unwrap_or_else(|| Ok(empty_plan()))?
             }
             Kind::Query => {
-                // On the query runtime, under the time limit, as at Execute.
-                let settings = settings(client);
-                let lake = self.lake.clone();
-                let to_plan = statement.clone();
-                self.lake
-                    .runtime()
-                    .run(timeout(&self.lake, client), async move {
-                        Ok(session_and_plan(&lake, &settings, to_plan).await?.1)
+                let plan = self.plan(client, statement.clone()).await?;
+                // `SELECT $1`: nothing decides the type; PostgreSQL's rules do.
+                let untyped: Vec<Option<SqlDataType>> = parameter_types(&plan)?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, inferred)| match inferred {
+                        Some(_) => None,
+                        None => Some(
+                            types
+                                .get(i)
+                                .cloned()
+                                .flatten()
+                                .map_or(Some(SqlDataType::Text), |declared| sql_type(&declared)),
+                        )
+                        .flatten(),
                     })
-                    .await
-                    .map_err(|e| refusal(&e))?
+                    .collect();
+                if untyped.iter().any(Option::is_some) {
+                    let mut typed = statement.clone();
+                    crate::params::type_placeholders(&mut typed, &untyped);
+                    let plan = self.plan(client, typed.clone()).await?;
+                    return Ok((sql.to_string(), Some((typed, plan))));
+                }
+                plan
             }
         };
         Ok((sql.to_string(), Some((statement, plan))))

@@ -166,14 +166,12 @@ def test_slow_planning_holds_up_other_connections_and_escapes_the_timeout(demo_l
         assert outcome == "57014" and seconds < 8, results
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: pgwire's portal fetch with max_rows = 0 collects the rows before sending (extended protocol); the simple protocol and cursors stream")
-def test_extended_protocol_buffers_the_whole_result_outside_the_memory_pool(demo_lake, tmp_path):
-    """pgwire's portal fetch (Execute with max_rows = 0, what psycopg, pgjdbc in
-    autocommit and Npgsql send) collects every row into a Vec before the first
-    DataRow: server memory grows with the result size, outside
-    `--query-memory-mib`, and the first row comes only when the last is made.
-    The simple protocol streams the same query in flat memory (measured: +0 MiB
-    vs +600 MiB for 5 M rows)."""
+def test_extended_protocol_streams_a_whole_result_in_flat_memory(demo_lake, tmp_path):
+    """Execute with max_rows = 0 (what psycopg, pgjdbc in autocommit and Npgsql
+    send) streams its rows as the simple protocol does. pgwire's own portal
+    fetch collected every row into a Vec before the first DataRow: server
+    memory grew with the result size, outside `--query-memory-mib` (measured:
+    +600 MiB for 5 M rows, +0 MiB with the simple protocol)."""
     server = start(demo_lake.binary, demo_lake.path, tmp_path, "--query-memory-mib", "64")
     pid = server.proc.pid
     peak = [0]

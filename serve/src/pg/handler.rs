@@ -22,9 +22,9 @@ use async_trait::async_trait;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::{CloseCursor, DataType as SqlDataType, Statement};
+use datafusion::sql::sqlparser::ast::{CloseCursor, Statement};
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters;
-use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
@@ -32,17 +32,18 @@ use futures::{stream, StreamExt};
 use icefjord_engine::LakeSession;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::results::{QueryResponse, Response, Tag};
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionHandle};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::types::format::FormatOptions;
 
 use super::cursor::{Cursor, Cursors};
 use super::encode;
+use super::parser::LakeQueryParser;
 use super::settings::{self, SEARCH_PATH};
 use super::sqlstate;
 use super::statement::{self, Kind, StatementParser};
@@ -340,7 +341,7 @@ fn label(client: &(dyn ClientInfo + Send + Sync), sql: &str) -> QueryLabel {
 
 /// A fresh session and `statement` planned in it (for the query runtime: our
 /// errors travel as DataFusion's external errors, see [`refusal`]).
-async fn session_and_plan(
+pub(super) async fn session_and_plan(
     lake: &QueryLake,
     settings: &SessionSettings,
     statement: Statement,
@@ -354,7 +355,7 @@ async fn session_and_plan(
 
 /// The response for a query that failed before its first row: our own
 /// errors (wrapped to cross the query runtime) keep their SQLSTATE.
-fn refusal(e: &datafusion::error::DataFusionError) -> PgWireError {
+pub(super) fn refusal(e: &datafusion::error::DataFusionError) -> PgWireError {
     if let datafusion::error::DataFusionError::External(inner) = e {
         if let Some(serve) = inner.downcast_ref::<crate::error::ServeError>() {
             return sqlstate::from_serve(serve);
@@ -405,7 +406,9 @@ where
 
 /// A plan that only describes `schema` (for `Describe` of a cursor and its
 /// `FETCH`es).
-fn described_as(schema: datafusion::arrow::datatypes::SchemaRef) -> PgWireResult<LogicalPlan> {
+pub(super) fn described_as(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> PgWireResult<LogicalPlan> {
     let schema =
         DFSchema::try_from(schema.as_ref().clone()).map_err(|e| sqlstate::from_datafusion(&e))?;
     Ok(LogicalPlan::EmptyRelation(
@@ -417,7 +420,7 @@ fn described_as(schema: datafusion::arrow::datatypes::SchemaRef) -> PgWireResult
 }
 
 /// The session settings of a connection, from its metadata.
-fn settings(client: &(dyn ClientInfo + Send + Sync)) -> SessionSettings {
+pub(super) fn settings(client: &(dyn ClientInfo + Send + Sync)) -> SessionSettings {
     SessionSettings {
         default_schema: client
             .metadata()
@@ -437,7 +440,7 @@ fn first_schema(search_path: &str) -> Option<String> {
 }
 
 /// The connection's `statement_timeout`, capped by the server's limit.
-fn timeout(lake: &QueryLake, client: &(dyn ClientInfo + Send + Sync)) -> Duration {
+pub(super) fn timeout(lake: &QueryLake, client: &(dyn ClientInfo + Send + Sync)) -> Duration {
     let limit = lake.limits().timeout;
     client
         .metadata()
@@ -447,7 +450,7 @@ fn timeout(lake: &QueryLake, client: &(dyn ClientInfo + Send + Sync)) -> Duratio
         .map_or(limit, |asked| asked.min(limit))
 }
 
-async fn session_for(
+pub(super) async fn session_for(
     lake: &QueryLake,
     client: &(dyn ClientInfo + Send + Sync),
 ) -> PgWireResult<LakeSession> {
@@ -511,6 +514,22 @@ impl ExtendedQueryHandler for QueryHandler {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    /// A whole query portal streams ([`super::portal`]).
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        super::portal::execute(self, client, message).await
     }
 
     async fn do_query<C>(
@@ -634,165 +653,6 @@ impl ExtendedQueryHandler for QueryHandler {
 
 /// The parameter types of a plan, `$1` first (DataFusion's inference; `None`
 /// where it has none and the client's declared type is used).
-fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+pub(super) fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
     crate::params::positional_types(plan).map_err(|e| sqlstate::from_datafusion(&e))
-}
-
-/// Parses and describes statements for the extended protocol.
-pub struct LakeQueryParser {
-    lake: QueryLake,
-    statements: StatementParser,
-    hooks: Vec<Arc<dyn QueryHook>>,
-}
-
-impl LakeQueryParser {
-    /// Plan `statement` for Describe: on the query runtime, under the time
-    /// limit, as at Execute.
-    async fn plan<C>(&self, client: &C, statement: Statement) -> PgWireResult<LogicalPlan>
-    where
-        C: ClientInfo + Unpin + Send + Sync,
-    {
-        let settings = settings(client);
-        let lake = self.lake.clone();
-        self.lake
-            .runtime()
-            .run(timeout(&self.lake, client), async move {
-                Ok(session_and_plan(&lake, &settings, statement).await?.1)
-            })
-            .await
-            .map_err(|e| refusal(&e))
-    }
-}
-
-/// The SQL type of a parameter type a client declared at Parse, for the ones
-/// a placeholder is cast to ([`crate::params::type_placeholders`]); `None`
-/// leaves the placeholder as it is (`numeric`: DataFusion's unbounded
-/// `NUMERIC` is `DECIMAL(38, 10)`, which would change how the value reads).
-fn sql_type(declared: &Type) -> Option<SqlDataType> {
-    use datafusion::sql::sqlparser::ast::TimezoneInfo;
-    Some(match *declared {
-        Type::BOOL => SqlDataType::Boolean,
-        Type::INT2 => SqlDataType::SmallInt(None),
-        Type::INT4 => SqlDataType::Int(None),
-        Type::INT8 => SqlDataType::BigInt(None),
-        Type::FLOAT4 => SqlDataType::Real,
-        Type::FLOAT8 => SqlDataType::DoublePrecision,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => SqlDataType::Text,
-        Type::DATE => SqlDataType::Date,
-        Type::TIMESTAMP => SqlDataType::Timestamp(None, TimezoneInfo::None),
-        Type::TIMESTAMPTZ => SqlDataType::Timestamp(None, TimezoneInfo::WithTimeZone),
-        _ => return None,
-    })
-}
-
-#[async_trait]
-impl QueryParser for LakeQueryParser {
-    type Statement = PgStatement;
-
-    async fn parse_sql<C>(
-        &self,
-        client: &C,
-        sql: &str,
-        types: &[Option<Type>],
-    ) -> PgWireResult<Self::Statement>
-    where
-        C: ClientInfo + Unpin + Send + Sync,
-    {
-        let mut statements = self.statements.parse(sql)?;
-        if statements.is_empty() {
-            return Ok((sql.to_string(), None));
-        }
-        if statements.len() > 1 {
-            return Err(sqlstate::error(
-                sqlstate::SYNTAX_ERROR,
-                "cannot insert multiple commands into a prepared statement",
-            ));
-        }
-        let statement = statements.remove(0);
-        let plan = match statement::kind(&statement) {
-            // Refused at Execute, with its metrics; describe it as empty.
-            Kind::Refused(_) | Kind::Discard | Kind::Acknowledge(_) => empty_plan(),
-            Kind::Cursor => match &statement {
-                Statement::Fetch { name, .. } => {
-                    described_as(Cursors::of(client).schema(&name.value).await?)?
-                }
-                _ => empty_plan(),
-            },
-            Kind::Session => {
-                let session = session_for(&self.lake, client).await?;
-                let mut described = None;
-                for hook in &self.hooks {
-                    described = hook
-                        .handle_extended_parse_query(&statement, session.context(), client)
-                        .await;
-                    if described.is_some() {
-                        break;
-                    }
-                }
-                described.unwrap_or_else(|| Ok(empty_plan()))?
-            }
-            Kind::Query => {
-                let plan = self.plan(client, statement.clone()).await?;
-                // `SELECT $1`: nothing decides the type; PostgreSQL's rules do.
-                let untyped: Vec<Option<SqlDataType>> = parameter_types(&plan)?
-                    .iter()
-                    .enumerate()
-                    .map(|(i, inferred)| match inferred {
-                        Some(_) => None,
-                        None => Some(
-                            types
-                                .get(i)
-                                .cloned()
-                                .flatten()
-                                .map_or(Some(SqlDataType::Text), |declared| sql_type(&declared)),
-                        )
-                        .flatten(),
-                    })
-                    .collect();
-                if untyped.iter().any(Option::is_some) {
-                    let mut typed = statement.clone();
-                    crate::params::type_placeholders(&mut typed, &untyped);
-                    let plan = self.plan(client, typed.clone()).await?;
-                    return Ok((sql.to_string(), Some((typed, plan))));
-                }
-                plan
-            }
-        };
-        Ok((sql.to_string(), Some((statement, plan))))
-    }
-
-    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        let Some((_, plan)) = &stmt.1 else {
-            return Ok(vec![]);
-        };
-        parameter_types(plan)?
-            .iter()
-            .map(|ty| ty.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type))
-            .collect()
-    }
-
-    fn get_result_schema(
-        &self,
-        stmt: &Self::Statement,
-        column_format: Option<&Format>,
-    ) -> PgWireResult<Vec<FieldInfo>> {
-        let Some((_, plan)) = &stmt.1 else {
-            return Ok(vec![]);
-        };
-        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_)) {
-            return Ok(vec![]);
-        }
-        arrow_schema_to_pg_fields(
-            plan.schema().as_arrow(),
-            column_format.unwrap_or(&Format::UnifiedText),
-            None,
-        )
-    }
-}
-
-fn empty_plan() -> LogicalPlan {
-    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
-        produce_one_row: false,
-        schema: Arc::new(datafusion::common::DFSchema::empty()),
-    })
 }

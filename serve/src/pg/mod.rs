@@ -10,6 +10,8 @@ pub(crate) mod catalog_rewrite;
 mod cursor;
 mod encode;
 mod handler;
+mod parser;
+mod portal;
 mod settings;
 pub mod sqlstate;
 mod startup;

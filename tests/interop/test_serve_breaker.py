@@ -202,12 +202,12 @@ def test_extended_protocol_streams_a_whole_result_in_flat_memory(demo_lake, tmp_
     assert peak[0] - base < 200, f"server RSS grew by {peak[0] - base} MiB (64 MiB pool)"
 
 
-@pytest.mark.xfail(strict=True, reason='known gap: DECLARE starts the query (PostgreSQL waits for the first FETCH)')
-def test_unfetched_cursors_run_in_the_background(server):
-    """PostgreSQL's DECLARE runs nothing until FETCH. Here DECLARE starts the
-    plan at once: six unfetched cursors kept both cores busy and grew the server
-    by ~1 GiB in a minute, each with its own 1 GiB pool, on one connection under
-    `--max-connections` (a per-connection bound the limits do not cover)."""
+def test_unfetched_cursors_cost_nothing_until_fetched(server):
+    """PostgreSQL's DECLARE runs nothing until FETCH, and neither do we. When
+    DECLARE started the plan at once, six unfetched cursors kept both cores busy
+    and grew the server by ~1 GiB in a minute, each with its own 1 GiB pool, on
+    one connection under `--max-connections`. A bad query still fails at
+    DECLARE, and the first FETCH gets the rows."""
     pid = server.proc.pid
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         for i in range(6):
@@ -217,8 +217,12 @@ def test_unfetched_cursors_run_in_the_background(server):
         before = cpu_seconds(pid)
         time.sleep(8)
         used = cpu_seconds(pid) - before
+        first = conn.execute("FETCH 2 FROM s0").fetchall()
         conn.execute("CLOSE ALL")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("DECLARE bad CURSOR FOR SELECT * FROM raw.nope")
     assert used < 2, f"the server used {used:.1f} CPU seconds on cursors nobody fetched"
+    assert len(first) == 2 and len(first[0][1]) == 32, first
 
 
 # --- wrong results through parameters ---------------------------------------------------

@@ -6,6 +6,9 @@
 //! - A cursor is the query's row stream, pulled as the client fetches: rows are
 //!   produced on demand, never materialised, so a million-row cursor holds one
 //!   batch at a time.
+//! - `DECLARE` plans the query (a bad query fails there) and runs nothing; the
+//!   first `FETCH` starts it, as in PostgreSQL, so unfetched cursors cost no
+//!   CPU or memory. Its time limit counts from that `FETCH`.
 //! - Cursors belong to their connection (its session extensions) and end with
 //!   it, with `CLOSE`, or with `DISCARD ALL`. They scan forward only, as
 //!   PostgreSQL's `NO SCROLL` cursors.
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{FetchDirection, Value};
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use pgwire::api::ClientInfo;
 use pgwire::error::PgWireResult;
@@ -26,10 +30,16 @@ use pgwire::error::PgWireResult;
 use super::sqlstate;
 use crate::execution::GuardedStream;
 
+/// Starts a cursor's query (at its first `FETCH`).
+pub type Start = Box<dyn FnOnce() -> BoxFuture<'static, PgWireResult<GuardedStream>> + Send>;
+
 /// One open cursor.
 pub struct Cursor {
     schema: SchemaRef,
-    rows: GuardedStream,
+    /// The query's rows once started.
+    rows: Option<GuardedStream>,
+    /// What starts the query, until it is.
+    start: Option<Start>,
     /// Rows of a batch that the last `FETCH` did not take.
     pending: Option<RecordBatch>,
     /// The error that ended the query: every later `FETCH` reports it again
@@ -38,13 +48,47 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// A cursor over rows already on their way.
     pub fn new(rows: GuardedStream) -> Self {
         Self {
             schema: rows.schema(),
-            rows,
+            rows: Some(rows),
+            start: None,
             pending: None,
             failed: None,
         }
+    }
+
+    /// A cursor whose query `start` runs at the first `FETCH`, as
+    /// PostgreSQL's `DECLARE` runs nothing.
+    pub fn lazy(schema: SchemaRef, start: Start) -> Self {
+        Self {
+            schema,
+            rows: None,
+            start: Some(start),
+            pending: None,
+            failed: None,
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The rows, the query started if it was not.
+    async fn rows(&mut self) -> PgWireResult<&mut GuardedStream> {
+        if let Some(start) = self.start.take() {
+            match start().await {
+                Ok(rows) => self.rows = Some(rows),
+                Err(e) => {
+                    self.failed = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        self.rows
+            .as_mut()
+            .ok_or_else(|| sqlstate::error(sqlstate::INTERNAL_ERROR, "the cursor has no query"))
     }
 
     /// Up to `limit` rows (all that remain for `None`).
@@ -60,7 +104,7 @@ impl Cursor {
         while wanted > 0 {
             let batch = match self.pending.take() {
                 Some(batch) => batch,
-                None => match self.rows.next().await {
+                None => match self.rows().await?.next().await {
                     Some(Ok(batch)) => batch,
                     Some(Err(e)) => {
                         self.failed = Some(e.to_string());

@@ -87,10 +87,7 @@ impl QueryHandler {
         }
     }
 
-    /// Plan and start one query: its guarded record batch stream. Planning
-    /// runs on the query runtime under the query's time limit (the planner
-    /// can compute for long on deep expressions or huge `IN` lists), so it
-    /// holds no connection thread and cannot escape the limit.
+    /// Plan and start one query: its guarded record batch stream.
     async fn stream(
         &self,
         client: &(dyn ClientInfo + Send + Sync),
@@ -98,36 +95,55 @@ impl QueryHandler {
         label: QueryLabel,
         started: Instant,
     ) -> PgWireResult<GuardedStream> {
+        match self.prepare(client, statement, label, started).await? {
+            Prepared::Reused(rows) => Ok(rows),
+            Prepared::Planned(planned) => planned.start().await,
+        }
+    }
+
+    /// A query's kept result ([`crate::result_cache`]), or its plan, made on
+    /// the query runtime under the query's time limit (the planner can
+    /// compute for long on deep expressions or huge `IN` lists), so it holds
+    /// no connection thread and cannot escape the limit.
+    async fn prepare(
+        &self,
+        client: &(dyn ClientInfo + Send + Sync),
+        statement: Statement,
+        label: QueryLabel,
+        started: Instant,
+    ) -> PgWireResult<Prepared> {
         let limit = timeout(&self.lake, client);
         let settings = settings(client);
         // Parameters are bound into the statement ([`bind`]): its text is the key.
         let key = CacheKey::new(statement.to_string(), &settings);
         if let Some(rows) = self.lake.reused(&key).await {
-            return Ok(GuardedStream::new(rows, label, started, limit)
-                .with_shutdown(self.shutdown.clone())
-                .with_in_flight(self.lake.in_flight()));
+            return Ok(Prepared::Reused(
+                GuardedStream::new(rows, label, started, limit)
+                    .with_shutdown(self.shutdown.clone())
+                    .with_in_flight(self.lake.in_flight()),
+            ));
         }
         let lake = self.lake.clone();
         let planned = self
             .lake
             .runtime()
             .run(limit, async move {
-                let (session, plan) = session_and_plan(&lake, &settings, statement).await?;
-                let reads = lake.reusable(&session, &plan);
-                let frame = session.context().execute_logical_plan(plan).await?;
-                let batches = lake.runtime().execute(frame).await?;
-                Ok((session, lake.keep(key, reads, batches)))
+                session_and_plan(&lake, &settings, statement).await
             })
             .await;
-        let (session, batches) = planned.map_err(|e| {
+        let (session, plan) = planned.map_err(|e| {
             metrics::refused(label.clone(), started, &e.to_string());
             refusal(&e)
         })?;
-        let left = limit.saturating_sub(started.elapsed());
-        Ok(GuardedStream::new(batches, label, Instant::now(), left)
-            .with_shutdown(self.shutdown.clone())
-            .with_in_flight(self.lake.in_flight())
-            .with_session(session))
+        Ok(Prepared::Planned(Planned {
+            lake: self.lake.clone(),
+            shutdown: self.shutdown.clone(),
+            session,
+            plan,
+            key,
+            label,
+            limit: limit.saturating_sub(started.elapsed()),
+        }))
     }
 
     /// Run one query and stream its rows; `cancel` is filled when the
@@ -175,9 +191,17 @@ impl QueryHandler {
                     let label = label(client, sql);
                     let mut query = Statement::Query(query.clone());
                     bind(&mut query, params)?;
-                    let rows = self.stream(client, query, label, started).await?;
-                    let described = described_as(rows.schema())?;
-                    Cursors::of(client).declare(&name.value, Cursor::new(rows))?;
+                    // As PostgreSQL: planned (and its errors reported) now,
+                    // run from the first FETCH.
+                    let cursor = match self.prepare(client, query, label, started).await? {
+                        Prepared::Reused(rows) => Cursor::new(rows),
+                        Prepared::Planned(planned) => {
+                            let schema = Arc::new(planned.plan.schema().as_arrow().clone());
+                            Cursor::lazy(schema, Box::new(move || Box::pin(planned.start())))
+                        }
+                    };
+                    let described = described_as(cursor.schema())?;
+                    Cursors::of(client).declare(&name.value, cursor)?;
                     let stored = StoredStatement::new(
                         name.value.clone(),
                         (sql.to_string(), Some((statement.clone(), described))),
@@ -318,6 +342,60 @@ impl QueryHandler {
             let _ = cursors.close(None);
         }
         Response::Execution(Tag::new(tag))
+    }
+}
+
+/// A query ready to run: its kept result, or its plan.
+enum Prepared {
+    Reused(GuardedStream),
+    Planned(Planned),
+}
+
+/// A planned query, not started: it starts when its rows are first wanted.
+struct Planned {
+    lake: QueryLake,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    session: LakeSession,
+    plan: LogicalPlan,
+    key: CacheKey,
+    label: QueryLabel,
+    /// What is left of the query's time limit; it runs from the start.
+    limit: Duration,
+}
+
+impl Planned {
+    /// Start the plan on the query runtime (DataFusion spawns its partitions
+    /// there); its rows kept for reuse when it may be.
+    async fn start(self) -> PgWireResult<GuardedStream> {
+        let started = Instant::now();
+        let Planned {
+            lake,
+            shutdown,
+            session,
+            plan,
+            key,
+            label,
+            limit,
+        } = self;
+        let runtime_lake = lake.clone();
+        let context = session.context().clone();
+        let reads = lake.reusable(&session, &plan);
+        let batches = lake
+            .runtime()
+            .run(limit, async move {
+                let frame = context.execute_logical_plan(plan).await?;
+                let batches = runtime_lake.runtime().execute(frame).await?;
+                Ok(runtime_lake.keep(key, reads, batches))
+            })
+            .await
+            .map_err(|e| {
+                metrics::refused(label.clone(), started, &e.to_string());
+                refusal(&e)
+            })?;
+        Ok(GuardedStream::new(batches, label, started, limit)
+            .with_shutdown(shutdown)
+            .with_in_flight(lake.in_flight())
+            .with_session(session))
     }
 }
 

@@ -32,7 +32,8 @@ side with PostgreSQL 15 and DuckDB, in one run, on the same rows.
    threads), peak RSS the Python process's VmHWM, reset before the run. Runs are
    interleaved across engines, --repeat times; the median-wall run stands for
    each, every run is kept.
-5. Dashboard load: `icefjord serve --query-memory-mib M` (256) on the demo lake;
+5. Dashboard load: `icefjord serve --query-memory-mib M` (256) on the demo lake
+   (results reused, the default; then again with `--result-cache-mib 0`);
    --clients (32) client processes (multiprocessing, spawn: threads would
    measure the GIL), one connection each (autocommit), each runs the five
    DASHBOARD queries once to warm up, waits for the others, then loops them
@@ -755,6 +756,14 @@ def main():
             doc["one_client"] = one_client(server, args.single_runs)
             doc["dashboard"] = dashboard_phase(args, server, greedy=False)
             doc["over_limit"] = dashboard_phase(args, server, greedy=True)
+            # The same load with result reuse off: every query planned and run.
+            server.stop()
+            servers.remove(server)
+            uncached = Icefjord(args.binary, demo, scratch / "serve-dashboard-uncached.log",
+                                "--query-memory-mib", str(args.query_memory_mib), "--result-cache-mib", "0")
+            servers.append(uncached)
+            doc["one_client_uncached"] = one_client(uncached, args.single_runs)
+            doc["dashboard_uncached"] = dashboard_phase(args, uncached, greedy=False)
             if args.profile:
                 seconds, args.seconds = args.seconds, min(args.seconds, 20)
                 with Profile(server.pid, scratch / "dashboard.perf") as profile:
@@ -830,7 +839,11 @@ def section(doc: dict) -> str:
             "server peak RSS | clients' CPU-s | other processes' CPU-s | load |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, p in (("dashboard alone", d), ("+ over-the-limit query", o)):
+        phases = [("dashboard alone", d), ("+ over-the-limit query", o)]
+        if doc.get("dashboard_uncached"):
+            phases.append(("dashboard alone, result reuse off (`--result-cache-mib 0`)",
+                           doc["dashboard_uncached"]))
+        for name, p in phases:
             s = p["server_side"]
             lines.append(f"| {name} | {p['queries']:,} | {p['queries_per_s']:,.0f} | {p['p50_ms']:.1f} ms | "
                          f"{p['p90_ms']:.1f} ms | {p['p99_ms']:.1f} ms | {p['max_ms']:.0f} ms | {p['errors']} | "
@@ -839,6 +852,10 @@ def section(doc: dict) -> str:
             lines.append(f"| … the server's own duration (its log) | {s['queries']:,} | | "
                          f"{fmt(s['p50_ms'], '{:.0f}')} ms | {fmt(s['p90_ms'], '{:.0f}')} ms | "
                          f"{fmt(s['p99_ms'], '{:.0f}')} ms | {fmt(s['max_ms'], '{:.0f}')} ms | | | | | | |")
+        lines += ["", "Results are reused while the tables they read are unchanged (the default, "
+                  "`--result-cache-mib 64`): the dashboards' repeated queries are answered from memory "
+                  "after their first run. The last row is the same load with every query planned and "
+                  "run.", ""]
         single = doc.get("one_client", {})
         runs = next(iter(single.values()), {}).get("queries")
         lines += ["", f"Per query: rows returned, and with one client alone ({runs} runs each, before the load) "

@@ -29,6 +29,7 @@ use datafusion_datasource::TableSchema;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{Literal, PrimitiveLiteral, Transform};
 use iceberg::table::Table;
+use iceberg::TableIdent;
 use icefjord_catalog::{commit::live_entries_after, CatalogError, WarehouseStore};
 
 use crate::column_projection::ColumnProjection;
@@ -52,6 +53,9 @@ pub struct IcebergTable {
     only_files: Option<Arc<Vec<iceberg::spec::DataFile>>>,
     /// A row filter always applied (not a pushed-down hint).
     filter: Option<Expr>,
+    /// Other tables whose metadata chose the slice read
+    /// ([`IcebergTable::determined_by`]).
+    depends_on: Vec<(TableIdent, String)>,
     /// Source column and transform of each field of the table's partition spec
     /// (`None` for a source that is not a top-level column), when it has a single spec (see
     /// [`crate::partitionwise`]).
@@ -151,6 +155,7 @@ impl IcebergTable {
             after_sequence: None,
             only_files: None,
             filter: None,
+            depends_on: Vec::new(),
             partition_fields,
             projection,
             iceberg_schema,
@@ -216,6 +221,38 @@ impl IcebergTable {
             replaced: partitions,
             deleted: Default::default(),
         });
+        self
+    }
+
+    /// The tables whose metadata decides what this provider reads, with the
+    /// metadata location each was read at: its own table, and the tables
+    /// whose positions chose a slice of it (the output whose boundary picks an
+    /// `@since` slice, [`IcebergTable::with_dependency`]). `None` when
+    /// something outside the catalog chose what it reads (staged or listed
+    /// files, a filter no dependency explains), or its table has no
+    /// metadata location.
+    pub fn determined_by(&self) -> Option<Vec<(TableIdent, String)>> {
+        let sliced = self.filter.is_some() || self.after_sequence.is_some();
+        if self.staged.is_some()
+            || self.only_files.is_some()
+            || (sliced && self.depends_on.is_empty())
+        {
+            return None;
+        }
+        let own = (
+            self.table.identifier().clone(),
+            self.table.metadata_location()?.to_string(),
+        );
+        Some(
+            std::iter::once(own)
+                .chain(self.depends_on.iter().cloned())
+                .collect(),
+        )
+    }
+
+    /// What this provider reads also depends on `table` as of `location`.
+    pub fn with_dependency(mut self, table: TableIdent, location: String) -> Self {
+        self.depends_on.push((table, location));
         self
     }
 

@@ -461,6 +461,7 @@ impl LakeSchemaProvider {
             .load_at(&ident, location)
             .await
             .map_err(external)?;
+        provider = provider.with_dependency(ident, location.clone());
         // The output's position, found past other engines' snapshots (a
         // compaction of the output must not make every input row fresh again).
         let metadata = output_table.metadata();

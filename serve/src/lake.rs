@@ -115,9 +115,16 @@ impl QueryLake {
     }
 
     /// What `plan` reads, if its result may be kept for reuse (`plan` as
-    /// planned in `session`, before it runs).
-    pub fn reusable(&self, session: &LakeSession, plan: &LogicalPlan) -> Option<Reads> {
-        if !self.results.enabled() {
+    /// planned from `statement` in `session`, before it runs).
+    pub fn reusable(
+        &self,
+        session: &LakeSession,
+        statement: &Statement,
+        plan: &LogicalPlan,
+    ) -> Option<Reads> {
+        if !self.results.enabled()
+            || !result_cache::calls_only_immutable(statement, session.context())
+        {
             return None;
         }
         let state = session.catalog_state().ok()?;

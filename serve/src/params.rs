@@ -196,10 +196,11 @@ pub fn bind_literals(
     let unparser = Unparser::default();
     let literals = values
         .iter()
-        .map(|value| {
-            unparser
+        .map(|value| match decimal_literal(value) {
+            Some(literal) => Ok(literal),
+            None => unparser
                 .expr_to_sql(&datafusion::logical_expr::lit(value.clone()))
-                .map_err(|e| Failure::datafusion(&e))
+                .map_err(|e| Failure::datafusion(&e)),
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -246,6 +247,30 @@ pub fn bind_literals(
         )),
         None => Ok(()),
     }
+}
+
+/// A `numeric` value as `CAST('16.175' AS DECIMAL(p, s))`: a bare number
+/// literal would be planned as a float (`1.10` times a price gave
+/// `17.798000000000002`, and 17 digits and more lost their last ones).
+fn decimal_literal(value: &ScalarValue) -> Option<datafusion::sql::sqlparser::ast::Expr> {
+    use datafusion::arrow::datatypes::{Decimal128Type, DecimalType};
+    use datafusion::sql::sqlparser::ast::{
+        CastKind, DataType, ExactNumberInfo, Expr as SqlExpr, Value,
+    };
+    let ScalarValue::Decimal128(Some(unscaled), precision, scale) = value else {
+        return None;
+    };
+    let text = Decimal128Type::format_decimal(*unscaled, *precision, *scale);
+    Some(SqlExpr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(SqlExpr::value(Value::SingleQuotedString(text))),
+        data_type: DataType::Decimal(ExactNumberInfo::PrecisionAndScale(
+            u64::from(*precision),
+            i64::from(*scale),
+        )),
+        array: false,
+        format: None,
+    })
 }
 
 /// The parameter number of a `$n` placeholder (1-based), if `expr` is one.
@@ -428,7 +453,7 @@ mod tests {
         )
         .expect("binds");
         let text = statement.to_string();
-        assert!(text.contains("16.175"), "{text}");
+        assert!(text.contains("CAST('16.175' AS DECIMAL(38,3))"), "{text}");
         assert!(text.contains("'{a, b}'"), "{text}");
         assert!(text.contains("NULL"), "{text}");
         let mut missing = Parser::parse_sql(&PostgreSqlDialect {}, "SELECT $2")

@@ -11,7 +11,9 @@
 //! - every table the query read is still at the metadata file it was read at,
 //!   and the lake's views are defined as they were — [`Reads`];
 //! - the query calls only immutable functions (no `now()`, `random()`,
-//!   `current_user`, `current_schema()`), and reads only lake tables (no
+//!   `current_user`, `current_schema()`), in its plan and in its text as
+//!   written ([`calls_only_immutable`]), and reads only lake tables (an
+//!   `@since` slice depends on the table whose boundary picks it too; no
 //!   `pg_catalog`, `information_schema`, metadata tables or Delta tables, whose
 //!   contents are not pinned by a metadata location) — see [`reads`].
 //!
@@ -38,10 +40,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::Result as DfResult;
-use datafusion::execution::RecordBatchStream;
+use datafusion::execution::{FunctionRegistry, RecordBatchStream};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
 use futures::Stream;
 use icefjord_catalog::CatalogState;
 use icefjord_engine::IcebergTable;
@@ -113,6 +117,40 @@ pub fn reads(plan: &LogicalPlan, state: &CatalogState) -> Option<Reads> {
     })
 }
 
+/// Does `statement` call only immutable functions (by the volatility of the
+/// scalar functions `ctx` knows)? Checked on the statement as written, before
+/// any rewrite: `TIMESTAMP AS OF now() - INTERVAL '1' HOUR` is resolved to a
+/// snapshot while planning, so the plan alone no longer shows the `now()`.
+pub fn calls_only_immutable(statement: &Statement, ctx: &SessionContext) -> bool {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    struct Calls<'a>(&'a SessionContext);
+
+    impl Visitor for Calls<'_> {
+        type Break = ();
+
+        fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<()> {
+            if let SqlExpr::Function(function) = expr {
+                let name = function
+                    .name
+                    .0
+                    .last()
+                    .map(|part| part.to_string().trim_matches('"').to_ascii_lowercase())
+                    .unwrap_or_default();
+                if let Ok(udf) = self.0.udf(&name) {
+                    if udf.signature().volatility != Volatility::Immutable {
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+
+    statement.visit(&mut Calls(ctx)).is_continue()
+}
+
 fn collect(plan: &LogicalPlan, tables: &mut Vec<(String, String, String)>) -> Option<()> {
     let mut reusable = true;
     let walked = plan.apply_with_subqueries(|node| {
@@ -142,13 +180,14 @@ fn collect(plan: &LogicalPlan, tables: &mut Vec<(String, String, String)>) -> Op
                 return Ok(TreeNodeRecursion::Stop);
             };
             if let Some(table) = provider.as_any().downcast_ref::<IcebergTable>() {
-                let ident = table.table().identifier();
-                match table.table().metadata_location() {
-                    Some(location) => tables.push((
-                        ident.namespace().to_url_string(),
-                        ident.name().to_string(),
-                        location.to_string(),
-                    )),
+                match table.determined_by() {
+                    Some(read) => tables.extend(read.into_iter().map(|(ident, location)| {
+                        (
+                            ident.namespace().to_url_string(),
+                            ident.name().to_string(),
+                            location,
+                        )
+                    })),
                     None => reusable = false,
                 }
             } else if let Some(view) = provider.get_logical_plan() {

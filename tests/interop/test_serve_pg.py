@@ -156,6 +156,25 @@ def test_server_side_cursor_with_parameters_matches_the_plain_query(server):
             assert cur.fetchone() == (True,)
 
 
+def test_named_cursors_close_with_their_transaction(server):
+    """PostgreSQL closes a cursor not declared WITH HOLD at COMMIT or ROLLBACK,
+    and psycopg relies on it: it sends no CLOSE for a named cursor after a
+    commit, and reuses the name."""
+    with psycopg.connect(server.dsn()) as conn:
+        for _ in range(3):
+            cur = conn.cursor(name="nc")
+            cur.execute("SELECT value FROM generate_series(1, 100) AS t(value)")
+            assert len(cur.fetchmany(10)) == 10
+            conn.commit()
+            cur.close()
+        conn.execute("DECLARE kept CURSOR WITH HOLD FOR SELECT 1 AS one")
+        conn.execute("DECLARE gone CURSOR FOR SELECT 2 AS two")
+        conn.rollback()
+        assert conn.execute("FETCH ALL FROM kept").fetchall() == [(1,)]
+        with pytest.raises(psycopg.errors.InvalidCursorName):
+            conn.execute("FETCH ALL FROM gone")
+
+
 def test_prepared_statement_sees_new_commits(server, demo_lake):
     """A statement prepared before a commit reads the lake as it is at Execute."""
     with psycopg.connect(server.dsn()) as conn:

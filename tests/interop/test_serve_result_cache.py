@@ -6,13 +6,17 @@ must see its rows. Expected counts are written out by hand."""
 import re
 import time
 import urllib.request
+from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pyarrow as pa
 import pytest
 
 from conftest import Lake
-from serve import start
+from serve import cli_rows, start
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SCHEMA = pa.schema([
     pa.field("order_id", pa.int64(), nullable=False),
@@ -157,3 +161,45 @@ def test_http_queries_are_reused_with_their_params(server):
     assert post([3]) != first
     after = lookups(server)
     assert after["hit"] - before["hit"] == 1, (before, after)
+
+
+def test_a_slice_chosen_by_another_tables_boundary_follows_that_table(server, shop):
+    """`raw."retail_events@since:historical.sales_hourly"` (what the realtime
+    half of a Lambda view reads) depends on historical.sales_hourly's boundary
+    too: a run that commits only the historical table moves it. Found by a
+    break-in: the kept result outlived the run."""
+    since = 'SELECT count(*) FROM raw."retail_events@since:historical.sales_hourly"'
+    view = "SELECT count(*), sum(event_count) FROM unified.realtime_sales_hourly"
+    out = shop.run("generate", "--events", "3000")
+    assert out.returncode == 0, out.stderr
+    for _ in range(2):
+        assert one_row(server, since)[0] > 0
+        one_row(server, view)
+    out = shop.run("run", str(ROOT / "jobs" / "retail"))
+    assert out.returncode == 0, out.stderr
+    assert [str(v) for v in one_row(server, since)] == cli_rows(shop, since)[0]
+    assert [("" if v is None else str(v)) for v in one_row(server, view)] == cli_rows(shop, view)[0]
+
+
+def test_time_travel_to_a_moving_time_is_never_reused(server, shop):
+    """`FOR SYSTEM_TIME AS OF now() - …` names a different snapshot as time
+    passes: the plan holds a fixed snapshot, the statement's text does not."""
+    table = shop.catalog().load_table("shop.orders")
+    sql = "SELECT count(*) FROM shop.orders FOR SYSTEM_TIME AS OF now() - INTERVAL '2 seconds'"
+    time.sleep(2.5)  # the table's last snapshot is now more than 2 s old
+    before = one_row(server, sql)[0]
+    table.append(orders(100, 1))
+    assert one_row(server, sql)[0] == before
+    time.sleep(3)
+    assert one_row(server, sql)[0] == before + 1
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_decimal_parameters_keep_their_digits(server, binary):
+    """A numeric parameter is a decimal, not a float: 1.10 × 16.18 is 17.7980
+    (it came back 17.798000000000002), and 17 significant digits survive."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        got = conn.execute("SELECT CAST(16.18 AS DECIMAL(10, 2)) * %s, %s + 0",
+                           (Decimal("1.10"), Decimal("12345678901234567.89")),
+                           binary=binary).fetchone()
+    assert got == (Decimal("17.7980"), Decimal("12345678901234567.89")), got

@@ -202,12 +202,12 @@ impl Admitted {
             return self.rows(state, None, rows).await;
         }
         let session = self.session(state).await?;
-        let plan = self.plan(&session, statement).await?;
+        let plan = self.plan(&session, statement.clone()).await?;
         let values = bind(&plan).map_err(|failure| self.refuse(failure))?;
         let plan = plan
             .replace_params_with_values(&values)
             .map_err(|e| self.refuse(Failure::datafusion(&e)))?;
-        let reads = state.lake.reusable(&session, &plan);
+        let reads = state.lake.reusable(&session, &statement, &plan);
         let frame = self.frame(&session, plan).await?;
         let batches = self.start(state, frame).await?;
         let batches = state.lake.keep(key, reads, batches);

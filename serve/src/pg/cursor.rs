@@ -10,7 +10,8 @@
 //!   first `FETCH` starts it, as in PostgreSQL, so unfetched cursors cost no
 //!   CPU or memory. Its time limit counts from that `FETCH`.
 //! - Cursors belong to their connection (its session extensions) and end with
-//!   it, with `CLOSE`, or with `DISCARD ALL`. They scan forward only, as
+//!   it, with `CLOSE`, with `DISCARD ALL`, or with the transaction (`COMMIT`,
+//!   `ROLLBACK`) unless declared `WITH HOLD`. They scan forward only, as
 //!   PostgreSQL's `NO SCROLL` cursors.
 //! - `DECLARE` also leaves a portal of the cursor's name, so a client's
 //!   `Describe` of that portal (psycopg does this) gets the cursor's columns;
@@ -40,6 +41,8 @@ pub struct Cursor {
     rows: Option<GuardedStream>,
     /// What starts the query, until it is.
     start: Option<Start>,
+    /// `WITH HOLD`: it outlives the transaction that declared it.
+    hold: bool,
     /// Rows of a batch that the last `FETCH` did not take.
     pending: Option<RecordBatch>,
     /// The error that ended the query: every later `FETCH` reports it again
@@ -54,6 +57,7 @@ impl Cursor {
             schema: rows.schema(),
             rows: Some(rows),
             start: None,
+            hold: false,
             pending: None,
             failed: None,
         }
@@ -66,9 +70,16 @@ impl Cursor {
             schema,
             rows: None,
             start: Some(start),
+            hold: false,
             pending: None,
             failed: None,
         }
+    }
+
+    /// Declared `WITH HOLD` (kept after `COMMIT` and `ROLLBACK`).
+    pub fn holding(mut self, hold: bool) -> Self {
+        self.hold = hold;
+        self
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -186,6 +197,15 @@ impl Cursors {
         let mut cursor = cursor.lock().await;
         let batches = cursor.fetch(limit).await?;
         Ok((cursor.schema.clone(), batches))
+    }
+
+    /// The transaction ended (`COMMIT`, `ROLLBACK`): its cursors close, as
+    /// PostgreSQL closes every cursor not declared `WITH HOLD` (clients rely
+    /// on it: psycopg sends no `CLOSE` for a named cursor after a commit).
+    pub fn end_transaction(&self) {
+        if let Ok(mut open) = self.open.lock() {
+            open.retain(|_, cursor| cursor.try_lock().map_or(true, |cursor| cursor.hold));
+        }
     }
 
     /// Close `name`, or every cursor for `None`.

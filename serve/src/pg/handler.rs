@@ -128,10 +128,12 @@ impl QueryHandler {
             .lake
             .runtime()
             .run(limit, async move {
-                session_and_plan(&lake, &settings, statement).await
+                let (session, plan) = session_and_plan(&lake, &settings, statement.clone()).await?;
+                let reads = lake.reusable(&session, &statement, &plan);
+                Ok((session, plan, reads))
             })
             .await;
-        let (session, plan) = planned.map_err(|e| {
+        let (session, plan, reads) = planned.map_err(|e| {
             metrics::refused(label.clone(), started, &e.to_string());
             refusal(&e)
         })?;
@@ -141,6 +143,7 @@ impl QueryHandler {
             session,
             plan,
             key,
+            reads,
             label,
             limit: limit.saturating_sub(started.elapsed()),
         }))
@@ -201,6 +204,7 @@ impl QueryHandler {
                         }
                     };
                     let described = described_as(cursor.schema())?;
+                    let cursor = cursor.holding(declare.hold == Some(true));
                     Cursors::of(client).declare(&name.value, cursor)?;
                     let stored = StoredStatement::new(
                         name.value.clone(),
@@ -293,6 +297,7 @@ impl QueryHandler {
                 if let Some(response) = settings::show(client, &statement) {
                     return Ok(response);
                 }
+                end_transaction(client, &statement);
                 // Settings made by an earlier statement of this query count.
                 let session = session_for(&self.lake, client).await?;
                 let mut answered = None;
@@ -358,6 +363,8 @@ struct Planned {
     session: LakeSession,
     plan: LogicalPlan,
     key: CacheKey,
+    /// What it reads, if its result may be kept ([`QueryLake::reusable`]).
+    reads: Option<crate::result_cache::Reads>,
     label: QueryLabel,
     /// What is left of the query's time limit; it runs from the start.
     limit: Duration,
@@ -374,12 +381,12 @@ impl Planned {
             session,
             plan,
             key,
+            reads,
             label,
             limit,
         } = self;
         let runtime_lake = lake.clone();
         let context = session.context().clone();
-        let reads = lake.reusable(&session, &plan);
         let batches = lake
             .runtime()
             .run(limit, async move {
@@ -396,6 +403,18 @@ impl Planned {
             .with_shutdown(shutdown)
             .with_in_flight(lake.in_flight())
             .with_session(session))
+    }
+}
+
+/// `COMMIT` and `ROLLBACK` close the transaction's cursors.
+fn end_transaction(client: &(dyn ClientInfo + Send + Sync), statement: &Statement) {
+    if matches!(
+        statement,
+        Statement::Commit { .. } | Statement::Rollback { .. }
+    ) {
+        if let Some(cursors) = client.session_extensions().get::<Cursors>() {
+            cursors.end_transaction();
+        }
     }
 }
 
@@ -687,6 +706,7 @@ impl ExtendedQueryHandler for QueryHandler {
                 if let Some(response) = settings::show(client, statement) {
                     return Ok(response);
                 }
+                end_transaction(client, statement);
                 let session = session_for(&self.lake, client).await?;
                 for hook in &self.hooks {
                     if let Some(response) = hook

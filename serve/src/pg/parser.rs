@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::sqlparser::ast::{DataType as SqlDataType, Statement};
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, into_pg_type};
@@ -49,23 +50,53 @@ impl LakeQueryParser {
     }
 }
 
-/// The SQL type of a parameter type a client declared at Parse, for the ones
-/// a placeholder is cast to ([`crate::params::type_placeholders`]); `None`
-/// leaves the placeholder as it is (`numeric`: DataFusion's unbounded
-/// `NUMERIC` is `DECIMAL(38, 10)`, which would change how the value reads).
-fn sql_type(declared: &Type) -> Option<SqlDataType> {
-    use datafusion::sql::sqlparser::ast::TimezoneInfo;
+/// The type `$n` is cast to before planning, if any: PostgreSQL plans a
+/// parameter with the type the client declared at Parse, and an undeclared
+/// one that nothing in the query types as `text` (its "unknown" literal
+/// resolution). DataFusion infers a parameter's type from its context
+/// instead, which may differ from what the client sends (`$1 + 0` inferred
+/// `int8` while psycopg sends `numeric`): the client would then be told one
+/// type at Describe and sent another at Execute. So a declared type that
+/// differs from the inferred one wins, as in PostgreSQL.
+fn placeholder_cast(inferred: Option<&DataType>, declared: Option<&Type>) -> Option<SqlDataType> {
+    let declared = declared.filter(|ty| **ty != Type::UNKNOWN);
+    let Some(declared) = declared else {
+        return inferred.is_none().then_some(SqlDataType::Text);
+    };
+    let (sql, same) = declared_type(declared)?;
+    match inferred {
+        Some(inferred) if same(inferred) => None,
+        _ => Some(sql),
+    }
+}
+
+/// The SQL type of a declared parameter type, and which inferred types are
+/// the same for the client (`None`: leave the placeholder as it is).
+fn declared_type(declared: &Type) -> Option<(SqlDataType, fn(&DataType) -> bool)> {
+    use datafusion::sql::sqlparser::ast::{ExactNumberInfo, TimezoneInfo};
     Some(match *declared {
-        Type::BOOL => SqlDataType::Boolean,
-        Type::INT2 => SqlDataType::SmallInt(None),
-        Type::INT4 => SqlDataType::Int(None),
-        Type::INT8 => SqlDataType::BigInt(None),
-        Type::FLOAT4 => SqlDataType::Real,
-        Type::FLOAT8 => SqlDataType::DoublePrecision,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => SqlDataType::Text,
-        Type::DATE => SqlDataType::Date,
-        Type::TIMESTAMP => SqlDataType::Timestamp(None, TimezoneInfo::None),
-        Type::TIMESTAMPTZ => SqlDataType::Timestamp(None, TimezoneInfo::WithTimeZone),
+        Type::BOOL => (SqlDataType::Boolean, |t| *t == DataType::Boolean),
+        Type::INT2 => (SqlDataType::SmallInt(None), |t| *t == DataType::Int16),
+        Type::INT4 => (SqlDataType::Int(None), |t| *t == DataType::Int32),
+        Type::INT8 => (SqlDataType::BigInt(None), |t| *t == DataType::Int64),
+        Type::FLOAT4 => (SqlDataType::Real, |t| *t == DataType::Float32),
+        Type::FLOAT8 => (SqlDataType::DoublePrecision, |t| *t == DataType::Float64),
+        // DataFusion's unbounded NUMERIC.
+        Type::NUMERIC => (
+            SqlDataType::Decimal(ExactNumberInfo::PrecisionAndScale(38, 10)),
+            |t| matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)),
+        ),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => (SqlDataType::Text, |t| {
+            matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+        }),
+        Type::DATE => (SqlDataType::Date, |t| *t == DataType::Date32),
+        Type::TIMESTAMP => (SqlDataType::Timestamp(None, TimezoneInfo::None), |t| {
+            matches!(t, DataType::Timestamp(_, None))
+        }),
+        Type::TIMESTAMPTZ => (
+            SqlDataType::Timestamp(None, TimezoneInfo::WithTimeZone),
+            |t| matches!(t, DataType::Timestamp(_, Some(_))),
+        ),
         _ => return None,
     })
 }
@@ -118,20 +149,12 @@ impl QueryParser for LakeQueryParser {
             }
             Kind::Query => {
                 let plan = self.plan(client, statement.clone()).await?;
-                // `SELECT $1`: nothing decides the type; PostgreSQL's rules do.
+                // PostgreSQL's parameter types, where DataFusion's differ.
                 let untyped: Vec<Option<SqlDataType>> = parameter_types(&plan)?
                     .iter()
                     .enumerate()
-                    .map(|(i, inferred)| match inferred {
-                        Some(_) => None,
-                        None => Some(
-                            types
-                                .get(i)
-                                .cloned()
-                                .flatten()
-                                .map_or(Some(SqlDataType::Text), |declared| sql_type(&declared)),
-                        )
-                        .flatten(),
+                    .map(|(i, inferred)| {
+                        placeholder_cast(inferred.as_ref(), types.get(i).and_then(Option::as_ref))
                     })
                     .collect();
                 if untyped.iter().any(Option::is_some) {

@@ -7,8 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use icefjord_catalog::LakeCatalog;
-use icefjord_serve::config::{parse_tokens, parse_users};
-use icefjord_serve::{PasswordMethod, PgUser, QueryLimits, Secret, ServeConfig, TlsFiles};
+use icefjord_serve::config::{parse_rest_clients, parse_tokens, parse_users};
+use icefjord_serve::{
+    PasswordMethod, PgUser, QueryLimits, RestClient, Secret, ServeConfig, TlsFiles,
+};
 
 use crate::exit::Usage;
 
@@ -25,6 +27,11 @@ pub struct ServeArgs {
     /// (ICEFJORD_HTTP_TOKEN or ICEFJORD_HTTP_TOKENS_FILE).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR|off")]
     http_addr: String,
+    /// Iceberg REST catalog listener, or `off`. A non-loopback address needs
+    /// OAuth2 clients (ICEFJORD_REST_CLIENTS_FILE with client_id:secret[:read]
+    /// lines, or ICEFJORD_REST_CLIENT_ID + ICEFJORD_REST_CLIENT_SECRET).
+    #[arg(long, default_value = "127.0.0.1:8181", value_name = "ADDR|off")]
+    rest_addr: String,
     /// How PostgreSQL clients send their password: scram-sha-256 or md5.
     #[arg(long, default_value = "scram-sha-256", value_name = "METHOD")]
     password_method: PasswordMethod,
@@ -65,14 +72,21 @@ fn listener(flag: &str, text: &str) -> Result<Option<SocketAddr>> {
         .map_err(|e| Usage::new(flag, format!("{text:?}: {e} (expected HOST:PORT or off)")).into())
 }
 
+/// The path and text of the file an environment variable names, if set.
+fn env_file(var: &str) -> Result<Option<(PathBuf, String)>> {
+    let Some(path) = std::env::var_os(var) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Usage::new(var, format!("{}: {e}", path.display())))?;
+    Ok(Some((path, text)))
+}
+
 /// Users from `ICEFJORD_PG_USERS_FILE` (`user:password` lines) or
 /// `ICEFJORD_PG_USER` (default `icefjord`) + `ICEFJORD_PG_PASSWORD`.
 fn users() -> Result<Vec<PgUser>> {
-    if let Some(path) = std::env::var_os("ICEFJORD_PG_USERS_FILE") {
-        let path = PathBuf::from(path);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Usage::new("ICEFJORD_PG_USERS_FILE", format!("{}: {e}", path.display()))
-        })?;
+    if let Some((path, text)) = env_file("ICEFJORD_PG_USERS_FILE")? {
         return Ok(parse_users(&path, &text)?);
     }
     match std::env::var("ICEFJORD_PG_PASSWORD") {
@@ -85,19 +99,36 @@ fn users() -> Result<Vec<PgUser>> {
 }
 
 fn tokens() -> Result<Vec<Secret>> {
-    if let Some(path) = std::env::var_os("ICEFJORD_HTTP_TOKENS_FILE") {
-        let path = PathBuf::from(path);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Usage::new(
-                "ICEFJORD_HTTP_TOKENS_FILE",
-                format!("{}: {e}", path.display()),
-            )
-        })?;
+    if let Some((_, text)) = env_file("ICEFJORD_HTTP_TOKENS_FILE")? {
         return Ok(parse_tokens(&text));
     }
     Ok(std::env::var("ICEFJORD_HTTP_TOKEN")
         .map(|t| vec![Secret::new(t)])
         .unwrap_or_default())
+}
+
+/// OAuth2 clients of the REST catalog from `ICEFJORD_REST_CLIENTS_FILE`, or
+/// one from `ICEFJORD_REST_CLIENT_ID` + `ICEFJORD_REST_CLIENT_SECRET`.
+fn rest_clients() -> Result<Vec<RestClient>> {
+    if let Some((path, text)) = env_file("ICEFJORD_REST_CLIENTS_FILE")? {
+        return Ok(parse_rest_clients(&path, &text)?);
+    }
+    match (
+        std::env::var("ICEFJORD_REST_CLIENT_ID"),
+        std::env::var("ICEFJORD_REST_CLIENT_SECRET"),
+    ) {
+        (Ok(id), Ok(secret)) => Ok(vec![RestClient {
+            id,
+            secret: Secret::new(secret),
+            write: true,
+        }]),
+        (Ok(_), Err(_)) | (Err(_), Ok(_)) => Err(Usage::new(
+            "ICEFJORD_REST_CLIENT_SECRET",
+            "set both ICEFJORD_REST_CLIENT_ID and ICEFJORD_REST_CLIENT_SECRET, or neither",
+        )
+        .into()),
+        _ => Ok(Vec::new()),
+    }
 }
 
 impl ServeArgs {
@@ -123,6 +154,8 @@ impl ServeArgs {
             http_tokens: tokens()?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             pipelines: self.pipelines.clone(),
+            rest_addr: listener("--rest-addr", &self.rest_addr)?,
+            rest_clients: rest_clients()?,
         })
     }
 }
@@ -139,6 +172,7 @@ pub async fn serve(args: ServeArgs, lake: LakeCatalog) -> Result<()> {
     let ready = serde_json::json!({
         "pg": server.pg_addr().map(|a| a.to_string()),
         "http": server.http_addr().map(|a| a.to_string()),
+        "rest": server.rest_addr().map(|a| a.to_string()),
     });
     println!("{ready}");
     server.run(shutdown).await?;

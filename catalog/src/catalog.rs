@@ -118,6 +118,71 @@ impl LakeCatalog {
         Ok(())
     }
 
+    /// A namespace's properties, `None` when the namespace does not exist.
+    pub async fn namespace_properties(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        self.inner.db.namespace_properties(namespace).await
+    }
+
+    /// Create a namespace with properties; [`CatalogError::NamespaceExists`] when taken.
+    pub async fn create_namespace_with(
+        &self,
+        namespace: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        match self
+            .inner
+            .db
+            .create_namespace(namespace, properties)
+            .await?
+        {
+            true => Ok(()),
+            false => Err(CatalogError::NamespaceExists {
+                namespace: namespace.to_string(),
+            }),
+        }
+    }
+
+    /// [`CatalogError::NamespaceNotFound`] unless the namespace exists.
+    pub async fn require_namespace(&self, namespace: &str) -> Result<()> {
+        match self.inner.db.namespace_properties(namespace).await? {
+            Some(_) => Ok(()),
+            None => Err(CatalogError::NamespaceNotFound {
+                namespace: namespace.to_string(),
+            }),
+        }
+    }
+
+    /// Set and remove properties of a namespace (one transaction); returns the
+    /// removals that were not set.
+    pub async fn update_namespace_properties(
+        &self,
+        namespace: &str,
+        updates: &BTreeMap<String, String>,
+        removals: &[String],
+    ) -> Result<Vec<String>> {
+        self.require_namespace(namespace).await?;
+        self.inner
+            .db
+            .update_namespace_properties(namespace, updates, removals)
+            .await
+    }
+
+    /// Drop an empty namespace.
+    pub async fn drop_namespace_checked(&self, namespace: &str) -> Result<()> {
+        self.require_namespace(namespace).await?;
+        if !self.inner.db.list_tables(namespace).await?.is_empty()
+            || !self.inner.db.list_views(namespace).await?.is_empty()
+        {
+            return Err(CatalogError::NamespaceNotEmpty {
+                namespace: namespace.to_string(),
+            });
+        }
+        self.inner.db.drop_namespace(namespace).await
+    }
+
     /// Load a table at its current metadata.
     pub async fn load(&self, ident: &TableIdent) -> Result<Table> {
         let (namespace, name) = split(ident);
@@ -243,9 +308,13 @@ impl LakeCatalog {
         create: bool,
     ) -> Result<Swap> {
         let current = table.metadata_location_result()?;
-        let next = MetadataLocation::from_str(current)?
-            .with_next_version()
-            .with_new_metadata(metadata);
+        // A table registered from another engine may name its files otherwise
+        // (`v3.metadata.json`): its next file starts our numbering.
+        let next = match MetadataLocation::from_str(current) {
+            Ok(location) => location.with_next_version().with_new_metadata(metadata),
+            Err(_) => MetadataLocation::new_with_metadata(metadata.location(), metadata)
+                .with_next_version(),
+        };
         metadata.write_to(&self.inner.file_io, &next).await?;
         let (namespace, name) = split(table.identifier());
         Ok(Swap {
@@ -352,23 +421,16 @@ impl Catalog for LakeCatalog {
     async fn update_namespace(
         &self,
         namespace: &NamespaceIdent,
-        _properties: HashMap<String, String>,
+        properties: HashMap<String, String>,
     ) -> iceberg::Result<()> {
-        Err(iceberg::Error::new(
-            iceberg::ErrorKind::FeatureUnsupported,
-            format!(
-                "updating properties of namespace {} is not supported",
-                namespace.join(".")
-            ),
-        ))
+        let updates = properties.into_iter().collect();
+        self.update_namespace_properties(&namespace.join("."), &updates, &[])
+            .await?;
+        Ok(())
     }
 
     async fn drop_namespace(&self, namespace: &NamespaceIdent) -> iceberg::Result<()> {
-        let name = namespace.join(".");
-        if !self.inner.db.list_tables(&name).await?.is_empty() {
-            return Err(CatalogError::NamespaceNotEmpty { namespace: name }.into());
-        }
-        Ok(self.inner.db.drop_namespace(&name).await?)
+        Ok(self.drop_namespace_checked(&namespace.join(".")).await?)
     }
 
     async fn list_tables(&self, namespace: &NamespaceIdent) -> iceberg::Result<Vec<TableIdent>> {

@@ -254,6 +254,50 @@ impl CatalogDb {
         Ok(true)
     }
 
+    /// Set `updates` and delete `removals` of a namespace's properties in one
+    /// transaction; returns the removals that were not there.
+    pub async fn update_namespace_properties(
+        &self,
+        namespace: &str,
+        updates: &BTreeMap<String, String>,
+        removals: &[String],
+    ) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let mut missing = Vec::new();
+        for key in removals {
+            let done = sqlx::query(
+                "DELETE FROM iceberg_namespace_properties
+                 WHERE catalog_name = $1 AND namespace = $2 AND property_key = $3",
+            )
+            .bind(&self.catalog_name)
+            .bind(namespace)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            if done.rows_affected() == 0 {
+                missing.push(key.clone());
+            }
+        }
+        for (key, value) in updates {
+            sqlx::query(
+                "INSERT INTO iceberg_namespace_properties
+                 (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (catalog_name, namespace, property_key)
+                 DO UPDATE SET property_value = excluded.property_value",
+            )
+            .bind(&self.catalog_name)
+            .bind(namespace)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(missing)
+    }
+
     pub async fn drop_namespace(&self, namespace: &str) -> Result<()> {
         sqlx::query(
             "DELETE FROM iceberg_namespace_properties WHERE catalog_name = $1 AND namespace = $2",

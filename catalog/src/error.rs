@@ -75,6 +75,17 @@ pub enum CatalogError {
     /// An input to the commit path is invalid (wrong partition spec, schema mismatch, ...).
     #[error("invalid commit to table {table}: {message}")]
     InvalidCommit { table: String, message: String },
+    /// A requirement of a change from another engine (REST `assert-*`) does not
+    /// hold on the table's current metadata: nothing was changed; reload and retry.
+    #[error("commit to table {table} failed its requirement: {message}")]
+    RequirementFailed { table: String, message: String },
+    /// A table location or metadata file outside the lake's warehouse.
+    #[error("table {table}: location {location} is outside the warehouse {warehouse}")]
+    OutsideWarehouse {
+        table: String,
+        location: String,
+        warehouse: String,
+    },
     /// A writer's position (Kafka offsets, a runner boundary, done intervals, …)
     /// cannot be found although the table may hold rows written at it: starting
     /// over would write them twice. See `crate::protocol::position`.
@@ -164,12 +175,12 @@ impl From<CatalogError> for iceberg::Error {
             CatalogError::TableExists { .. } => ErrorKind::TableAlreadyExists,
             CatalogError::NamespaceNotFound { .. } => ErrorKind::NamespaceNotFound,
             CatalogError::NamespaceExists { .. } => ErrorKind::NamespaceAlreadyExists,
-            CatalogError::Conflict { .. } | CatalogError::RetriesExhausted { .. } => {
-                ErrorKind::CatalogCommitConflicts
-            }
-            CatalogError::InvalidCommit { .. } | CatalogError::Config { .. } => {
-                ErrorKind::DataInvalid
-            }
+            CatalogError::Conflict { .. }
+            | CatalogError::RetriesExhausted { .. }
+            | CatalogError::RequirementFailed { .. } => ErrorKind::CatalogCommitConflicts,
+            CatalogError::InvalidCommit { .. }
+            | CatalogError::Config { .. }
+            | CatalogError::OutsideWarehouse { .. } => ErrorKind::DataInvalid,
             _ => ErrorKind::Unexpected,
         };
         let retryable = err.is_retryable();

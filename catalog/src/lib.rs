@@ -19,6 +19,7 @@
 //! - [`config`]: warehouse + catalog settings, redacted secrets.
 //! - [`storage`]: one `object_store` client per warehouse, also Iceberg's `FileIO`.
 //! - [`catalog`]: [`LakeCatalog`], an `iceberg::Catalog` on SQLite/PostgreSQL.
+//! - [`changes`]: REST-style requirements + updates from other engines, on the same swap.
 //! - [`commit`]: the commit protocol (idempotent, compare-and-swap, multi-table).
 //! - [`evolution`]: the schema changes a writer may make (add optional columns, widen).
 //! - [`protocol`]: what our writers record besides rows (summary keys, positions,
@@ -27,6 +28,7 @@
 //!   dropped columns.
 
 pub mod catalog;
+pub mod changes;
 pub mod commit;
 pub mod config;
 mod db;
@@ -39,6 +41,7 @@ pub mod views;
 pub mod writer_columns;
 
 pub use catalog::{display, parse_table, LakeCatalog, TableSpec, CATALOG_NAME};
+pub use changes::TableChange;
 pub use commit::{
     mint_snapshot_id, Commit, CommitGuard, CommitId, CommitReport, CommittedTable, TableWrite,
     WriteMode, COMMIT_ID_PROPERTY,

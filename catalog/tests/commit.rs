@@ -5,70 +5,18 @@
 use std::collections::BTreeMap;
 
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, NestedField,
-    PrimitiveType, Schema, Struct, Transform, Type, UnboundPartitionSpec,
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, PrimitiveType, Schema,
+    Struct,
 };
 use iceberg::TableIdent;
 use icefjord_catalog::commit::{ancestry, find_commit, head_of, live_entries};
 use icefjord_catalog::{
-    parse_table, CatalogError, CatalogUri, CommitId, LakeCatalog, LakeConfig, SchemaEvolution,
-    TableSpec, TableWrite,
+    parse_table, CatalogError, CommitId, LakeCatalog, SchemaEvolution, TableSpec, TableWrite,
 };
-use icefjord_test_harness::Postgres;
 
-struct Lake {
-    _dir: tempfile::TempDir,
-    _postgres: Option<Postgres>,
-    catalog: LakeCatalog,
-}
-
-#[derive(Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh lake: local warehouse, catalog on the given backend (a real server).
-async fn lake(backend: Backend) -> Lake {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = LakeConfig::local(dir.path()).unwrap();
-    let postgres = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => {
-            let server = Postgres::start();
-            config.catalog = CatalogUri::parse(&server.create_database("lake")).unwrap();
-            Some(server)
-        }
-    };
-    let catalog = LakeCatalog::open(&config).await.unwrap();
-    Lake {
-        _dir: dir,
-        _postgres: postgres,
-        catalog,
-    }
-}
-
-/// Every case runs on every catalog backend.
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(super::lake(super::Backend::Sqlite).await).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(super::lake(super::Backend::Postgres).await).await
-                }
-            )*
-        }
-    };
-}
+#[macro_use]
+mod common;
+use common::{schema, table, Lake};
 
 suite!(
     appends_accumulate_and_totals_add_up,
@@ -87,38 +35,6 @@ suite!(
     views_are_published_with_the_tables_of_their_commit,
     a_table_created_by_its_commit_appears_with_its_first_snapshot,
 );
-
-fn schema() -> Schema {
-    Schema::builder()
-        .with_fields(vec![
-            NestedField::required(1, "day", Type::Primitive(PrimitiveType::String)).into(),
-            NestedField::optional(2, "n", Type::Primitive(PrimitiveType::Long)).into(),
-        ])
-        .build()
-        .unwrap()
-}
-
-async fn table(lake: &Lake, name: &str, partitioned: bool) -> TableIdent {
-    let ident = parse_table(name).unwrap();
-    let partition_spec = partitioned.then(|| {
-        UnboundPartitionSpec::builder()
-            .add_partition_field(1, "day", Transform::Identity)
-            .unwrap()
-            .build()
-    });
-    lake.catalog
-        .create(
-            &ident,
-            TableSpec {
-                schema: schema(),
-                partition_spec,
-                properties: BTreeMap::new(),
-            },
-        )
-        .await
-        .unwrap();
-    ident
-}
 
 /// A data file entry (the protocol never opens the file itself).
 fn file(name: &str, rows: u64, day: Option<&str>) -> DataFile {

@@ -124,16 +124,78 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Pipeline folders whose `[[endpoints]]` the HTTP API serves.
     pub pipelines: Vec<PathBuf>,
+    /// Iceberg REST catalog listener (None: off).
+    pub rest_addr: Option<SocketAddr>,
+    /// OAuth2 clients of the REST catalog; empty means no token is asked
+    /// (loopback only).
+    pub rest_clients: Vec<RestClient>,
+}
+
+/// An OAuth2 client of the REST catalog (client-credentials grant) and the
+/// scopes it may be given.
+#[derive(Clone, Debug)]
+pub struct RestClient {
+    pub id: String,
+    pub secret: Secret,
+    /// May it commit, create, drop (scope `write`) or only read (`read`)?
+    pub write: bool,
+}
+
+/// Parse `client_id:client_secret[:read|:write]` lines (`#` comments); a
+/// client without a scope may write. Errors name the line.
+pub fn parse_rest_clients(path: &Path, text: &str) -> Result<Vec<RestClient>> {
+    let mut clients = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |message: &str| ServeError::Config {
+            setting: format!("{}:{}", path.display(), n + 1),
+            message: message.to_string(),
+        };
+        let mut parts = line.splitn(3, ':');
+        let id = parts.next().unwrap_or_default();
+        let secret = parts
+            .next()
+            .ok_or_else(|| bad("expected client_id:client_secret[:read|:write]"))?;
+        let write = match parts.next() {
+            None | Some("write") => true,
+            Some("read") => false,
+            Some(_) => return Err(bad("the scope after the secret must be read or write")),
+        };
+        if id.is_empty() || secret.is_empty() {
+            return Err(bad("a client with an empty id or secret"));
+        }
+        clients.push(RestClient {
+            id: id.to_string(),
+            secret: Secret::new(secret.to_string()),
+            write,
+        });
+    }
+    Ok(clients)
 }
 
 impl ServeConfig {
     /// Refuse what DESIGN §6 forbids, before anything listens.
     pub fn validate(&self) -> Result<()> {
-        if self.pg_addr.is_none() && self.http_addr.is_none() {
+        if self.pg_addr.is_none() && self.http_addr.is_none() && self.rest_addr.is_none() {
             return Err(ServeError::Config {
-                setting: "--pg-addr / --http-addr".into(),
-                message: "nothing to serve: both listeners are off".into(),
+                setting: "--pg-addr / --http-addr / --rest-addr".into(),
+                message: "nothing to serve: every listener is off".into(),
             });
+        }
+        if let Some(addr) = self.rest_addr {
+            if !addr.ip().is_loopback() && self.rest_clients.is_empty() {
+                return Err(ServeError::Config {
+                    setting: "ICEFJORD_REST_CLIENTS_FILE".into(),
+                    message: format!(
+                        "--rest-addr {addr} is not a loopback address: configure OAuth2 clients \
+                         (ICEFJORD_REST_CLIENTS_FILE or ICEFJORD_REST_CLIENT_ID / \
+                         ICEFJORD_REST_CLIENT_SECRET)"
+                    ),
+                });
+            }
         }
         if let Some(addr) = self.pg_addr {
             if !addr.ip().is_loopback() && self.users.is_empty() {

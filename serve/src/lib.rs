@@ -1,6 +1,7 @@
-//! `icefjord serve`: the lake's read-only front door, over the PostgreSQL wire
-//! protocol (BI tools, drivers, psql) and HTTP (apps, curl, the OpenAPI
-//! document). DESIGN §6.
+//! `icefjord serve`: the lake's front door, over the PostgreSQL wire protocol
+//! (BI tools, drivers, psql) and HTTP (apps, curl, the OpenAPI document), both
+//! read-only, and the Iceberg REST catalog (Spark, Trino, PyIceberg, DuckDB),
+//! through which other engines also commit. DESIGN §6.
 //!
 //! ```no_run
 //! # async fn demo(catalog: icefjord_catalog::LakeCatalog) -> icefjord_serve::Result<()> {
@@ -30,10 +31,12 @@ pub mod error;
 pub mod execution;
 pub mod http;
 pub mod lake;
+mod listener;
 pub mod metrics;
 pub mod params;
 pub mod pg;
 pub mod pg_catalog;
+pub mod rest;
 pub mod result_cache;
 pub mod sqlstate;
 pub mod statement;
@@ -44,7 +47,7 @@ use std::net::SocketAddr;
 use icefjord_catalog::LakeCatalog;
 use tokio::sync::watch;
 
-pub use config::{PasswordMethod, PgUser, QueryLimits, Secret, ServeConfig, TlsFiles};
+pub use config::{PasswordMethod, PgUser, QueryLimits, RestClient, Secret, ServeConfig, TlsFiles};
 pub use error::{Result, ServeError};
 
 /// How long finished queries' last messages get to reach their clients at
@@ -56,6 +59,7 @@ pub struct Server {
     lake: lake::QueryLake,
     pg: Option<pg::PgServer>,
     http: Option<http::HttpServer>,
+    rest: Option<rest::RestServer>,
     grace: std::time::Duration,
     /// True once no new connection may start.
     stop: watch::Sender<bool>,
@@ -67,6 +71,10 @@ impl Server {
     /// Check `config`, load TLS and bind every listener.
     pub async fn bind(catalog: LakeCatalog, config: ServeConfig) -> Result<Self> {
         config.validate()?;
+        let rest = match config.rest_addr {
+            Some(addr) => Some(rest::RestServer::bind(addr, &config, catalog.clone()).await?),
+            None => None,
+        };
         let lake = lake::QueryLake::new(catalog, config.limits.clone()).await?;
         let (stop, _) = watch::channel(false);
         let (abort, _) = watch::channel(false);
@@ -86,6 +94,7 @@ impl Server {
             lake,
             pg,
             http,
+            rest,
             grace: config.shutdown_grace,
             stop,
             abort,
@@ -102,6 +111,11 @@ impl Server {
         self.http.as_ref().and_then(|http| http.local_addr().ok())
     }
 
+    /// Where the Iceberg REST catalog listener is bound.
+    pub fn rest_addr(&self) -> Option<SocketAddr> {
+        self.rest.as_ref().and_then(|rest| rest.local_addr().ok())
+    }
+
     /// Serve until `shutdown` resolves, then shut down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut listeners = Vec::new();
@@ -113,6 +127,14 @@ impl Server {
             listeners.push(tokio::spawn(async move {
                 if let Err(e) = http.run(stop).await {
                     tracing::error!(error = %e, "the HTTP listener stopped");
+                }
+            }));
+        }
+        if let Some(rest) = self.rest {
+            let stop = self.stop.subscribe();
+            listeners.push(tokio::spawn(async move {
+                if let Err(e) = rest.run(stop).await {
+                    tracing::error!(error = %e, "the REST catalog listener stopped");
                 }
             }));
         }

@@ -22,6 +22,7 @@ use crate::execution::QueryLabel;
 pub enum Protocol {
     Pg,
     Http,
+    Rest,
 }
 
 impl Protocol {
@@ -29,6 +30,7 @@ impl Protocol {
         match self {
             Self::Pg => "pg",
             Self::Http => "http",
+            Self::Rest => "rest",
         }
     }
 }

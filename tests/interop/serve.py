@@ -21,12 +21,14 @@ class Server:
         full_env = dict(os.environ)
         full_env.setdefault("ICEFJORD_LOG", "warn,icefjord::query=info,icefjord_serve=info")
         for key in ("ICEFJORD_PG_PASSWORD", "ICEFJORD_PG_USER", "ICEFJORD_PG_USERS_FILE",
-                    "ICEFJORD_HTTP_TOKEN", "ICEFJORD_HTTP_TOKENS_FILE"):
+                    "ICEFJORD_HTTP_TOKEN", "ICEFJORD_HTTP_TOKENS_FILE", "ICEFJORD_REST_CLIENTS_FILE",
+                    "ICEFJORD_REST_CLIENT_ID", "ICEFJORD_REST_CLIENT_SECRET"):
             full_env.pop(key, None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [str(binary), "--lake", str(lake), "--log-format", log_format, "serve",
-             "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", *args],
+             "--pg-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+             *([] if "--rest-addr" in args else ["--rest-addr", "127.0.0.1:0"]), *args],
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
@@ -41,6 +43,7 @@ class Server:
         self.pg_host, port = ready["pg"].rsplit(":", 1) if ready["pg"] else (None, None)
         self.pg_port = int(port) if port else None
         self.http = f"http://{ready['http']}" if ready["http"] else None
+        self.rest = f"http://{ready['rest']}" if ready.get("rest") else None
 
     def dsn(self, user: str = "icefjord", password: str | None = None, **extra) -> str:
         from psycopg.conninfo import make_conninfo

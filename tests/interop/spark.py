@@ -50,6 +50,12 @@ def postgres_catalog(uri: str, warehouse: str, user: str | None = None,
     return {"uri": uri, "warehouse": warehouse, "user": user, "password": password}
 
 
+def rest_catalog(uri: str, warehouse: str = "main", credential: str | None = None) -> dict:
+    """Icefjord's Iceberg REST catalog (`icefjord serve --rest-addr`); `warehouse`
+    selects the branch."""
+    return {"type": "rest", "uri": uri, "warehouse": warehouse, "credential": credential}
+
+
 def load_env() -> dict:
     """The install's description: {"python": path, "jars": [path...], versions}."""
     path = os.environ.get("ICEFJORD_SPARK_ENV")

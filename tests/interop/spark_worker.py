@@ -89,6 +89,21 @@ def start(jars, scratch):
 def session_for(spark, catalog):
     session = spark.newSession()
     prefix = f"spark.sql.catalog.{CATALOG}"
+    if catalog.get("type") == "rest":
+        conf = {
+            prefix: "org.apache.iceberg.spark.SparkCatalog",
+            f"{prefix}.type": "rest",
+            f"{prefix}.uri": catalog["uri"],
+            f"{prefix}.warehouse": catalog["warehouse"],
+            f"{prefix}.cache-enabled": "false",
+            "spark.sql.defaultCatalog": CATALOG,
+        }
+        if catalog.get("credential"):
+            conf[f"{prefix}.credential"] = catalog["credential"]
+            conf[f"{prefix}.oauth2-server-uri"] = catalog["uri"] + "/v1/oauth/tokens"
+        for k, v in conf.items():
+            session.conf.set(k, v)
+        return session
     conf = {
         prefix: "org.apache.iceberg.spark.SparkCatalog",
         f"{prefix}.type": "jdbc",

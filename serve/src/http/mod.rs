@@ -38,22 +38,20 @@ mod runs;
 mod tables;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Secret, ServeConfig};
 use crate::error::{Result, ServeError};
 use crate::lake::QueryLake;
-use crate::metrics::{ConnectionGauge, Protocol};
+use crate::listener::GaugedListener;
+use crate::metrics::Protocol;
 use crate::statement::StatementParser;
 
 /// What every handler shares.
@@ -133,8 +131,8 @@ impl HttpServer {
         let state = self.state.clone();
         let router = router(self.state, &self.endpoints);
         let (stopped_tx, stopped_rx) = watch::channel(false);
-        let serve =
-            axum::serve(GaugedListener(self.listener), router).with_graceful_shutdown(async move {
+        let serve = axum::serve(GaugedListener::new(self.listener, Protocol::Http), router)
+            .with_graceful_shutdown(async move {
                 let mut stopped = stopped_rx;
                 let _ = stopped.wait_for(|s| *s).await;
             });
@@ -181,69 +179,4 @@ async fn not_found(uri: axum::http::Uri) -> error::ApiError {
             format!("no route {} (see /openapi.json)", uri.path()),
         ),
     )
-}
-
-/// The TCP listener, counting open connections in
-/// `icefjord_query_active_connections{protocol="http"}`.
-struct GaugedListener(TcpListener);
-
-impl axum::serve::Listener for GaugedListener {
-    type Io = Gauged;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        let gauge = ConnectionGauge::open(Protocol::Http);
-        (Gauged { io, _gauge: gauge }, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-/// A connection, counted until it closes.
-struct Gauged {
-    io: TcpStream,
-    _gauge: ConnectionGauge,
-}
-
-impl AsyncRead for Gauged {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Gauged {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
 }

@@ -1,8 +1,10 @@
-// Relocates Jackson into the package Iceberg's Spark runtime expects
-// (org.apache.iceberg.shaded.com.fasterxml.jackson), the way Maven's shade plugin
-// would have: every class reference, every string constant naming a Jackson class,
-// and META-INF/services files (name and content). Run by scripts/install-spark:
-//   java -cp xbean-asm9-shaded.jar RelocateJackson.java OUT.jar IN.jar...
+// Relocates a library into org.apache.iceberg.shaded, where Iceberg's Spark runtime
+// expects what it shades but the runtime jar from PyPI lacks (Jackson, Apache
+// HttpComponents 5), the way Maven's shade plugin would have: every class reference,
+// every string constant naming a class of the package, and META-INF/services files
+// (name and content). Run by scripts/install-spark:
+//   java -cp xbean-asm9-shaded.jar Relocate.java PACKAGE OUT.jar IN.jar...
+// e.g. PACKAGE = com/fasterxml/jackson/ or org/apache/hc/
 // Signatures and module-info descriptors are dropped: they no longer match.
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -21,11 +23,11 @@ import org.apache.xbean.asm9.ClassWriter;
 import org.apache.xbean.asm9.commons.ClassRemapper;
 import org.apache.xbean.asm9.commons.Remapper;
 
-public class RelocateJackson {
-  static final String FROM = "com/fasterxml/jackson/";
-  static final String TO = "org/apache/iceberg/shaded/com/fasterxml/jackson/";
-  static final String FROM_DOTS = FROM.replace('/', '.');
-  static final String TO_DOTS = TO.replace('/', '.');
+public class Relocate {
+  static String FROM;
+  static String TO;
+  static String FROM_DOTS;
+  static String TO_DOTS;
 
   static String relocate(String s) {
     if (s.startsWith(FROM)) return TO + s.substring(FROM.length());
@@ -50,11 +52,15 @@ public class RelocateJackson {
   }
 
   public static void main(String[] args) throws IOException {
-    Path out = Path.of(args[0]);
+    FROM = args[0];
+    TO = "org/apache/iceberg/shaded/" + FROM;
+    FROM_DOTS = FROM.replace('/', '.');
+    TO_DOTS = TO.replace('/', '.');
+    Path out = Path.of(args[1]);
     Path tmp = out.resolveSibling(out.getFileName() + ".tmp");
     Set<String> seen = new HashSet<>();
     try (JarOutputStream jar = new JarOutputStream(Files.newOutputStream(tmp))) {
-      for (int i = 1; i < args.length; i++) {
+      for (int i = 2; i < args.length; i++) {
         try (JarFile in = new JarFile(args[i])) {
           for (JarEntry entry : java.util.Collections.list(in.entries())) {
             String name = entry.getName();

@@ -103,7 +103,10 @@ fn engine(e: &EngineError) -> i32 {
 
 fn catalog(e: &CatalogError) -> i32 {
     match e {
-        CatalogError::Config { .. } => USAGE,
+        CatalogError::Config { .. }
+        | CatalogError::UnknownRef { .. }
+        | CatalogError::RefExists { .. }
+        | CatalogError::RefNotWritable { .. } => USAGE,
         e if e.is_retryable() => UNAVAILABLE,
         _ => FAILED,
     }

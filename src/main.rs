@@ -6,6 +6,7 @@ mod exit;
 mod ingest;
 mod jobs;
 mod kafka;
+mod refs;
 mod serve;
 mod shipped;
 
@@ -57,6 +58,10 @@ struct LakeArgs {
     /// Config file (default: ./icefjord.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The catalog-wide branch or tag to read and write (default main): every
+    /// command sees that state of the lake; a tag is read-only.
+    #[arg(long, global = true, env = "ICEFJORD_BRANCH", value_name = "NAME")]
+    branch: Option<String>,
     /// Log lines on stderr as text or json (one object per line); the level
     /// comes from ICEFJORD_LOG (default warn; `serve` logs each query at info).
     #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
@@ -185,6 +190,20 @@ enum Command {
     /// Example: icefjord serve --pg-addr 127.0.0.1:5433 --http-addr 127.0.0.1:8080
     ///   then: psql -h 127.0.0.1 -p 5433 -U icefjord -c 'SELECT * FROM unified.sales_by_category'
     Serve(Box<serve::ServeArgs>),
+    /// Catalog-wide branches (Nessie-style): `branch create dev [--from main]`,
+    /// `branch list`, `branch delete dev`. Creating one copies pointers, never
+    /// data; then `--branch dev` on any command reads and writes it.
+    Branch(refs::BranchArgs),
+    /// Catalog-wide tags (read-only branches): `tag create release-2026-11
+    /// [--at main]`, `tag list`, `tag delete NAME`.
+    Tag(refs::TagArgs),
+    /// Merge a branch into main (or --into another): atomic across every table;
+    /// a table changed on both sides conflicts unless both only appended
+    /// (then rebased); a conflict changes nothing and names the tables.
+    Merge(refs::MergeArgs),
+    /// The commit history of the lake (every table of --branch, default
+    /// main): when, which writer, which tables, the run that made it.
+    Log(refs::LogArgs),
     /// Show the resolved lake configuration (secrets redacted).
     Config,
 }
@@ -216,7 +235,7 @@ struct SimulateArgs {
 }
 
 #[derive(Debug, Args)]
-struct OutputArg {
+pub(crate) struct OutputArg {
     /// Result format: table, json (one array of row objects) or csv.
     /// Default: table on a terminal, csv otherwise.
     #[arg(long, short = 'o', value_name = "FORMAT")]
@@ -224,7 +243,7 @@ struct OutputArg {
 }
 
 impl OutputArg {
-    fn format(&self) -> OutputFormat {
+    pub(crate) fn format(&self) -> OutputFormat {
         self.output.unwrap_or(if std::io::stdout().is_terminal() {
             OutputFormat::Table
         } else {
@@ -322,9 +341,13 @@ async fn open(args: &LakeArgs) -> Result<LakeCatalog> {
 
 async fn open_with(args: &LakeArgs, file: &config::FileConfig) -> Result<LakeCatalog> {
     let config = lake_config(args, file)?;
-    LakeCatalog::open(&config)
+    let lake = LakeCatalog::open(&config)
         .await
-        .with_context(|| format!("cannot open lake (catalog {})", config.catalog))
+        .with_context(|| format!("cannot open lake (catalog {})", config.catalog))?;
+    match &args.branch {
+        Some(branch) => Ok(lake.on_ref(branch).await?),
+        None => Ok(lake),
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -430,6 +453,10 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve::serve(*args, open(&cli.lake).await?).await,
+        Command::Branch(args) => refs::branch(args, open(&cli.lake).await?).await,
+        Command::Tag(args) => refs::tag(args, open(&cli.lake).await?).await,
+        Command::Merge(args) => refs::merge(args, open(&cli.lake).await?).await,
+        Command::Log(args) => refs::log(args, open(&cli.lake).await?).await,
         Command::Run(args) => jobs::run(args, open(&cli.lake).await?).await,
         Command::Plan(args) => jobs::plan(args, open(&cli.lake).await?).await,
         Command::Test(args) => jobs::test(args, open(&cli.lake).await?).await,
@@ -590,7 +617,11 @@ async fn tables_batch(lake: &LakeCatalog) -> Result<RecordBatch> {
     )?)
 }
 
-fn print(format: OutputFormat, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+pub(crate) fn print(
+    format: OutputFormat,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     write_batches(format, schema, batches, &mut out)?;

@@ -38,6 +38,9 @@ struct Inner {
     store: WarehouseStore,
     file_io: FileIO,
     config: LakeConfig,
+    /// The catalog-wide branch or tag this handle reads and writes
+    /// ([`crate::refs`]); `main` by default.
+    ref_name: String,
 }
 
 /// What a new table looks like.
@@ -67,8 +70,28 @@ impl LakeCatalog {
                 db,
                 store,
                 config: config.clone(),
+                ref_name: crate::refs::MAIN.to_string(),
             }),
         })
+    }
+
+    /// This catalog on other database rows (a ref's, see [`crate::refs`]).
+    pub(crate) fn with_db(&self, db: CatalogDb, ref_name: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                store: self.inner.store.clone(),
+                file_io: self.inner.file_io.clone(),
+                config: self.inner.config.clone(),
+                ref_name: ref_name.to_string(),
+            }),
+        }
+    }
+
+    /// The catalog-wide branch or tag this handle reads and writes (`main`
+    /// unless opened with [`LakeCatalog::on_ref`]).
+    pub fn ref_name(&self) -> &str {
+        &self.inner.ref_name
     }
 
     pub fn config(&self) -> &LakeConfig {

@@ -75,6 +75,27 @@ pub enum CatalogError {
     /// An input to the commit path is invalid (wrong partition spec, schema mismatch, ...).
     #[error("invalid commit to table {table}: {message}")]
     InvalidCommit { table: String, message: String },
+    /// A catalog-wide branch or tag that a command names does not exist.
+    #[error("branch or tag {reference} does not exist (icefjord branch list)")]
+    UnknownRef { reference: String },
+    /// `branch create` / `tag create` with a name that is taken.
+    #[error("branch or tag {reference} already exists")]
+    RefExists { reference: String },
+    /// A write to a tag: tags are read-only.
+    #[error("{reference} is a tag: tags are read-only (write to a branch)")]
+    RefNotWritable { reference: String },
+    /// A merge found tables changed on both sides since the branch's base, in
+    /// ways that do not rebase (not appends on both): nothing was changed.
+    #[error(
+        "merging {branch} into {into} conflicts on {}: changed on both since the branch's base \
+         (only appends on both sides rebase); nothing was changed",
+        tables.join(", ")
+    )]
+    MergeConflict {
+        branch: String,
+        into: String,
+        tables: Vec<String>,
+    },
     /// A requirement of a change from another engine (REST `assert-*`) does not
     /// hold on the table's current metadata: nothing was changed; reload and retry.
     #[error("commit to table {table} failed its requirement: {message}")]

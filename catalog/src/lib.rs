@@ -22,6 +22,7 @@
 //! - [`changes`]: REST-style requirements + updates from other engines, on the same swap.
 //! - [`commit`]: the commit protocol (idempotent, compare-and-swap, multi-table).
 //! - [`evolution`]: the schema changes a writer may make (add optional columns, widen).
+//! - [`refs`]: catalog-wide branches and tags, merges (Nessie-style).
 //! - [`protocol`]: what our writers record besides rows (summary keys, positions,
 //!   `_kafka_*` columns) and the walk that finds a position again.
 //! - [`writer_columns`]: where a writer's column goes after other engines renamed or
@@ -35,7 +36,9 @@ mod db;
 pub mod delta;
 pub mod error;
 pub mod evolution;
+pub mod history;
 pub mod protocol;
+pub mod refs;
 pub mod storage;
 pub mod views;
 pub mod writer_columns;
@@ -50,6 +53,8 @@ pub use config::{CatalogUri, LakeConfig, S3Options, Secret, Warehouse};
 pub use delta::DeltaPointer;
 pub use error::{CatalogError, Result};
 pub use evolution::SchemaEvolution;
+pub use history::HistoryEntry;
+pub use refs::{CatalogRef, MergeReport, Merged, RefKind, MAIN};
 pub use storage::WarehouseStore;
 pub use views::{CatalogState, ViewDef, ViewWrite};
 pub use writer_columns::{resolve_writer_column, WriterColumn};

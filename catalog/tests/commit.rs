@@ -4,19 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, PrimitiveType, Schema,
-    Struct,
-};
+use iceberg::spec::{DataFile, PrimitiveType, Schema};
 use iceberg::TableIdent;
-use icefjord_catalog::commit::{ancestry, find_commit, head_of, live_entries};
+use icefjord_catalog::commit::{ancestry, find_commit, head_of};
 use icefjord_catalog::{
     parse_table, CatalogError, CommitId, LakeCatalog, SchemaEvolution, TableSpec, TableWrite,
 };
 
 #[macro_use]
 mod common;
-use common::{schema, table, Lake};
+use common::{file, schema, table, Lake};
 
 suite!(
     appends_accumulate_and_totals_add_up,
@@ -36,44 +33,12 @@ suite!(
     a_table_created_by_its_commit_appears_with_its_first_snapshot,
 );
 
-/// A data file entry (the protocol never opens the file itself).
-fn file(name: &str, rows: u64, day: Option<&str>) -> DataFile {
-    let partition = match day {
-        Some(day) => Struct::from_iter([Some(Literal::string(day))]),
-        None => Struct::empty(),
-    };
-    DataFileBuilder::default()
-        .content(DataContentType::Data)
-        .file_path(format!("file:///nowhere/{name}.parquet"))
-        .file_format(DataFileFormat::Parquet)
-        .partition(partition)
-        .record_count(rows)
-        .file_size_in_bytes(rows * 10)
-        .partition_spec_id(0)
-        .build()
-        .unwrap()
-}
-
 async fn live_paths(lake: &Lake, ident: &TableIdent, branch: &str) -> Vec<String> {
-    let table = lake.catalog.load(ident).await.unwrap();
-    let head = head_of(table.metadata(), branch);
-    let mut paths: Vec<String> = live_entries(&table, head)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.file_path().rsplit('/').next().unwrap().to_string())
-        .collect();
-    paths.sort();
-    paths
+    common::live_paths_of(&lake.catalog, ident, branch).await
 }
 
 async fn append(lake: &Lake, ident: &TableIdent, id: &str, files: Vec<DataFile>) {
-    lake.catalog
-        .commit(CommitId::new(id))
-        .with_write(TableWrite::append(ident.clone(), files))
-        .execute()
-        .await
-        .unwrap();
+    common::append_to(&lake.catalog, ident, id, files).await
 }
 
 async fn appends_accumulate_and_totals_add_up(lake: Lake) {

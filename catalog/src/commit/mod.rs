@@ -42,7 +42,7 @@
 //!    insert that loses, and retries as an ordinary write, if another writer
 //!    registered the table first): a failed writer leaves no empty table behind.
 
-mod snapshot;
+pub(crate) mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -177,7 +177,7 @@ fn replaced_partitions(table: &Table, write: &TableWrite) -> Option<HashSet<(i32
 
 /// Build the new snapshot and metadata for `write` on top of `table`.
 /// Returns the new metadata and the new snapshot id.
-pub(super) async fn produce(
+pub(crate) async fn produce(
     table: &Table,
     write: &TableWrite,
     guard_properties: &std::collections::BTreeMap<String, String>,

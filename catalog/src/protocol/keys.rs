@@ -36,6 +36,8 @@ pub mod writer {
     pub const RESET_OFFSETS: &str = "icefjord ingest --reset-offsets";
     pub const RUN: &str = "icefjord run";
     pub const GENERATE: &str = "icefjord demo";
+    /// A merge's rebase of a branch's appends (`icefjord merge`).
+    pub const MERGE: &str = "icefjord merge";
 }
 
 /// A summary property holding a writer's position, with its value's type.

@@ -5,9 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, Literal, NestedField,
+    PrimitiveType, Schema, Struct, Transform, Type, UnboundPartitionSpec,
+};
 use iceberg::TableIdent;
-use icefjord_catalog::{parse_table, CatalogUri, LakeCatalog, LakeConfig, TableSpec};
+use icefjord_catalog::commit::{head_of, live_entries};
+use icefjord_catalog::{
+    parse_table, CatalogUri, CommitId, LakeCatalog, LakeConfig, TableSpec, TableWrite,
+};
 use icefjord_test_harness::Postgres;
 
 pub struct Lake {
@@ -74,7 +80,7 @@ pub fn schema() -> Schema {
         .unwrap()
 }
 
-pub async fn table(lake: &Lake, name: &str, partitioned: bool) -> TableIdent {
+pub async fn table_in(catalog: &LakeCatalog, name: &str, partitioned: bool) -> TableIdent {
     let ident = parse_table(name).unwrap();
     let partition_spec = partitioned.then(|| {
         UnboundPartitionSpec::builder()
@@ -82,7 +88,7 @@ pub async fn table(lake: &Lake, name: &str, partitioned: bool) -> TableIdent {
             .unwrap()
             .build()
     });
-    lake.catalog
+    catalog
         .create(
             &ident,
             TableSpec {
@@ -94,4 +100,48 @@ pub async fn table(lake: &Lake, name: &str, partitioned: bool) -> TableIdent {
         .await
         .unwrap();
     ident
+}
+
+pub async fn table(lake: &Lake, name: &str, partitioned: bool) -> TableIdent {
+    table_in(&lake.catalog, name, partitioned).await
+}
+
+/// A data file entry (the protocol never opens the file itself).
+pub fn file(name: &str, rows: u64, day: Option<&str>) -> DataFile {
+    let partition = match day {
+        Some(day) => Struct::from_iter([Some(Literal::string(day))]),
+        None => Struct::empty(),
+    };
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(format!("file:///nowhere/{name}.parquet"))
+        .file_format(DataFileFormat::Parquet)
+        .partition(partition)
+        .record_count(rows)
+        .file_size_in_bytes(rows * 10)
+        .partition_spec_id(0)
+        .build()
+        .unwrap()
+}
+
+pub async fn live_paths_of(catalog: &LakeCatalog, ident: &TableIdent, branch: &str) -> Vec<String> {
+    let table = catalog.load(ident).await.unwrap();
+    let head = head_of(table.metadata(), branch);
+    let mut paths: Vec<String> = live_entries(&table, head)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.file_path().rsplit('/').next().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths
+}
+
+pub async fn append_to(catalog: &LakeCatalog, ident: &TableIdent, id: &str, files: Vec<DataFile>) {
+    catalog
+        .commit(CommitId::new(id))
+        .with_write(TableWrite::append(ident.clone(), files))
+        .execute()
+        .await
+        .unwrap();
 }

@@ -273,7 +273,7 @@ impl QueryHandler {
         match statement::kind(&statement) {
             Kind::Refused(message) => {
                 metrics::refused(label(client, &text), started, &message);
-                return Err(statement::refusal(message));
+                Err(statement::refusal(message))
             }
             Kind::Discard => Ok(Self::discard(client, &statement)),
             Kind::Acknowledge(tag) => Ok(Response::Execution(Tag::new(tag))),
@@ -351,6 +351,8 @@ impl QueryHandler {
 }
 
 /// A query ready to run: its kept result, or its plan.
+// One per statement, moved once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Prepared {
     Reused(GuardedStream),
     Planned(Planned),

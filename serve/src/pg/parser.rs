@@ -72,7 +72,10 @@ fn placeholder_cast(inferred: Option<&DataType>, declared: Option<&Type>) -> Opt
 
 /// The SQL type of a declared parameter type, and which inferred types are
 /// the same for the client (`None`: leave the placeholder as it is).
-fn declared_type(declared: &Type) -> Option<(SqlDataType, fn(&DataType) -> bool)> {
+/// Whether an inferred type is the same, for the client, as a declared one.
+type SameType = fn(&DataType) -> bool;
+
+fn declared_type(declared: &Type) -> Option<(SqlDataType, SameType)> {
     use datafusion::sql::sqlparser::ast::{ExactNumberInfo, TimezoneInfo};
     Some(match *declared {
         Type::BOOL => (SqlDataType::Boolean, |t| *t == DataType::Boolean),

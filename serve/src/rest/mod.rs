@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -57,7 +57,7 @@ use error::RestError;
 use model::CatalogConfig;
 
 /// The branch every client reads and writes unless it names another.
-const MAIN: &str = "main";
+const MAIN: &str = icefjord_catalog::MAIN;
 
 /// What every REST handler shares.
 #[derive(Clone)]
@@ -189,27 +189,26 @@ const ENDPOINTS: &[&str] = &[
 ];
 
 /// `GET /v1/config[?warehouse=BRANCH]`: the prefix clients put in every
-/// later route is the branch (Nessie's convention for REST clients).
+/// later route is the branch or tag (Nessie's convention for REST clients).
 async fn config(
+    State(state): State<RestState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<CatalogConfig>, RestError> {
-    let branch = branch_of(query.get("warehouse").map(String::as_str))?;
+    let branch = branch_of(query.get("warehouse").map(String::as_str));
+    state.lake.on_ref(&branch).await?;
     Ok(Json(CatalogConfig {
         defaults: BTreeMap::new(),
-        overrides: BTreeMap::from([("prefix".to_string(), branch.to_string())]),
+        overrides: BTreeMap::from([("prefix".to_string(), branch)]),
         endpoints: ENDPOINTS.to_vec(),
     }))
 }
 
 /// The branch a warehouse name or prefix selects: empty, `main` or the
 /// catalog's name mean main.
-fn branch_of(name: Option<&str>) -> Result<&'static str, RestError> {
+fn branch_of(name: Option<&str>) -> String {
     match name.map(str::trim) {
-        None | Some("") | Some(MAIN) | Some(icefjord_catalog::CATALOG_NAME) => Ok(MAIN),
-        Some(other) => Err(RestError::not_found(
-            "NoSuchBranchException",
-            format!("branch {other:?} does not exist (this catalog serves main)"),
-        )),
+        None | Some("") | Some(icefjord_catalog::CATALOG_NAME) => MAIN.to_string(),
+        Some(other) => other.to_string(),
     }
 }
 
@@ -217,13 +216,17 @@ fn branch_of(name: Option<&str>) -> Result<&'static str, RestError> {
 /// the namespace (levels joined by `.`; the spec separates them with the
 /// unit separator, `%1F`) and the table.
 pub(crate) struct Target {
-    #[allow(dead_code)]
-    pub branch: &'static str,
+    pub branch: String,
     pub namespace: String,
     pub table: String,
 }
 
 impl Target {
+    /// The catalog as the route's branch or tag has it (404 when it does not exist).
+    pub async fn lake(&self, state: &RestState) -> Result<LakeCatalog, RestError> {
+        Ok(state.lake.on_ref(&self.branch).await?)
+    }
+
     pub fn ident(&self) -> iceberg::TableIdent {
         iceberg::TableIdent::new(
             iceberg::NamespaceIdent::from_strs(self.namespace.split('.'))
@@ -246,7 +249,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Target {
             .await
             .map_err(|e| RestError::bad_request(e.body_text()))?;
         Ok(Self {
-            branch: branch_of(params.get("prefix").map(String::as_str))?,
+            branch: branch_of(params.get("prefix").map(String::as_str)),
             namespace: params
                 .get("namespace")
                 .map(|n| n.split('\u{1f}').collect::<Vec<_>>().join("."))

@@ -18,14 +18,15 @@ use super::{RestState, Target};
 /// `parent` (the top level without it).
 pub async fn list(
     State(state): State<RestState>,
-    _target: Target,
+    target: Target,
     Query(query): Query<HashMap<String, String>>,
 ) -> RestResult<Json<ListNamespacesResponse>> {
+    let lake = target.lake(&state).await?;
     let parent: Vec<String> = match query.get("parent").map(|p| p.trim()) {
         None | Some("") => Vec::new(),
         Some(p) => p.split(['\u{1f}', '.']).map(str::to_string).collect(),
     };
-    let all = state.lake.namespaces().await?;
+    let all = lake.namespaces().await?;
     if !parent.is_empty() && !all.iter().any(|n| *n == parent.join(".")) {
         return Err(CatalogError::NamespaceNotFound {
             namespace: parent.join("."),
@@ -48,9 +49,10 @@ pub async fn list(
 /// `POST …/namespaces`.
 pub async fn create(
     State(state): State<RestState>,
-    _target: Target,
+    target: Target,
     body: Result<Json<CreateNamespaceRequest>, axum::extract::rejection::JsonRejection>,
 ) -> RestResult<Json<NamespaceResponse>> {
+    let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
     if request.namespace.is_empty()
         || request
@@ -63,9 +65,7 @@ pub async fn create(
             request.namespace
         )));
     }
-    state
-        .lake
-        .create_namespace_with(&request.namespace.join("."), &request.properties)
+    lake.create_namespace_with(&request.namespace.join("."), &request.properties)
         .await?;
     Ok(Json(NamespaceResponse {
         namespace: request.namespace,
@@ -78,8 +78,8 @@ pub async fn load(
     State(state): State<RestState>,
     target: Target,
 ) -> RestResult<Json<NamespaceResponse>> {
-    let properties = state
-        .lake
+    let lake = target.lake(&state).await?;
+    let properties = lake
         .namespace_properties(&target.namespace)
         .await?
         .ok_or_else(|| CatalogError::NamespaceNotFound {
@@ -93,7 +93,8 @@ pub async fn load(
 
 /// `HEAD …/namespaces/{ns}`: 204 or 404.
 pub async fn exists(State(state): State<RestState>, target: Target) -> RestResult<StatusCode> {
-    match state.lake.namespace_properties(&target.namespace).await? {
+    let lake = target.lake(&state).await?;
+    match lake.namespace_properties(&target.namespace).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Ok(StatusCode::NOT_FOUND),
     }
@@ -101,7 +102,8 @@ pub async fn exists(State(state): State<RestState>, target: Target) -> RestResul
 
 /// `DELETE …/namespaces/{ns}`: only an empty namespace (409 otherwise).
 pub async fn drop(State(state): State<RestState>, target: Target) -> RestResult<StatusCode> {
-    state.lake.drop_namespace_checked(&target.namespace).await?;
+    let lake = target.lake(&state).await?;
+    lake.drop_namespace_checked(&target.namespace).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -112,6 +114,7 @@ pub async fn update_properties(
     target: Target,
     body: Result<Json<UpdateNamespacePropertiesRequest>, axum::extract::rejection::JsonRejection>,
 ) -> RestResult<Json<UpdateNamespacePropertiesResponse>> {
+    let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
     if let Some(key) = request
         .removals
@@ -124,8 +127,7 @@ pub async fn update_properties(
             format!("property {key} is both set and removed"),
         ));
     }
-    let missing = state
-        .lake
+    let missing = lake
         .update_namespace_properties(&target.namespace, &request.updates, &request.removals)
         .await?;
     Ok(Json(UpdateNamespacePropertiesResponse {

@@ -62,8 +62,9 @@ pub async fn list(
     target: Target,
     Query(query): Query<HashMap<String, String>>,
 ) -> RestResult<Json<ListTablesResponse>> {
-    state.lake.require_namespace(&target.namespace).await?;
-    let mut identifiers = state.lake.tables(&target.namespace).await?;
+    let lake = target.lake(&state).await?;
+    lake.require_namespace(&target.namespace).await?;
+    let mut identifiers = lake.tables(&target.namespace).await?;
     if let Some(after) = query.get("pageToken").filter(|t| !t.is_empty()) {
         identifiers.retain(|t| t.name() > after.as_str());
     }
@@ -91,8 +92,9 @@ pub async fn create(
     target: Target,
     body: Result<Json<CreateTableRequest>, JsonRejection>,
 ) -> RestResult<Json<LoadTableResult>> {
+    let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
-    state.lake.require_namespace(&target.namespace).await?;
+    lake.require_namespace(&target.namespace).await?;
     let ident = TableIdent::new(
         NamespaceIdent::from_vec(target.levels()).map_err(from_iceberg)?,
         request.name.clone(),
@@ -105,8 +107,7 @@ pub async fn create(
         .sort_order_opt(request.write_order)
         .properties(request.properties)
         .build();
-    let (location, metadata) = state
-        .lake
+    let (location, metadata) = lake
         .create_from(&ident, creation, request.stage_create)
         .await?;
     Ok(loaded(location, metadata))
@@ -117,13 +118,15 @@ pub async fn load(
     State(state): State<RestState>,
     target: Target,
 ) -> RestResult<Json<LoadTableResult>> {
-    let table = state.lake.load(&target.ident()).await?;
+    let lake = target.lake(&state).await?;
+    let table = lake.load(&target.ident()).await?;
     Ok(loaded_table(&table))
 }
 
 /// `HEAD …/tables/{t}`: 204 or 404.
 pub async fn exists(State(state): State<RestState>, target: Target) -> RestResult<StatusCode> {
-    match state.lake.exists(&target.ident()).await? {
+    let lake = target.lake(&state).await?;
+    match lake.exists(&target.ident()).await? {
         true => Ok(StatusCode::NO_CONTENT),
         false => Ok(StatusCode::NOT_FOUND),
     }
@@ -136,13 +139,14 @@ pub async fn drop(
     target: Target,
     Query(query): Query<HashMap<String, String>>,
 ) -> RestResult<StatusCode> {
+    let lake = target.lake(&state).await?;
     let ident = target.ident();
     let purge = query
         .get("purgeRequested")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     match purge {
-        true => state.lake.purge_table(&ident).await,
-        false => state.lake.drop_table(&ident).await,
+        true => lake.purge_table(&ident).await,
+        false => lake.drop_table(&ident).await,
     }
     .map_err(from_iceberg)?;
     Ok(StatusCode::NO_CONTENT)
@@ -154,6 +158,7 @@ pub async fn commit(
     target: Target,
     body: Result<Json<CommitTableRequest>, JsonRejection>,
 ) -> RestResult<Json<LoadTableResult>> {
+    let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
     let ident = target.ident();
     if let Some(named) = &request.identifier {
@@ -170,12 +175,7 @@ pub async fn commit(
         requirements: request.requirements,
         updates: request.updates,
     };
-    let committed = counted(
-        state
-            .lake
-            .apply_changes(std::slice::from_ref(&change))
-            .await,
-    )?;
+    let committed = counted(lake.apply_changes(std::slice::from_ref(&change)).await)?;
     let table = committed
         .into_iter()
         .next()
@@ -186,9 +186,10 @@ pub async fn commit(
 /// `POST …/transactions/commit`: every table change in one atomic commit.
 pub async fn commit_transaction(
     State(state): State<RestState>,
-    _target: Target,
+    target: Target,
     body: Result<Json<CommitTransactionRequest>, JsonRejection>,
 ) -> RestResult<StatusCode> {
+    let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
     let mut changes = Vec::with_capacity(request.table_changes.len());
     for change in request.table_changes {
@@ -206,7 +207,7 @@ pub async fn commit_transaction(
             "a transaction needs at least one table change",
         ));
     }
-    counted(state.lake.apply_changes(&changes).await)?;
+    counted(lake.apply_changes(&changes).await)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -227,14 +228,14 @@ pub async fn register(
     target: Target,
     body: Result<Json<RegisterTableRequest>, JsonRejection>,
 ) -> RestResult<Json<LoadTableResult>> {
+    let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
-    state.lake.require_namespace(&target.namespace).await?;
+    lake.require_namespace(&target.namespace).await?;
     let ident = TableIdent::new(
         NamespaceIdent::from_vec(target.levels()).map_err(from_iceberg)?,
         request.name,
     );
-    let table = state
-        .lake
+    let table = lake
         .register(&ident, &request.metadata_location, request.overwrite)
         .await?;
     Ok(loaded_table(&table))
@@ -243,17 +244,14 @@ pub async fn register(
 /// `POST …/tables/rename`: the destination namespace must exist.
 pub async fn rename(
     State(state): State<RestState>,
-    _target: Target,
+    target: Target,
     body: Result<Json<RenameTableRequest>, JsonRejection>,
 ) -> RestResult<StatusCode> {
+    let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
-    state
-        .lake
-        .require_namespace(&request.destination.namespace().join("."))
+    lake.require_namespace(&request.destination.namespace().join("."))
         .await?;
-    state
-        .lake
-        .rename_table(&request.source, &request.destination)
+    lake.rename_table(&request.source, &request.destination)
         .await
         .map_err(from_iceberg)?;
     Ok(StatusCode::NO_CONTENT)

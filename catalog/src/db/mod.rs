@@ -14,10 +14,14 @@ use std::time::Duration;
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
+mod refs;
+
+pub(crate) use refs::Move;
+
 use crate::config::CatalogUri;
 use crate::error::{CatalogError, Result};
 
-const SCHEMA: [&str; 4] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS iceberg_tables (
         catalog_name VARCHAR(255) NOT NULL,
         table_namespace VARCHAR(255) NOT NULL,
@@ -50,6 +54,26 @@ const SCHEMA: [&str; 4] = [
         version BIGINT NOT NULL,
         commit_id VARCHAR(255),
         PRIMARY KEY (catalog_name, table_namespace, table_name))",
+    // Ours: catalog-wide branches and tags (see `refs`). A ref's rows live in
+    // the tables above under the catalog name `<catalog>@<ref>`.
+    "CREATE TABLE IF NOT EXISTS icefjord_refs (
+        catalog_name VARCHAR(255) NOT NULL,
+        ref_name VARCHAR(255) NOT NULL,
+        ref_type VARCHAR(6) NOT NULL,
+        created_from VARCHAR(255) NOT NULL,
+        created_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (catalog_name, ref_name))",
+    // Ours: each branch's merge base, the state of every object when the branch
+    // was created or last merged.
+    "CREATE TABLE IF NOT EXISTS icefjord_ref_bases (
+        catalog_name VARCHAR(255) NOT NULL,
+        ref_name VARCHAR(255) NOT NULL,
+        kind VARCHAR(5) NOT NULL,
+        object_namespace VARCHAR(255) NOT NULL,
+        object_name VARCHAR(255) NOT NULL,
+        base TEXT NOT NULL,
+        version BIGINT,
+        PRIMARY KEY (catalog_name, ref_name, kind, object_namespace, object_name))",
 ];
 
 /// One row move of a compare-and-swap.
@@ -119,7 +143,13 @@ pub(crate) enum SwapError {
 pub(crate) struct CatalogDb {
     pool: AnyPool,
     uri: CatalogUri,
+    /// The rows this handle reads and moves: the lake's catalog name for main,
+    /// `<catalog>@<ref>` for a branch or tag (see [`refs`]).
     catalog_name: String,
+    /// The lake's catalog name (main's rows), where refs are recorded.
+    main_name: String,
+    /// Set on a tag's handle: every write is refused with this tag's name.
+    read_only: Option<String>,
     pub faults: Arc<Faults>,
 }
 
@@ -165,6 +195,8 @@ impl CatalogDb {
             pool,
             uri: uri.clone(),
             catalog_name: catalog_name.to_string(),
+            main_name: catalog_name.to_string(),
+            read_only: None,
             faults: Arc::new(Faults::from_env()),
         })
     }
@@ -226,6 +258,7 @@ impl CatalogDb {
         namespace: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<bool> {
+        self.writable()?;
         if self.namespace_properties(namespace).await?.is_some() {
             return Ok(false);
         }
@@ -262,6 +295,7 @@ impl CatalogDb {
         updates: &BTreeMap<String, String>,
         removals: &[String],
     ) -> Result<Vec<String>> {
+        self.writable()?;
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let mut missing = Vec::new();
         for key in removals {
@@ -299,6 +333,7 @@ impl CatalogDb {
     }
 
     pub async fn drop_namespace(&self, namespace: &str) -> Result<()> {
+        self.writable()?;
         sqlx::query(
             "DELETE FROM iceberg_namespace_properties WHERE catalog_name = $1 AND namespace = $2",
         )
@@ -349,6 +384,7 @@ impl CatalogDb {
 
     /// Register a new table; `false` when the name is taken.
     pub async fn insert_table(&self, namespace: &str, table: &str, location: &str) -> Result<bool> {
+        self.writable()?;
         let inserted = sqlx::query(
             "INSERT INTO iceberg_tables
              (catalog_name, table_namespace, table_name, metadata_location,
@@ -370,6 +406,7 @@ impl CatalogDb {
 
     /// Remove a table; `false` when it was not there.
     pub async fn delete_table(&self, namespace: &str, table: &str) -> Result<bool> {
+        self.writable()?;
         let done = sqlx::query(
             "DELETE FROM iceberg_tables
              WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
@@ -385,6 +422,7 @@ impl CatalogDb {
 
     /// Rename a table; `false` when the source was not there.
     pub async fn rename_table(&self, from: (&str, &str), to: (&str, &str)) -> Result<bool> {
+        self.writable()?;
         let done = sqlx::query(
             "UPDATE iceberg_tables SET table_namespace = $1, table_name = $2
              WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5",
@@ -406,6 +444,11 @@ impl CatalogDb {
     /// published version, read by ONE statement so that they are one consistent
     /// state of the catalog (a multi-table commit is either wholly in it or not at all).
     pub async fn state(&self) -> Result<Vec<StateRow>> {
+        self.state_in(&self.catalog_name).await
+    }
+
+    /// [`Self::state`] of the rows under another catalog name (a ref's).
+    pub async fn state_in(&self, catalog_name: &str) -> Result<Vec<StateRow>> {
         let rows = sqlx::query(
             "SELECT 'table', table_namespace, table_name, metadata_location, CAST(NULL AS BIGINT)
              FROM iceberg_tables
@@ -418,7 +461,7 @@ impl CatalogDb {
              SELECT 'delta', table_namespace, table_name, location, version
              FROM icefjord_delta_tables WHERE catalog_name = $1",
         )
-        .bind(&self.catalog_name)
+        .bind(catalog_name)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
@@ -510,6 +553,7 @@ impl CatalogDb {
         views: &[ViewRow],
         deltas: &[DeltaRow],
     ) -> Result<(), SwapError> {
+        self.writable().map_err(SwapError::Failed)?;
         let mut tx = self
             .pool
             .begin()

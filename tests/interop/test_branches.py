@@ -1,0 +1,177 @@
+"""Catalog-wide branches and tags (Nessie-style), as a user drives them from the CLI,
+checked against what PyIceberg's SqlCatalog (main's rows), PyIceberg's RestCatalog
+and Spark (through the REST prefix) read."""
+
+import json
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pyiceberg.catalog.rest import RestCatalog
+
+from conftest import Lake
+from serve import start
+
+ROOT = Path(__file__).resolve().parents[2]
+RETAIL = str(ROOT / "jobs" / "retail")
+
+
+def ok(lake: Lake, *args: str) -> str:
+    out = lake.run(*args)
+    assert out.returncode == 0, f"icefjord {' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+def tables(lake: Lake, branch: str | None = None) -> dict:
+    """namespace.table -> current snapshot id, as `icefjord tables` reports it."""
+    flags = ["--branch", branch] if branch else []
+    rows = json.loads(ok(lake, *flags, "tables", "-o", "json"))
+    return {f"{r['namespace']}.{r['table']}": r["snapshot_id"] for r in rows}
+
+
+def views_on_main(lake: Lake) -> dict:
+    """The view SQL the catalog's main rows hold (what JDBC readers see)."""
+    with sqlite3.connect(lake.path / "catalog.db") as db:
+        return dict(db.execute(
+            "SELECT view_namespace || '.' || view_name, view_sql FROM icefjord_views "
+            "WHERE catalog_name = 'icefjord'"))
+
+
+def revenue(lake: Lake, branch: str | None = None) -> Decimal:
+    flags = ["--branch", branch] if branch else []
+    rows = json.loads(ok(lake, *flags, "sql", "-o", "json",
+                         "SELECT CAST(sum(sales_amount) AS VARCHAR) AS s FROM unified.sales_hourly"))
+    return Decimal(rows[0]["s"])
+
+
+@pytest.fixture
+def demo(icefjord_bin, tmp_path) -> Lake:
+    lake = Lake(icefjord_bin, tmp_path / "lake")
+    ok(lake, "demo", "--events", "3000", "-o", "csv")
+    return lake
+
+
+def test_a_pipeline_on_a_branch_leaves_main_alone_until_the_merge(demo):
+    lake = demo
+    main_before, views_before, revenue_before = tables(lake), views_on_main(lake), revenue(lake)
+    created = json.loads(ok(lake, "branch", "create", "dev", "-o", "json"))
+    assert created == [{"name": "dev", "kind": "branch", "created_from": "main",
+                        "created_at": created[0]["created_at"]}]
+    assert tables(lake, "dev") == main_before, "a new branch holds main's state"
+
+    ok(lake, "--branch", "dev", "generate", "--events", "5000")
+    report = json.loads(ok(lake, "--branch", "dev", "run", RETAIL, "-o", "json"))
+    assert report["status"] == "success"
+    dev = tables(lake, "dev")
+    assert dev["raw.retail_events"] != main_before["raw.retail_events"]
+    assert dev["historical.sales_hourly"] != main_before["historical.sales_hourly"]
+    # Main: same snapshots, same view SQL, same numbers; JDBC readers agree.
+    assert tables(lake) == main_before
+    assert views_on_main(lake) == views_before
+    assert revenue(lake) == revenue_before
+    sql_catalog = lake.catalog().load_table("raw.retail_events")
+    assert sql_catalog.metadata.current_snapshot_id == main_before["raw.retail_events"]
+    assert revenue(lake, "dev") > revenue_before
+
+    ok(lake, "tag", "create", "before-merge")
+    merged = json.loads(ok(lake, "merge", "dev", "-o", "json"))
+    moved = {m["object"]: m["how"] for m in merged}
+    assert moved["raw.retail_events"] == "fast-forward"
+    assert moved["historical.sales_hourly"] == "fast-forward"
+    # Every table of main now has dev's state, views included.
+    assert tables(lake) == dev
+    assert revenue(lake) == revenue(lake, "dev")
+    assert lake.catalog().load_table("raw.retail_events").metadata.current_snapshot_id \
+        == dev["raw.retail_events"]
+    # The tag still reads the state before the merge, and is read-only.
+    assert revenue(lake, "before-merge") == revenue_before
+    assert tables(lake, "before-merge") == main_before
+    refused = lake.run("--branch", "before-merge", "generate", "--events", "9000")
+    assert refused.returncode == 2
+    assert "before-merge is a tag" in refused.stderr
+    # A second merge has nothing left to move.
+    assert json.loads(ok(lake, "merge", "dev", "-o", "json")) == []
+
+
+def test_a_conflicting_merge_changes_nothing_and_names_the_table(demo):
+    lake = demo
+    ok(lake, "branch", "create", "dev")
+    ok(lake, "--branch", "dev", "generate", "--events", "5000")
+    ok(lake, "--branch", "dev", "run", RETAIL, "-o", "json")
+    # Meanwhile someone overwrites main's historical.sales_hourly (PyIceberg, main's rows).
+    table = lake.catalog().load_table("historical.sales_hourly")
+    table.overwrite(table.scan().to_arrow())
+    main_before, dev_before = tables(lake), tables(lake, "dev")
+    out = lake.run("merge", "dev")
+    assert out.returncode == 1, out.stderr
+    assert "historical.sales_hourly" in out.stderr
+    assert "conflicts" in out.stderr
+    assert tables(lake) == main_before
+    assert tables(lake, "dev") == dev_before
+
+
+def test_appends_on_both_sides_rebase(demo):
+    lake = demo
+    ok(lake, "branch", "create", "dev")
+    ok(lake, "--branch", "dev", "generate", "--events", "4000")
+    # Main gets its own new raw rows meanwhile (another engine's append).
+    raw = lake.catalog().load_table("raw.retail_events")
+    extra = raw.scan(limit=10).to_arrow()
+    raw.append(extra)
+    merged = json.loads(ok(lake, "merge", "dev", "-o", "json"))
+    assert {"object": "raw.retail_events", "kind": "table", "how": "rebased"} in merged
+    count = json.loads(ok(lake, "sql", "-o", "json", "SELECT count(*) AS n FROM raw.retail_events"))
+    assert count[0]["n"] == 4000 + 10
+
+
+def test_branch_list_delete_and_log(demo):
+    lake = demo
+    ok(lake, "branch", "create", "dev")
+    ok(lake, "tag", "create", "v1", "--at", "dev")
+    listed = json.loads(ok(lake, "branch", "list", "-o", "json"))
+    assert [(r["name"], r["kind"], r["created_from"]) for r in listed] == [
+        ("dev", "branch", "main"), ("v1", "tag", "dev")]
+    again = lake.run("branch", "create", "dev")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    bad = lake.run("branch", "create", "no spaces")
+    assert bad.returncode == 2
+    missing = lake.run("--branch", "nope", "tables")
+    assert missing.returncode == 2 and "nope does not exist" in missing.stderr
+    assert lake.run("branch", "delete", "v1").returncode == 2, "v1 is a tag"
+    ok(lake, "tag", "delete", "v1")
+    ok(lake, "branch", "delete", "dev")
+    assert json.loads(ok(lake, "branch", "list", "-o", "json")) == []
+
+    log = json.loads(ok(lake, "log", "-o", "json"))
+    runs = [e for e in log if e["writer"] == "icefjord run"]
+    assert runs, log
+    retail = next(e for e in runs if "historical.sales_hourly" in e["tables"].split(","))
+    assert retail["run_id"] and retail["commit_id"].startswith("run:retail:")
+    assert log == sorted(log, key=lambda e: e["committed_at"], reverse=True)
+
+
+def test_rest_clients_read_a_branch_through_the_warehouse_prefix(demo, tmp_path, spark):
+    from spark import rest_catalog as spark_rest
+
+    lake = demo
+    ok(lake, "branch", "create", "dev")
+    ok(lake, "--branch", "dev", "generate", "--events", "5000")
+    server = start(lake.binary, lake.path, tmp_path)
+    try:
+        dev = RestCatalog("icefjord", uri=server.rest, warehouse="dev")
+        assert dev.load_table("raw.retail_events").scan().to_arrow().num_rows == 5000
+        main = RestCatalog("icefjord", uri=server.rest)
+        assert main.load_table("raw.retail_events").scan().to_arrow().num_rows == 3000
+        [[n]] = spark.sql(spark_rest(server.rest, warehouse="dev"),
+                          "SELECT count(*) FROM raw.retail_events")
+        assert n == 5000
+        # A commit through the dev prefix lands on dev only.
+        table = dev.load_table("raw.retail_events")
+        table.append(table.scan(limit=5).to_arrow())
+        assert tables(lake, "dev")["raw.retail_events"] == table.metadata.current_snapshot_id
+        assert main.load_table("raw.retail_events").scan().to_arrow().num_rows == 3000
+        with pytest.raises(Exception, match="nope"):
+            RestCatalog("icefjord", uri=server.rest, warehouse="nope")
+    finally:
+        server.stop()

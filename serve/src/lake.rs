@@ -38,6 +38,9 @@ pub struct SessionSettings {
     pub default_schema: Option<String>,
     /// Session time zone (`SET TIME ZONE`), e.g. `Europe/Oslo` or `+02:00`.
     pub time_zone: Option<String>,
+    /// The catalog-wide branch or tag to read (`SET icefjord.branch = 'dev'`,
+    /// HTTP's `branch`); main when `None`.
+    pub branch: Option<String>,
 }
 
 /// Hands out sessions over one lake under the server's limits, and counts the
@@ -160,7 +163,11 @@ impl QueryLake {
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             );
-        let session = LakeSession::with_runtime(&self.catalog, config, runtime).await?;
+        let catalog = match settings.branch.as_deref() {
+            None => self.catalog.clone(),
+            Some(branch) => self.catalog.on_ref(branch).await?,
+        };
+        let session = LakeSession::with_runtime(&catalog, config, runtime).await?;
         self.pg_catalog.register(session.context())?;
         Ok(session)
     }

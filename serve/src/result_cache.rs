@@ -60,6 +60,7 @@ pub struct CacheKey {
     query: String,
     default_schema: Option<String>,
     time_zone: Option<String>,
+    branch: Option<String>,
 }
 
 impl CacheKey {
@@ -67,6 +68,7 @@ impl CacheKey {
         Self {
             query,
             default_schema: settings.default_schema.clone(),
+            branch: settings.branch.clone(),
             time_zone: settings.time_zone.clone(),
         }
     }

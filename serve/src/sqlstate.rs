@@ -91,6 +91,9 @@ impl Failure {
             ServeError::Catalog(icefjord_catalog::CatalogError::TableNotFound { .. }) => {
                 Self::new(UNDEFINED_TABLE, e.to_string())
             }
+            ServeError::Catalog(icefjord_catalog::CatalogError::UnknownRef { .. }) => {
+                Self::new(INVALID_PARAMETER_VALUE, e.to_string())
+            }
             e if e.is_retryable() => Self::new(IO_ERROR, e.to_string()),
             e => Self::new(INTERNAL_ERROR, e.to_string()),
         }

@@ -175,3 +175,44 @@ def test_rest_clients_read_a_branch_through_the_warehouse_prefix(demo, tmp_path,
             RestCatalog("icefjord", uri=server.rest, warehouse="nope")
     finally:
         server.stop()
+
+
+def test_pg_and_http_sessions_select_a_branch(demo, tmp_path):
+    import urllib.request
+
+    import psycopg
+
+    lake = demo
+    ok(lake, "branch", "create", "dev")
+    ok(lake, "--branch", "dev", "generate", "--events", "5000")
+    server = start(lake.binary, lake.path, tmp_path)
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            count = "SELECT count(*) FROM raw.retail_events"
+            assert conn.execute(count).fetchone()[0] == 3000
+            conn.execute("SET icefjord.branch = 'dev'")
+            assert conn.execute("SHOW icefjord.branch").fetchone()[0] == "dev"
+            assert conn.execute(count).fetchone()[0] == 5000
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match="nope"):
+                conn.execute("SET icefjord.branch = 'nope'")
+            assert conn.execute(count).fetchone()[0] == 5000, "a refused SET changes nothing"
+            conn.execute("SET icefjord.branch TO DEFAULT")
+            assert conn.execute(count).fetchone()[0] == 3000
+
+        def query(body: dict):
+            request = urllib.request.Request(server.http + "/v1/query", data=json.dumps(body).encode(),
+                                             method="POST", headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        import urllib.error
+        sql = "SELECT count(*) AS n FROM raw.retail_events"
+        assert query({"sql": sql})[1]["rows"] == [{"n": 3000}]
+        assert query({"sql": sql, "branch": "dev"})[1]["rows"] == [{"n": 5000}]
+        status, error = query({"sql": sql, "branch": "nope"})
+        assert status == 400 and "nope does not exist" in json.dumps(error)
+    finally:
+        server.stop()

@@ -51,6 +51,11 @@ pub struct QueryRequest {
     #[serde(default)]
     #[schema(schema_with = param_values, example = json!([100]))]
     pub params: Vec<serde_json::Value>,
+    /// The catalog-wide branch or tag to read (default `main`), as
+    /// `icefjord branch create` made it.
+    #[serde(default)]
+    #[schema(example = "main")]
+    pub branch: Option<String>,
 }
 
 /// `params`: an array of strings, numbers, booleans and nulls.
@@ -110,7 +115,7 @@ pub async fn query(
         ))
     })?;
     let label = QueryLabel::new(Protocol::Http, caller.0, &request.sql);
-    let admitted = Admitted::new(&state, label, started)?;
+    let admitted = Admitted::new(&state, label, started)?.on_branch(request.branch.clone());
     let statement = admitted.statement(&state, &request.sql)?;
     let reuse = format!(
         "{statement} {}",
@@ -130,9 +135,16 @@ pub(super) struct Admitted {
     permit: OwnedSemaphorePermit,
     label: QueryLabel,
     started: Instant,
+    settings: SessionSettings,
 }
 
 impl Admitted {
+    /// Read the catalog-wide branch or tag `branch` (main when `None`).
+    pub fn on_branch(mut self, branch: Option<String>) -> Self {
+        self.settings.branch = branch.filter(|b| b != icefjord_catalog::MAIN);
+        self
+    }
+
     /// A permit, or 503 when `max_connections` queries run.
     pub fn new(state: &AppState, label: QueryLabel, started: Instant) -> Result<Self, ApiError> {
         match state.queries.clone().try_acquire_owned() {
@@ -140,6 +152,7 @@ impl Admitted {
                 permit,
                 label,
                 started,
+                settings: SessionSettings::default(),
             }),
             Err(_) => {
                 let failure = Failure::new(
@@ -197,7 +210,7 @@ impl Admitted {
         reuse: String,
         bind: impl FnOnce(&LogicalPlan) -> Result<ParamValues, Failure>,
     ) -> Result<Rows, ApiError> {
-        let key = CacheKey::new(reuse, &SessionSettings::default());
+        let key = CacheKey::new(reuse, &self.settings);
         if let Some(rows) = state.lake.reused(&key).await {
             return self.rows(state, None, rows).await;
         }
@@ -242,7 +255,7 @@ impl Admitted {
     pub async fn session(&self, state: &AppState) -> Result<LakeSession, ApiError> {
         state
             .lake
-            .session(&SessionSettings::default())
+            .session(&self.settings)
             .await
             .map_err(|e| self.refuse(Failure::serve(&e)))
     }

@@ -294,6 +294,11 @@ impl QueryHandler {
                 if let Some(response) = settings::set_time_zone(client, &statement).await {
                     return response;
                 }
+                if let Some(response) =
+                    settings::set_branch(client, &statement, self.lake.catalog()).await
+                {
+                    return response;
+                }
                 if let Some(response) = settings::show(client, &statement) {
                     return Ok(response);
                 }
@@ -339,7 +344,12 @@ impl QueryHandler {
             Statement::Reset(_) => "RESET",
             _ => "DISCARD ALL",
         };
-        for key in [SEARCH_PATH, TIME_ZONE, STATEMENT_TIMEOUT_MS] {
+        for key in [
+            SEARCH_PATH,
+            TIME_ZONE,
+            STATEMENT_TIMEOUT_MS,
+            settings::BRANCH,
+        ] {
             client.metadata_mut().remove(key);
         }
         client.portal_store().clear_portals();
@@ -526,6 +536,11 @@ pub(super) fn settings(client: &(dyn ClientInfo + Send + Sync)) -> SessionSettin
             .get(SEARCH_PATH)
             .and_then(|path| first_schema(path)),
         time_zone: client.metadata().get(TIME_ZONE).cloned(),
+        branch: client
+            .metadata()
+            .get(settings::BRANCH)
+            .filter(|b| *b != icefjord_catalog::MAIN)
+            .cloned(),
     }
 }
 
@@ -703,6 +718,11 @@ impl ExtendedQueryHandler for QueryHandler {
                     return response;
                 }
                 if let Some(response) = settings::set_time_zone(client, statement).await {
+                    return response;
+                }
+                if let Some(response) =
+                    settings::set_branch(client, statement, self.lake.catalog()).await
+                {
                     return response;
                 }
                 if let Some(response) = settings::show(client, statement) {

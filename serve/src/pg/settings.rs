@@ -116,6 +116,48 @@ pub async fn set_time_zone(
     Some(Ok(Response::Execution(Tag::new("SET"))))
 }
 
+/// The client metadata key and setting name of the session's branch.
+pub const BRANCH: &str = "icefjord.branch";
+
+/// `SET icefjord.branch = 'dev'` (or `TO main`, `DEFAULT`): later queries of
+/// the connection read that catalog-wide branch or tag. An unknown one is
+/// 22023, as PostgreSQL answers an invalid parameter value.
+pub async fn set_branch(
+    client: &mut (dyn HookClient + Send + Sync),
+    statement: &Statement,
+    lake: &icefjord_catalog::LakeCatalog,
+) -> Option<PgWireResult<Response>> {
+    let Statement::Set(Set::SingleAssignment {
+        variable, values, ..
+    }) = statement
+    else {
+        return None;
+    };
+    if !variable.to_string().eq_ignore_ascii_case(BRANCH) {
+        return None;
+    }
+    let name = match values.first()? {
+        Expr::Identifier(ident) => ident.value.clone(),
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    };
+    let name = match name.eq_ignore_ascii_case("default") {
+        true => icefjord_catalog::MAIN.to_string(),
+        false => name,
+    };
+    if let Err(e) = lake.on_ref(&name).await {
+        return Some(Err(sqlstate::error(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid value for parameter \"{BRANCH}\": {e}"),
+        )));
+    }
+    client.metadata_mut().insert(BRANCH.to_string(), name);
+    Some(Ok(Response::Execution(Tag::new("SET"))))
+}
+
 /// `SHOW` of the settings drivers and tools read, answered as PostgreSQL
 /// [`SERVER_VERSION`] answers them; `None` for the others (the hook's).
 pub fn show(client: &(dyn HookClient + Send + Sync), statement: &Statement) -> Option<Response> {
@@ -135,6 +177,11 @@ pub fn show(client: &(dyn HookClient + Send + Sync), statement: &Statement) -> O
             .get(TIME_ZONE)
             .cloned()
             .unwrap_or_else(|| "UTC".into()),
+        "icefjord.branch" | "icefjord branch" => client
+            .metadata()
+            .get(BRANCH)
+            .cloned()
+            .unwrap_or_else(|| icefjord_catalog::MAIN.into()),
         "standard_conforming_strings" | "integer_datetimes" => "on".into(),
         "transaction_read_only" | "default_transaction_read_only" => "on".into(),
         "client_encoding" | "server_encoding" => "UTF8".into(),

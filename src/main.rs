@@ -180,12 +180,14 @@ enum Command {
         output: OutputArg,
     },
     /// Serve the lake read-only over the PostgreSQL wire protocol (psql, BI
-    /// tools, drivers) and HTTP (apps, curl), until SIGTERM or Ctrl-C.
+    /// tools, drivers) and HTTP (apps, curl), and as an Iceberg REST catalog
+    /// (Spark, Trino, PyIceberg, DuckDB; they may commit), until SIGTERM or Ctrl-C.
     ///
     /// Passwords and tokens come from the environment only: ICEFJORD_PG_USER +
     /// ICEFJORD_PG_PASSWORD or ICEFJORD_PG_USERS_FILE (user:password lines);
-    /// ICEFJORD_HTTP_TOKEN or ICEFJORD_HTTP_TOKENS_FILE. Prints
-    /// {"pg": ADDR, "http": ADDR} on stdout once it listens.
+    /// ICEFJORD_HTTP_TOKEN or ICEFJORD_HTTP_TOKENS_FILE; REST OAuth2 clients in
+    /// ICEFJORD_REST_CLIENTS_FILE. Prints {"pg": ADDR, "http": ADDR, "rest":
+    /// ADDR} on stdout once it listens.
     ///
     /// Example: icefjord serve --pg-addr 127.0.0.1:5433 --http-addr 127.0.0.1:8080
     ///   then: psql -h 127.0.0.1 -p 5433 -U icefjord -c 'SELECT * FROM unified.sales_by_category'

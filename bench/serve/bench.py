@@ -69,7 +69,8 @@ from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import ROOT, commit, default_binary, default_scratch, load_average, machine, replace_section  # noqa: E402
+from common import (  # noqa: E402
+    ROOT, commit, default_binary, default_scratch, has_flag, load_average, machine, replace_section)
 
 MIB = 2**20
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -231,7 +232,8 @@ class Icefjord:
         self.log_path = log
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
-            [binary, "--lake", str(lake), "--log-format", "json", "serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "off", *args],
+            [binary, "--lake", str(lake), "--log-format", "json", "serve", "--pg-addr", "127.0.0.1:0", "--http-addr", "off",
+             *(["--rest-addr", "off"] if has_flag(binary, "serve", "--rest-addr") else []), *args],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         if not line:

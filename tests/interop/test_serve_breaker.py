@@ -567,7 +567,7 @@ def test_sigterm_right_after_the_ready_line_kills_without_grace(demo_lake):
     for _ in range(10):
         proc = subprocess.Popen(
             [str(demo_lake.binary), "--lake", str(demo_lake.path), "serve",
-             "--pg-addr", "127.0.0.1:0", "--http-addr", "off"],
+             "--pg-addr", "127.0.0.1:0", "--http-addr", "off", "--rest-addr", "off"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         proc.stdout.readline()
         proc.send_signal(signal.SIGTERM)

@@ -322,7 +322,7 @@ def test_a_bad_endpoint_spec_stops_start_up(demo_lake, tmp_path):
     line = toml.read_text().splitlines().index('type = "integer"') + 1
     out = subprocess.run(
         [str(demo_lake.binary), "--lake", str(demo_lake.path), "serve", "--pg-addr", "off",
-         "--http-addr", "127.0.0.1:0", "--pipeline", str(broken)],
+         "--http-addr", "127.0.0.1:0", "--rest-addr", "off", "--pipeline", str(broken)],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert f"pipeline.toml:{line}: field params.type:" in out.stderr, out.stderr

@@ -281,7 +281,7 @@ def test_password_auth(demo_lake, tmp_path, method):
 def test_non_loopback_without_password_is_refused(demo_lake):
     out = subprocess.run(
         [str(demo_lake.binary), "--lake", str(demo_lake.path), "serve",
-         "--pg-addr", "0.0.0.0:0", "--http-addr", "off"],
+         "--pg-addr", "0.0.0.0:0", "--http-addr", "off", "--rest-addr", "off"],
         capture_output=True, text=True, timeout=60,
         env={k: v for k, v in os.environ.items() if not k.startswith("ICEFJORD_PG")},
     )
@@ -310,7 +310,7 @@ def test_tls(demo_lake, tmp_path):
         server.stop()
     bad = subprocess.run(
         [str(demo_lake.binary), "--lake", str(demo_lake.path), "serve",
-         "--pg-addr", "127.0.0.1:0", "--http-addr", "off",
+         "--pg-addr", "127.0.0.1:0", "--http-addr", "off", "--rest-addr", "off",
          "--tls-cert", str(cert), "--tls-key", str(tmp_path / "missing.key")],
         capture_output=True, text=True, timeout=60,
     )

@@ -29,7 +29,9 @@ pub struct ServeArgs {
     http_addr: String,
     /// Iceberg REST catalog listener, or `off`. A non-loopback address needs
     /// OAuth2 clients (ICEFJORD_REST_CLIENTS_FILE with client_id:secret[:read]
-    /// lines, or ICEFJORD_REST_CLIENT_ID + ICEFJORD_REST_CLIENT_SECRET).
+    /// lines, or ICEFJORD_REST_CLIENT_ID + ICEFJORD_REST_CLIENT_SECRET); tokens
+    /// are signed with ICEFJORD_REST_TOKEN_KEY (set it alike on every replica)
+    /// or a random key per process.
     #[arg(long, default_value = "127.0.0.1:8181", value_name = "ADDR|off")]
     rest_addr: String,
     /// How PostgreSQL clients send their password: scram-sha-256 or md5.
@@ -156,6 +158,9 @@ impl ServeArgs {
             pipelines: self.pipelines.clone(),
             rest_addr: listener("--rest-addr", &self.rest_addr)?,
             rest_clients: rest_clients()?,
+            rest_token_key: std::env::var("ICEFJORD_REST_TOKEN_KEY")
+                .ok()
+                .map(Secret::new),
         })
     }
 }

@@ -23,6 +23,10 @@ use crate::db::{CatalogDb, Swap, SwapError};
 use crate::error::{CatalogError, Result};
 use crate::storage::WarehouseStore;
 
+/// The namespace property that marks an empty namespace as existing
+/// (PyIceberg's `SqlCatalog` writes it too).
+pub(crate) const NAMESPACE_MARKER: &str = "exists";
+
 /// The catalog name PyIceberg and Spark use for an Icefjord lake.
 pub const CATALOG_NAME: &str = "icefjord";
 
@@ -128,7 +132,11 @@ impl LakeCatalog {
         let names = self.inner.db.list_tables(namespace).await?;
         Ok(names
             .into_iter()
-            .map(|name| TableIdent::new(NamespaceIdent::new(namespace.to_string()), name))
+            .map(|name| {
+                let levels = NamespaceIdent::from_strs(namespace.split('.'))
+                    .unwrap_or_else(|_| NamespaceIdent::new(namespace.to_string()));
+                TableIdent::new(levels, name)
+            })
             .collect())
     }
 
@@ -155,6 +163,9 @@ impl LakeCatalog {
         namespace: &str,
         properties: &BTreeMap<String, String>,
     ) -> Result<()> {
+        for level in namespace.split('.') {
+            crate::changes::check_name("namespace", level)?;
+        }
         match self
             .inner
             .db
@@ -187,6 +198,16 @@ impl LakeCatalog {
         removals: &[String],
     ) -> Result<Vec<String>> {
         self.require_namespace(namespace).await?;
+        if updates.contains_key(NAMESPACE_MARKER) || removals.iter().any(|k| k == NAMESPACE_MARKER)
+        {
+            return Err(CatalogError::Config {
+                field: NAMESPACE_MARKER.into(),
+                message: format!(
+                    "the namespace property {NAMESPACE_MARKER:?} marks that the namespace exists \
+                     (PyIceberg's SqlCatalog convention); it cannot be set or removed"
+                ),
+            });
+        }
         self.inner
             .db
             .update_namespace_properties(namespace, updates, removals)
@@ -479,20 +500,11 @@ impl Catalog for LakeCatalog {
     }
 
     async fn drop_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-        let (namespace, name) = split(table);
-        if !self.inner.db.delete_table(&namespace, name).await? {
-            return Err(CatalogError::TableNotFound {
-                table: display(table),
-            }
-            .into());
-        }
-        Ok(())
+        Ok(self.drop(table, false).await?)
     }
 
     async fn purge_table(&self, table: &TableIdent) -> iceberg::Result<()> {
-        let loaded = self.load(table).await?;
-        self.drop_table(table).await?;
-        iceberg::drop_table_data(&loaded).await
+        Ok(self.drop(table, true).await?)
     }
 
     async fn table_exists(&self, table: &TableIdent) -> iceberg::Result<bool> {
@@ -500,26 +512,7 @@ impl Catalog for LakeCatalog {
     }
 
     async fn rename_table(&self, src: &TableIdent, dest: &TableIdent) -> iceberg::Result<()> {
-        let (src_ns, src_name) = split(src);
-        let (dest_ns, dest_name) = split(dest);
-        if self.exists(dest).await? {
-            return Err(CatalogError::TableExists {
-                table: display(dest),
-            }
-            .into());
-        }
-        if !self
-            .inner
-            .db
-            .rename_table((&src_ns, src_name), (&dest_ns, dest_name))
-            .await?
-        {
-            return Err(CatalogError::TableNotFound {
-                table: display(src),
-            }
-            .into());
-        }
-        Ok(())
+        Ok(self.rename(src, dest).await?)
     }
 
     async fn register_table(

@@ -123,6 +123,7 @@ impl LakeCatalog {
         creation: TableCreation,
         stage: bool,
     ) -> Result<(Option<String>, TableMetadata)> {
+        check_identifier(ident)?;
         let (namespace, name) = split(ident);
         if self.exists(ident).await? {
             return Err(CatalogError::TableExists {
@@ -155,6 +156,7 @@ impl LakeCatalog {
         metadata_location: &str,
         overwrite: bool,
     ) -> Result<Table> {
+        check_identifier(ident)?;
         let location = self.within_warehouse(ident, metadata_location)?;
         let table = self.table_at(ident, &location).await?;
         self.within_warehouse(ident, table.metadata().location())?;
@@ -184,6 +186,60 @@ impl LakeCatalog {
             }),
             Err(SwapError::Failed(e)) | Err(SwapError::Ambiguous(e)) => Err(e),
         }
+    }
+
+    /// Drop a table from this catalog state; with `purge` also delete its
+    /// data and metadata files, which is refused while another table, branch,
+    /// tag or branch base still points into its location (they share files).
+    pub async fn drop(&self, ident: &TableIdent, purge: bool) -> Result<()> {
+        let (namespace, name) = split(ident);
+        let table = self.load(ident).await?;
+        if purge {
+            let sharing = self
+                .db()
+                .sharing(table.metadata().location(), &namespace, name)
+                .await?;
+            if !sharing.is_empty() {
+                return Err(CatalogError::InvalidCommit {
+                    table: display(ident),
+                    message: format!(
+                        "its files are shared with {} (branches and tags copy pointers, not \
+                         data): drop it without purging; maintenance deletes files no ref reaches",
+                        sharing.join(", ")
+                    ),
+                });
+            }
+        }
+        if !self.db().delete_table(&namespace, name).await? {
+            return Err(CatalogError::TableNotFound {
+                table: display(ident),
+            });
+        }
+        if purge {
+            iceberg::drop_table_data(&table).await?;
+        }
+        Ok(())
+    }
+
+    /// Rename a table within this catalog state.
+    pub async fn rename(&self, from: &TableIdent, to: &TableIdent) -> Result<()> {
+        check_identifier(to)?;
+        let (from_ns, from_name) = split(from);
+        let (to_ns, to_name) = split(to);
+        self.require_namespace(&to_ns).await?;
+        if self.exists(to).await? {
+            return Err(CatalogError::TableExists { table: display(to) });
+        }
+        if !self
+            .db()
+            .rename_table((&from_ns, from_name), (&to_ns, to_name))
+            .await?
+        {
+            return Err(CatalogError::TableNotFound {
+                table: display(from),
+            });
+        }
+        Ok(())
     }
 
     /// `location` as a URL under the warehouse root, or
@@ -388,6 +444,36 @@ impl LakeCatalog {
         }
         Ok(tables)
     }
+}
+
+/// A namespace level or table name that is a safe path segment and URI part:
+/// not empty, not `.`/`..`, none of `/ \\ # ? %` or control characters, at
+/// most 255 bytes (the catalog's column width).
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > 255
+        || name
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '/' | '\\' | '#' | '?' | '%'));
+    match bad {
+        false => Ok(()),
+        true => Err(CatalogError::Config {
+            field: what.to_string(),
+            message: format!(
+                "{name:?} is not a valid {what} name (non-empty, at most 255 bytes, not . or .., \
+                 none of / \\ # ? % or control characters)"
+            ),
+        }),
+    }
+}
+
+fn check_identifier(ident: &TableIdent) -> Result<()> {
+    for level in ident.namespace().iter() {
+        check_name("namespace", level)?;
+    }
+    check_name("table", ident.name())
 }
 
 fn invalid(ident: &TableIdent, e: iceberg::Error) -> CatalogError {

@@ -87,8 +87,9 @@ pub enum CatalogError {
     /// A merge found tables changed on both sides since the branch's base, in
     /// ways that do not rebase (not appends on both): nothing was changed.
     #[error(
-        "merging {branch} into {into} conflicts on {}: changed on both since the branch's base \
-         (only appends on both sides rebase); nothing was changed",
+        "merging {branch} into {into} conflicts on {}: changed (or created) on both since the \
+         branch's base, and not only by appends that rebase (appends of the same table, same \
+         schema, no Kafka or generator positions); nothing was changed",
         tables.join(", ")
     )]
     MergeConflict {

@@ -135,20 +135,23 @@ fn index(rows: Vec<StateRow>) -> BTreeMap<Key, Value> {
         .collect()
 }
 
-/// A ref name: letters, digits, `.`, `_`, `-`, `/`; not `main`.
+/// A ref name: a letter or digit, then letters, digits, `.`, `_`, `-` (it is
+/// a REST route's prefix, so no `/`); not `main`, not the catalog's name.
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         && name.len() <= 200
         && name != MAIN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        && name != crate::CATALOG_NAME;
     match ok {
         true => Ok(()),
         false => Err(CatalogError::Config {
             field: "branch".into(),
             message: format!(
-                "{name:?} is not a valid branch or tag name (letters, digits, . _ - /; not main)"
+                "{name:?} is not a valid branch or tag name (a letter or digit, then letters, \
+                 digits, . _ -; not main or {})",
+                crate::CATALOG_NAME
             ),
         }),
     }
@@ -221,6 +224,18 @@ impl LakeCatalog {
 
     /// Merge branch `branch` into `into` (see the module docs).
     pub async fn merge(&self, branch: &str, into: &str) -> Result<MergeReport> {
+        if branch == into {
+            return Err(CatalogError::Config {
+                field: "branch".into(),
+                message: format!("cannot merge {branch} into itself"),
+            });
+        }
+        if branch == MAIN {
+            return Err(CatalogError::Config {
+                field: "branch".into(),
+                message: "main is merged into, not from: make a branch of it instead".into(),
+            });
+        }
         let refs = self.refs().await?;
         let source = refs.iter().find(|r| r.name == branch);
         match source {
@@ -365,6 +380,7 @@ impl LakeCatalog {
             || !same_shape(t)
             || !appends_since(s, base_head)
             || !appends_since(t, base_head)
+            || reads_a_source(s, base_head)
         {
             return Ok(None);
         }
@@ -383,6 +399,21 @@ impl LakeCatalog {
         let swap = self.write_metadata(&target, &metadata, false).await?;
         Ok(Some(swap.new))
     }
+}
+
+/// Whether a snapshot since `base` advanced a source position (Kafka offsets,
+/// the generator's sequence): its records may also be on the target, read by
+/// the same writer there, so rebasing could write them twice.
+fn reads_a_source(metadata: &TableMetadata, base: Option<i64>) -> bool {
+    ancestry(metadata, head_of(metadata, MAIN_BRANCH))
+        .take_while(|snapshot| Some(snapshot.snapshot_id()) != base)
+        .any(|snapshot| {
+            snapshot.summary().additional_properties.keys().any(|k| {
+                keys::SOURCE_POSITION_PREFIXES
+                    .iter()
+                    .any(|prefix| k.starts_with(prefix))
+            })
+        })
 }
 
 /// Whether every snapshot from the branch head of `metadata` back to `base`

@@ -129,6 +129,9 @@ pub struct ServeConfig {
     /// OAuth2 clients of the REST catalog; empty means no token is asked
     /// (loopback only).
     pub rest_clients: Vec<RestClient>,
+    /// The key REST tokens are signed with (the same on every replica); a
+    /// random one per process when `None`.
+    pub rest_token_key: Option<Secret>,
 }
 
 /// An OAuth2 client of the REST catalog (client-credentials grant) and the

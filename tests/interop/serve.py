@@ -22,7 +22,7 @@ class Server:
         full_env.setdefault("ICEFJORD_LOG", "warn,icefjord::query=info,icefjord_serve=info")
         for key in ("ICEFJORD_PG_PASSWORD", "ICEFJORD_PG_USER", "ICEFJORD_PG_USERS_FILE",
                     "ICEFJORD_HTTP_TOKEN", "ICEFJORD_HTTP_TOKENS_FILE", "ICEFJORD_REST_CLIENTS_FILE",
-                    "ICEFJORD_REST_CLIENT_ID", "ICEFJORD_REST_CLIENT_SECRET"):
+                    "ICEFJORD_REST_CLIENT_ID", "ICEFJORD_REST_CLIENT_SECRET", "ICEFJORD_REST_TOKEN_KEY"):
             full_env.pop(key, None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(

@@ -111,18 +111,31 @@ def test_a_conflicting_merge_changes_nothing_and_names_the_table(demo):
     assert tables(lake, "dev") == dev_before
 
 
-def test_appends_on_both_sides_rebase(demo):
+def test_appends_on_both_sides_rebase_unless_they_read_a_source(demo):
     lake = demo
     ok(lake, "branch", "create", "dev")
-    ok(lake, "--branch", "dev", "generate", "--events", "4000")
-    # Main gets its own new raw rows meanwhile (another engine's append).
-    raw = lake.catalog().load_table("raw.retail_events")
-    extra = raw.scan(limit=10).to_arrow()
-    raw.append(extra)
+    # Another engine appends on each side: PyIceberg's SqlCatalog on the branch's
+    # rows (catalog name icefjord@dev) and on main's.
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    dev = SqlCatalog("icefjord@dev", uri=f"sqlite:///{lake.path}/catalog.db",
+                     warehouse=f"file://{lake.path}/warehouse").load_table("raw.user_activity")
+    dev.append(dev.scan(limit=7).to_arrow())
+    main = lake.catalog().load_table("raw.user_activity")
+    main.append(main.scan(limit=10).to_arrow())
     merged = json.loads(ok(lake, "merge", "dev", "-o", "json"))
-    assert {"object": "raw.retail_events", "kind": "table", "how": "rebased"} in merged
-    count = json.loads(ok(lake, "sql", "-o", "json", "SELECT count(*) AS n FROM raw.retail_events"))
-    assert count[0]["n"] == 4000 + 10
+    assert {"object": "raw.user_activity", "kind": "table", "how": "rebased"} in merged
+    count = json.loads(ok(lake, "sql", "-o", "json", "SELECT count(*) AS n FROM raw.user_activity"))
+    assert count[0]["n"] == 1500 + 7 + 10
+
+    # The generator on both sides reads the same positions: no rebase, a conflict.
+    ok(lake, "branch", "create", "dev2")
+    ok(lake, "--branch", "dev2", "generate", "--events", "4000")
+    ok(lake, "generate", "--events", "5000")
+    before = tables(lake)
+    out = lake.run("merge", "dev2")
+    assert out.returncode == 1 and "raw.retail_events" in out.stderr, out.stderr
+    assert tables(lake) == before
 
 
 def test_branch_list_delete_and_log(demo):
@@ -134,8 +147,9 @@ def test_branch_list_delete_and_log(demo):
         ("dev", "branch", "main"), ("v1", "tag", "dev")]
     again = lake.run("branch", "create", "dev")
     assert again.returncode == 2 and "already exists" in again.stderr
-    bad = lake.run("branch", "create", "no spaces")
-    assert bad.returncode == 2
+    for bad in ("no spaces", "feat/x", "..", "icefjord", "main"):
+        out = lake.run("branch", "create", bad)
+        assert out.returncode == 2, (bad, out.stderr)
     missing = lake.run("--branch", "nope", "tables")
     assert missing.returncode == 2 and "nope does not exist" in missing.stderr
     assert lake.run("branch", "delete", "v1").returncode == 2, "v1 is a tag"
@@ -173,6 +187,25 @@ def test_rest_clients_read_a_branch_through_the_warehouse_prefix(demo, tmp_path,
         assert main.load_table("raw.retail_events").scan().to_arrow().num_rows == 3000
         with pytest.raises(Exception, match="nope"):
             RestCatalog("icefjord", uri=server.rest, warehouse="nope")
+        # Purging through a branch would delete files main still reads: refused.
+        import urllib.error
+        import urllib.request
+        request = urllib.request.Request(
+            server.rest + "/v1/dev/namespaces/raw/tables/user_activity?purgeRequested=true",
+            method="DELETE")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == 400
+        assert "shared with main:raw.user_activity" in refused.value.read().decode()
+        assert main.load_table("raw.user_activity").scan().to_arrow().num_rows == 1500
+        # A tag's prefix is read-only.
+        ok(lake, "tag", "create", "t1")
+        request = urllib.request.Request(server.rest + "/v1/t1/namespaces", method="POST",
+                                         data=b'{"namespace": ["x"]}',
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request)
+        assert refused.value.code == 403
     finally:
         server.stop()
 

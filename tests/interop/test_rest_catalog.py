@@ -91,7 +91,7 @@ def test_config_names_main_as_the_prefix_and_lists_what_is_served(shared):
     assert "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}" in config["endpoints"]
     status, error = call(shared, "GET", "/v1/config?warehouse=nope")
     assert status == 404
-    assert error["error"]["type"] == "NoSuchBranchException"
+    assert error["error"]["type"] == "NotFoundException"
     assert "nope" in error["error"]["message"]
 
 
@@ -325,6 +325,28 @@ def test_oauth_tokens_gate_reads_and_writes(authed):
     assert error["error"]["type"] == "ForbiddenException"
     status, _ = call(authed, "GET", "/v1/main/namespaces", token=reader[:-2] + "xx")
     assert status == 401
+
+    # A table named `metrics` is no metrics report: writing it needs the write scope.
+    writer = token(authed, "writer", "w-secret")
+    status, _ = call(authed, "POST", "/v1/main/namespaces", {"namespace": ["gate"]}, token=writer)
+    assert status == 200
+    schema = {"type": "struct", "schema-id": 0,
+              "fields": [{"id": 1, "name": "id", "type": "long", "required": False}]}
+    status, _ = call(authed, "POST", "/v1/main/namespaces/gate/tables",
+                     {"name": "metrics", "schema": schema}, token=writer)
+    assert status == 200
+    status, _ = call(authed, "DELETE", "/v1/main/namespaces/gate/tables/metrics", token=reader)
+    assert status == 403
+    status, _ = call(authed, "POST", "/v1/main/namespaces/gate/tables/metrics/metrics",
+                     {"report-type": "scan-report"}, token=reader)
+    assert status == 204, "a metrics report is a read"
+    # The token endpoint answers malformed requests the OAuth2 way.
+    request = urllib.request.Request(authed.rest + "/v1/oauth/tokens", data=b'{"grant_type": 1}',
+                                     method="POST", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error"] == "invalid_request"
 
     catalog = rest_catalog(authed, credential="writer:w-secret",
                            **{"oauth2-server-uri": authed.rest + "/v1/oauth/tokens"})

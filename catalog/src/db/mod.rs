@@ -245,7 +245,7 @@ impl CatalogDb {
         for row in rows {
             let key: String = row.try_get(0).map_err(|e| self.err(e))?;
             let value: Option<String> = row.try_get(1).map_err(|e| self.err(e))?;
-            if key != "exists" {
+            if key != crate::catalog::NAMESPACE_MARKER {
                 props.insert(key, value.unwrap_or_default());
             }
         }
@@ -264,7 +264,10 @@ impl CatalogDb {
         }
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         // PyIceberg marks namespaces with an `exists` property; we do the same.
-        let marker = ("exists".to_string(), "true".to_string());
+        let marker = (
+            crate::catalog::NAMESPACE_MARKER.to_string(),
+            "true".to_string(),
+        );
         for (key, value) in std::iter::once((&marker.0, &marker.1)).chain(properties.iter()) {
             let inserted = sqlx::query(
                 "INSERT INTO iceberg_namespace_properties

@@ -131,6 +131,14 @@ impl CatalogDb {
             Ok(_) => {}
         }
         let (target, source) = (self.ref_catalog(name), self.ref_catalog(from));
+        // Rows a deleted ref of this name left (a write racing its deletion).
+        for (table, _) in COPIES {
+            sqlx::query(&format!("DELETE FROM {table} WHERE catalog_name = $1"))
+                .bind(&target)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         for (table, columns) in COPIES {
             sqlx::query(&format!(
                 "INSERT INTO {table} (catalog_name, {columns})
@@ -173,6 +181,62 @@ impl CatalogDb {
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(true)
+    }
+
+    /// Every row of any ref (main included) or branch base, other than this
+    /// handle's row `(namespace, name)`, whose metadata is under the table
+    /// location `location`: `ref:namespace.name`, where files would be shared.
+    pub async fn sharing(
+        &self,
+        location: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        let pattern = format!(
+            "{}/metadata/%",
+            location
+                .trim_end_matches('/')
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let rows = sqlx::query(
+            "SELECT catalog_name, table_namespace, table_name FROM iceberg_tables
+             WHERE (catalog_name = $1 OR catalog_name LIKE $2 ESCAPE '\\')
+               AND metadata_location LIKE $3 ESCAPE '\\'
+               AND NOT (catalog_name = $4 AND table_namespace = $5 AND table_name = $6)
+             UNION ALL
+             SELECT 'base of ' || ref_name, object_namespace, object_name FROM icefjord_ref_bases
+             WHERE catalog_name = $1 AND kind = 'table' AND base LIKE $3 ESCAPE '\\'",
+        )
+        .bind(&self.main_name)
+        .bind(format!(
+            "{}@%",
+            self.main_name.replace('%', "\\%").replace('_', "\\_")
+        ))
+        .bind(&pattern)
+        .bind(&self.catalog_name)
+        .bind(namespace)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                let catalog: String = r.try_get(0).map_err(|e| self.err(e))?;
+                let reference = catalog
+                    .strip_prefix(&format!("{}@", self.main_name))
+                    .map(str::to_string)
+                    .unwrap_or_else(|| match catalog == self.main_name {
+                        true => crate::refs::MAIN.to_string(),
+                        false => catalog.clone(),
+                    });
+                Ok(format!(
+                    "{reference}:{}.{}",
+                    r.try_get::<String, _>(1).map_err(|e| self.err(e))?,
+                    r.try_get::<String, _>(2).map_err(|e| self.err(e))?
+                ))
+            })
+            .collect()
     }
 
     /// Every ref, by name.

@@ -40,6 +40,12 @@ pub mod writer {
     pub const MERGE: &str = "icefjord merge";
 }
 
+/// Prefixes of the positions our writers keep in a *source* (Kafka offsets,
+/// the generator's sequence): appends carrying one, made on two catalog
+/// branches, read the same records twice, so a merge never rebases them
+/// (`crate::refs`).
+pub const SOURCE_POSITION_PREFIXES: [&str; 2] = ["icefjord.kafka.", "icefjord.generator."];
+
 /// A summary property holding a writer's position, with its value's type.
 pub trait PositionKey: Debug {
     type Value: Debug + Clone + PartialEq;

@@ -9,9 +9,12 @@
 //!   address without clients).
 //! - **Signed by us, stateless.** A token is `payload.signature`: the payload
 //!   is base64url JSON `{"sub", "scope", "exp"}`, the signature HMAC-SHA256 of
-//!   the payload under a key derived from the configured clients, so every
-//!   replica with the same client file accepts it, a restart keeps it valid,
-//!   and changing a secret revokes every token.
+//!   the payload under the server's key: `ICEFJORD_REST_TOKEN_KEY` (the same on
+//!   every replica, so each accepts the others' tokens and a restart keeps
+//!   them valid) or else a random key per process. The key is never derived
+//!   from client secrets, which clients know. A token is honoured only while
+//!   its client is still configured, and `write` only while the client may
+//!   still write.
 //! - **Scopes.** `read` lets a client list and load; `write` also commits,
 //!   creates, renames and drops. A client asking for `catalog` (the clients'
 //!   default scope) gets every scope it is allowed. A valid token without
@@ -56,17 +59,20 @@ struct Claims {
 }
 
 impl TokenAuth {
-    /// `None` when no client is configured (no token is asked).
-    pub fn new(clients: &[RestClient]) -> Option<Self> {
+    /// `None` when no client is configured (no token is asked). `key`: the
+    /// configured signing key (`ICEFJORD_REST_TOKEN_KEY`), else a random one.
+    pub fn new(clients: &[RestClient], key: Option<&Secret>) -> Option<Self> {
         if clients.is_empty() {
             return None;
         }
         let mut digest = Sha256::new();
         digest.update(b"icefjord-rest-token-v1");
-        for client in clients {
-            for part in [client.id.as_bytes(), client.secret.expose().as_bytes()] {
-                digest.update((part.len() as u64).to_be_bytes());
-                digest.update(part);
+        match key {
+            Some(key) => digest.update(key.expose().as_bytes()),
+            // Two v4 UUIDs: 244 bits from the OS's random source.
+            None => {
+                digest.update(uuid::Uuid::new_v4().as_bytes());
+                digest.update(uuid::Uuid::new_v4().as_bytes());
             }
         }
         Some(Self {
@@ -169,7 +175,12 @@ impl TokenAuth {
         if !Secret::new(self.sign(payload)).matches(signature) {
             return None;
         }
-        let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        let mut claims: Claims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        let client = self.clients.iter().find(|c| c.id == claims.sub)?;
+        if !client.write {
+            claims.scope = READ.to_string();
+        }
         (claims.exp > now()).then_some(claims)
     }
 }
@@ -182,7 +193,24 @@ fn now() -> u64 {
 }
 
 /// `POST /v1/oauth/tokens`.
-pub async fn token(State(state): State<RestState>, Form(request): Form<TokenRequest>) -> Response {
+pub async fn token(
+    State(state): State<RestState>,
+    form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let request = match form {
+        Ok(Form(request)) => request,
+        Err(rejection) => {
+            let error = OAuthError {
+                error: "invalid_request",
+                error_description: format!(
+                    "a form-encoded client-credentials request is expected \
+                     (grant_type=client_credentials&client_id=…&client_secret=…): {}",
+                    rejection.body_text()
+                ),
+            };
+            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        }
+    };
     let Some(auth) = &state.auth else {
         // No clients configured: any client may have a token; it is not checked.
         return Json(TokenResponse {
@@ -201,9 +229,12 @@ pub async fn token(State(state): State<RestState>, Form(request): Form<TokenRequ
 }
 
 /// Whether a call changes the catalog: everything but GET/HEAD and the
-/// metrics report.
-fn is_write(method: &Method, path: &str) -> bool {
-    !(method == Method::GET || method == Method::HEAD || path.ends_with("/metrics"))
+/// metrics report (matched by its route, so a table named `metrics` is not
+/// mistaken for it).
+fn is_write(method: &Method, route: Option<&str>) -> bool {
+    !(method == Method::GET
+        || method == Method::HEAD
+        || route.is_some_and(|r| r.ends_with("/tables/{table}/metrics")))
 }
 
 /// The bearer check (see the module docs).
@@ -223,9 +254,11 @@ pub async fn require_token(
         let claims = token.and_then(|t| auth.verify(t)).ok_or_else(|| {
             RestError::unauthorized("a valid bearer token is required (POST /v1/oauth/tokens)")
         })?;
-        if is_write(request.method(), request.uri().path())
-            && !claims.scope.split(' ').any(|s| s == WRITE)
-        {
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|p| p.as_str());
+        if is_write(request.method(), route) && !claims.scope.split(' ').any(|s| s == WRITE) {
             return Err(RestError::forbidden(format!(
                 "client {} has no write scope",
                 claims.sub

@@ -59,6 +59,10 @@ impl From<CatalogError> for RestError {
             CatalogError::TableExists { .. } | CatalogError::NamespaceExists { .. } => {
                 (StatusCode::CONFLICT, "AlreadyExistsException")
             }
+            CatalogError::UnknownRef { .. } => (StatusCode::NOT_FOUND, "NotFoundException"),
+            CatalogError::RefNotWritable { .. } => (StatusCode::FORBIDDEN, "ForbiddenException"),
+            CatalogError::RefExists { .. } => (StatusCode::CONFLICT, "AlreadyExistsException"),
+            CatalogError::MergeConflict { .. } => (StatusCode::CONFLICT, "CommitFailedException"),
             CatalogError::NamespaceNotEmpty { .. } => {
                 (StatusCode::CONFLICT, "NamespaceNotEmptyException")
             }

@@ -56,9 +56,6 @@ use crate::metrics::Protocol;
 use error::RestError;
 use model::CatalogConfig;
 
-/// The branch every client reads and writes unless it names another.
-const MAIN: &str = icefjord_catalog::MAIN;
-
 /// What every REST handler shares.
 #[derive(Clone)]
 pub(crate) struct RestState(Arc<Shared>);
@@ -89,7 +86,7 @@ impl RestServer {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let state = RestState(Arc::new(Shared {
             lake,
-            auth: auth::TokenAuth::new(&config.rest_clients),
+            auth: auth::TokenAuth::new(&config.rest_clients, config.rest_token_key.as_ref()),
         }));
         Ok(Self { listener, state })
     }
@@ -194,7 +191,7 @@ async fn config(
     State(state): State<RestState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<CatalogConfig>, RestError> {
-    let branch = branch_of(query.get("warehouse").map(String::as_str));
+    let branch = branch_of(&state, query.get("warehouse").map(String::as_str));
     state.lake.on_ref(&branch).await?;
     Ok(Json(CatalogConfig {
         defaults: BTreeMap::new(),
@@ -203,11 +200,11 @@ async fn config(
     }))
 }
 
-/// The branch a warehouse name or prefix selects: empty, `main` or the
-/// catalog's name mean main.
-fn branch_of(name: Option<&str>) -> String {
+/// The branch a warehouse name or prefix selects; none (or empty) selects
+/// the one `icefjord serve --branch` serves (main by default).
+fn branch_of(state: &RestState, name: Option<&str>) -> String {
     match name.map(str::trim) {
-        None | Some("") | Some(icefjord_catalog::CATALOG_NAME) => MAIN.to_string(),
+        None | Some("") => state.lake.ref_name().to_string(),
         Some(other) => other.to_string(),
     }
 }
@@ -241,15 +238,15 @@ impl Target {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Target {
+impl FromRequestParts<RestState> for Target {
     type Rejection = RestError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, RestError> {
+    async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, RestError> {
         let Path(params): Path<HashMap<String, String>> = Path::from_request_parts(parts, state)
             .await
             .map_err(|e| RestError::bad_request(e.body_text()))?;
         Ok(Self {
-            branch: branch_of(params.get("prefix").map(String::as_str)),
+            branch: branch_of(state, params.get("prefix").map(String::as_str)),
             namespace: params
                 .get("namespace")
                 .map(|n| n.split('\u{1f}').collect::<Vec<_>>().join("."))

@@ -27,7 +27,9 @@ pub async fn list(
         Some(p) => p.split(['\u{1f}', '.']).map(str::to_string).collect(),
     };
     let all = lake.namespaces().await?;
-    if !parent.is_empty() && !all.iter().any(|n| *n == parent.join(".")) {
+    let prefix = parent.join(".");
+    let under = |n: &String| *n == prefix || n.starts_with(&format!("{prefix}."));
+    if !parent.is_empty() && !all.iter().any(under) {
         return Err(CatalogError::NamespaceNotFound {
             namespace: parent.join("."),
         }

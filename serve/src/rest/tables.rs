@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use iceberg::spec::TableMetadata;
-use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{NamespaceIdent, TableCreation, TableIdent};
 use icefjord_catalog::{display, CatalogError, TableChange};
 
 use super::error::{rejected, RestError, RestResult};
@@ -35,24 +35,9 @@ fn loaded_table(table: &iceberg::table::Table) -> Json<LoadTableResult> {
     )
 }
 
-/// An error of the `iceberg::Catalog` trait, by its kind.
-fn from_iceberg(e: iceberg::Error) -> RestError {
-    use iceberg::ErrorKind;
-    let (status, kind) = match e.kind() {
-        ErrorKind::TableNotFound => (StatusCode::NOT_FOUND, "NoSuchTableException"),
-        ErrorKind::NamespaceNotFound => (StatusCode::NOT_FOUND, "NoSuchNamespaceException"),
-        ErrorKind::TableAlreadyExists | ErrorKind::NamespaceAlreadyExists => {
-            (StatusCode::CONFLICT, "AlreadyExistsException")
-        }
-        ErrorKind::CatalogCommitConflicts => (StatusCode::CONFLICT, "CommitFailedException"),
-        ErrorKind::DataInvalid => (StatusCode::BAD_REQUEST, "BadRequestException"),
-        _ if e.retryable() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailableException",
-        ),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "ServerErrorException"),
-    };
-    RestError::new(status, kind, e.message().to_string())
+/// A namespace the spec's way (one string per level).
+fn namespace_of(target: &Target) -> RestResult<NamespaceIdent> {
+    NamespaceIdent::from_vec(target.levels()).map_err(|e| RestError::bad_request(e.message()))
 }
 
 /// `GET …/namespaces/{ns}/tables[?pageToken=&pageSize=]`: the page token is
@@ -95,10 +80,7 @@ pub async fn create(
     let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
     lake.require_namespace(&target.namespace).await?;
-    let ident = TableIdent::new(
-        NamespaceIdent::from_vec(target.levels()).map_err(from_iceberg)?,
-        request.name.clone(),
-    );
+    let ident = TableIdent::new(namespace_of(&target)?, request.name.clone());
     let creation = TableCreation::builder()
         .name(request.name)
         .location_opt(request.location)
@@ -144,11 +126,7 @@ pub async fn drop(
     let purge = query
         .get("purgeRequested")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    match purge {
-        true => lake.purge_table(&ident).await,
-        false => lake.drop_table(&ident).await,
-    }
-    .map_err(from_iceberg)?;
+    lake.drop(&ident, purge).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -231,10 +209,7 @@ pub async fn register(
     let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
     lake.require_namespace(&target.namespace).await?;
-    let ident = TableIdent::new(
-        NamespaceIdent::from_vec(target.levels()).map_err(from_iceberg)?,
-        request.name,
-    );
+    let ident = TableIdent::new(namespace_of(&target)?, request.name);
     let table = lake
         .register(&ident, &request.metadata_location, request.overwrite)
         .await?;
@@ -249,11 +224,7 @@ pub async fn rename(
 ) -> RestResult<StatusCode> {
     let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
-    lake.require_namespace(&request.destination.namespace().join("."))
-        .await?;
-    lake.rename_table(&request.source, &request.destination)
-        .await
-        .map_err(from_iceberg)?;
+    lake.rename(&request.source, &request.destination).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -19,7 +19,7 @@ use iceberg::{
 #[cfg(doc)]
 use crate::commit::TableWrite;
 use crate::config::{LakeConfig, Warehouse};
-use crate::db::{CatalogDb, Swap, SwapError};
+use crate::db::{CatalogDb, ObjectKind, Swap, SwapError};
 use crate::error::{CatalogError, Result};
 use crate::storage::WarehouseStore;
 
@@ -129,7 +129,11 @@ impl LakeCatalog {
 
     /// The tables of a namespace, sorted.
     pub async fn tables(&self, namespace: &str) -> Result<Vec<TableIdent>> {
-        let names = self.inner.db.list_tables(namespace).await?;
+        let names = self
+            .inner
+            .db
+            .list_objects(ObjectKind::Table, namespace)
+            .await?;
         Ok(names
             .into_iter()
             .map(|name| {
@@ -214,11 +218,19 @@ impl LakeCatalog {
             .await
     }
 
-    /// Drop an empty namespace.
+    /// Drop an empty namespace (no table, no Iceberg view, no pipeline view).
     pub async fn drop_namespace_checked(&self, namespace: &str) -> Result<()> {
         self.require_namespace(namespace).await?;
-        if !self.inner.db.list_tables(namespace).await?.is_empty()
-            || !self.inner.db.list_views(namespace).await?.is_empty()
+        let db = &self.inner.db;
+        if !db
+            .list_objects(ObjectKind::Table, namespace)
+            .await?
+            .is_empty()
+            || !db
+                .list_objects(ObjectKind::View, namespace)
+                .await?
+                .is_empty()
+            || !db.list_views(namespace).await?.is_empty()
         {
             return Err(CatalogError::NamespaceNotEmpty {
                 namespace: namespace.to_string(),
@@ -288,7 +300,7 @@ impl LakeCatalog {
         if !self
             .inner
             .db
-            .insert_table(&namespace, name, &metadata_location)
+            .insert_object(ObjectKind::Table, &namespace, name, &metadata_location)
             .await?
         {
             // Lost a race with another creator; our metadata file is an orphan.
@@ -525,7 +537,7 @@ impl Catalog for LakeCatalog {
         if !self
             .inner
             .db
-            .insert_table(&namespace, name, &metadata_location)
+            .insert_object(ObjectKind::Table, &namespace, name, &metadata_location)
             .await?
         {
             return Err(CatalogError::TableExists {

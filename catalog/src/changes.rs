@@ -42,7 +42,7 @@ use iceberg::table::Table;
 use iceberg::{MetadataLocation, TableCreation, TableIdent, TableRequirement, TableUpdate};
 
 use crate::catalog::{display, split, LakeCatalog};
-use crate::db::{Swap, SwapError};
+use crate::db::{ObjectKind, Swap, SwapError};
 use crate::error::{CatalogError, Result};
 
 /// Prefix of the table properties that mirror our writers' positions.
@@ -138,7 +138,11 @@ impl LakeCatalog {
         let location = MetadataLocation::new_with_metadata(metadata.location(), &metadata);
         metadata.write_to(self.file_io(), &location).await?;
         let location = location.to_string();
-        if !self.db().insert_table(&namespace, name, &location).await? {
+        if !self
+            .db()
+            .insert_object(ObjectKind::Table, &namespace, name, &location)
+            .await?
+        {
             let _ = self.file_io().delete(&location).await;
             return Err(CatalogError::TableExists {
                 table: display(ident),
@@ -162,7 +166,11 @@ impl LakeCatalog {
         self.within_warehouse(ident, table.metadata().location())?;
         let (namespace, name) = split(ident);
         self.ensure_namespace(&namespace).await?;
-        if self.db().insert_table(&namespace, name, &location).await? {
+        if self
+            .db()
+            .insert_object(ObjectKind::Table, &namespace, name, &location)
+            .await?
+        {
             return Ok(table);
         }
         if !overwrite {
@@ -210,7 +218,11 @@ impl LakeCatalog {
                 });
             }
         }
-        if !self.db().delete_table(&namespace, name).await? {
+        if !self
+            .db()
+            .delete_object(ObjectKind::Table, &namespace, name)
+            .await?
+        {
             return Err(CatalogError::TableNotFound {
                 table: display(ident),
             });
@@ -232,7 +244,7 @@ impl LakeCatalog {
         }
         if !self
             .db()
-            .rename_table((&from_ns, from_name), (&to_ns, to_name))
+            .rename_object(ObjectKind::Table, (&from_ns, from_name), (&to_ns, to_name))
             .await?
         {
             return Err(CatalogError::TableNotFound {
@@ -469,7 +481,7 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
     }
 }
 
-fn check_identifier(ident: &TableIdent) -> Result<()> {
+pub(crate) fn check_identifier(ident: &TableIdent) -> Result<()> {
     for level in ident.namespace().iter() {
         check_name("namespace", level)?;
     }

@@ -15,6 +15,16 @@ pub enum CatalogError {
     /// `create_table` for a name that is taken.
     #[error("table {table} already exists")]
     TableExists { table: String },
+    /// A view named in a call is not in the catalog.
+    #[error("view {view} does not exist")]
+    ViewNotFound { view: String },
+    /// Creating or renaming a view to a name a table or view holds.
+    #[error("{view} already exists (as a table or a view)")]
+    ViewExists { view: String },
+    /// A change from another engine to a view a pipeline publishes: the
+    /// pipeline owns its definition.
+    #[error("view {view} is published by {owner}; change it there (its model file), not here")]
+    ViewNotWritable { view: String, owner: String },
     /// A namespace (schema) is not in the catalog.
     #[error("namespace {namespace} does not exist")]
     NamespaceNotFound { namespace: String },
@@ -195,6 +205,7 @@ impl From<CatalogError> for iceberg::Error {
         let kind = match &err {
             CatalogError::TableNotFound { .. } => ErrorKind::TableNotFound,
             CatalogError::TableExists { .. } => ErrorKind::TableAlreadyExists,
+            CatalogError::ViewExists { .. } => ErrorKind::TableAlreadyExists,
             CatalogError::NamespaceNotFound { .. } => ErrorKind::NamespaceNotFound,
             CatalogError::NamespaceExists { .. } => ErrorKind::NamespaceAlreadyExists,
             CatalogError::Conflict { .. }

@@ -22,6 +22,7 @@
 //! - [`changes`]: REST-style requirements + updates from other engines, on the same swap.
 //! - [`commit`]: the commit protocol (idempotent, compare-and-swap, multi-table).
 //! - [`evolution`]: the schema changes a writer may make (add optional columns, widen).
+//! - [`iceberg_views`]: Iceberg views other engines create through the REST catalog.
 //! - [`refs`]: catalog-wide branches and tags, merges (Nessie-style).
 //! - [`protocol`]: what our writers record besides rows (summary keys, positions,
 //!   `_kafka_*` columns) and the walk that finds a position again.
@@ -37,6 +38,7 @@ pub mod delta;
 pub mod error;
 pub mod evolution;
 pub mod history;
+pub mod iceberg_views;
 pub mod protocol;
 pub mod refs;
 pub mod storage;
@@ -54,6 +56,7 @@ pub use delta::DeltaPointer;
 pub use error::{CatalogError, Result};
 pub use evolution::SchemaEvolution;
 pub use history::HistoryEntry;
+pub use iceberg_views::{IcebergView, ViewRequirement};
 pub use refs::{CatalogRef, MergeReport, Merged, RefKind, MAIN};
 pub use storage::WarehouseStore;
 pub use views::{CatalogState, ViewDef, ViewWrite};

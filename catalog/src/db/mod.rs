@@ -14,8 +14,10 @@ use std::time::Duration;
 use sqlx::any::{install_default_drivers, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 
+mod objects;
 mod refs;
 
+pub(crate) use objects::ObjectKind;
 pub(crate) use refs::Move;
 
 use crate::config::CatalogUri;
@@ -201,8 +203,15 @@ impl CatalogDb {
         })
     }
 
-    fn err(&self, e: sqlx::Error) -> CatalogError {
+    pub(crate) fn err(&self, e: sqlx::Error) -> CatalogError {
         CatalogError::database(&self.uri, e)
+    }
+
+    /// The first column of each row, as text.
+    fn first_strings(&self, rows: &[sqlx::any::AnyRow]) -> Result<Vec<String>> {
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(|e| self.err(e)))
+            .collect()
     }
 
     pub async fn list_namespaces(&self) -> Result<Vec<String>> {
@@ -220,9 +229,7 @@ impl CatalogDb {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(|e| self.err(e)))
-            .collect()
+        self.first_strings(&rows)
     }
 
     pub async fn namespace_properties(
@@ -238,7 +245,12 @@ impl CatalogDb {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        if rows.is_empty() && self.list_tables(namespace).await?.is_empty() {
+        if rows.is_empty()
+            && self
+                .list_objects(ObjectKind::Table, namespace)
+                .await?
+                .is_empty()
+        {
             return Ok(None);
         }
         let mut props = BTreeMap::new();
@@ -348,101 +360,6 @@ impl CatalogDb {
         Ok(())
     }
 
-    pub async fn list_tables(&self, namespace: &str) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT table_name FROM iceberg_tables
-             WHERE catalog_name = $1 AND table_namespace = $2
-               AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)
-             ORDER BY table_name",
-        )
-        .bind(&self.catalog_name)
-        .bind(namespace)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(|e| self.err(e)))
-            .collect()
-    }
-
-    /// The current metadata location of a table, `None` when the table is unknown.
-    pub async fn metadata_location(&self, namespace: &str, table: &str) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT metadata_location FROM iceberg_tables
-             WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
-        )
-        .bind(&self.catalog_name)
-        .bind(namespace)
-        .bind(table)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        match row {
-            None => Ok(None),
-            Some(row) => Ok(row
-                .try_get::<Option<String>, _>(0)
-                .map_err(|e| self.err(e))?),
-        }
-    }
-
-    /// Register a new table; `false` when the name is taken.
-    pub async fn insert_table(&self, namespace: &str, table: &str, location: &str) -> Result<bool> {
-        self.writable()?;
-        let inserted = sqlx::query(
-            "INSERT INTO iceberg_tables
-             (catalog_name, table_namespace, table_name, metadata_location,
-              previous_metadata_location, iceberg_type)
-             VALUES ($1, $2, $3, $4, NULL, 'TABLE')",
-        )
-        .bind(&self.catalog_name)
-        .bind(namespace)
-        .bind(table)
-        .bind(location)
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(self.err(e)),
-        }
-    }
-
-    /// Remove a table; `false` when it was not there.
-    pub async fn delete_table(&self, namespace: &str, table: &str) -> Result<bool> {
-        self.writable()?;
-        let done = sqlx::query(
-            "DELETE FROM iceberg_tables
-             WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
-        )
-        .bind(&self.catalog_name)
-        .bind(namespace)
-        .bind(table)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Rename a table; `false` when the source was not there.
-    pub async fn rename_table(&self, from: (&str, &str), to: (&str, &str)) -> Result<bool> {
-        self.writable()?;
-        let done = sqlx::query(
-            "UPDATE iceberg_tables SET table_namespace = $1, table_name = $2
-             WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5",
-        )
-        .bind(to.0)
-        .bind(to.1)
-        .bind(&self.catalog_name)
-        .bind(from.0)
-        .bind(from.1)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Move every row of `swaps` from its expected to its new location in one
-    /// transaction, or none of them.
     /// Every table's metadata location, every view's SQL and every Delta table's
     /// published version, read by ONE statement so that they are one consistent
     /// state of the catalog (a multi-table commit is either wholly in it or not at all).
@@ -496,9 +413,7 @@ impl CatalogDb {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(|e| self.err(e)))
-            .collect()
+        self.first_strings(&rows)
     }
 
     /// A Delta table's location and published version.

@@ -53,6 +53,9 @@ impl From<CatalogError> for RestError {
         let message = err.to_string();
         let (status, kind) = match &err {
             CatalogError::TableNotFound { .. } => (StatusCode::NOT_FOUND, "NoSuchTableException"),
+            CatalogError::ViewNotFound { .. } => (StatusCode::NOT_FOUND, "NoSuchViewException"),
+            CatalogError::ViewExists { .. } => (StatusCode::CONFLICT, "AlreadyExistsException"),
+            CatalogError::ViewNotWritable { .. } => (StatusCode::FORBIDDEN, "ForbiddenException"),
             CatalogError::NamespaceNotFound { .. } => {
                 (StatusCode::NOT_FOUND, "NoSuchNamespaceException")
             }

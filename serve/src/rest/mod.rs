@@ -13,6 +13,7 @@
 //! | `POST /v1/{prefix}/tables/rename` | rename within the catalog |
 //! | `POST /v1/{prefix}/namespaces/{ns}/tables/{t}/metrics` | scan/commit reports: accepted, counted, dropped |
 //! | `POST /v1/{prefix}/transactions/commit` | several tables in one atomic commit |
+//! | `/v1/{prefix}/namespaces/{ns}/views[/{v}]`, `POST …/views/rename` | pipeline views (read-only, with a `spark` representation) and clients' Iceberg views ([`views`]) |
 //!
 //! Every route is also served without `{prefix}` (main).
 //!
@@ -35,7 +36,9 @@ mod auth;
 mod error;
 mod model;
 mod namespaces;
+mod spark_sql;
 mod tables;
+mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -141,6 +144,18 @@ fn catalog_routes(state: &RestState) -> Router<RestState> {
         )
         .route("/namespaces/{namespace}/register", post(tables::register))
         .route("/tables/rename", post(tables::rename))
+        .route(
+            "/namespaces/{namespace}/views",
+            get(views::list).post(views::create),
+        )
+        .route(
+            "/namespaces/{namespace}/views/{view}",
+            get(views::load)
+                .head(views::exists)
+                .post(views::replace)
+                .delete(views::drop),
+        )
+        .route("/views/rename", post(views::rename))
         .route("/transactions/commit", post(tables::commit_transaction))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -183,6 +198,13 @@ const ENDPOINTS: &[&str] = &[
     "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
     "POST /v1/{prefix}/tables/rename",
     "POST /v1/{prefix}/transactions/commit",
+    "GET /v1/{prefix}/namespaces/{namespace}/views",
+    "POST /v1/{prefix}/namespaces/{namespace}/views",
+    "GET /v1/{prefix}/namespaces/{namespace}/views/{view}",
+    "HEAD /v1/{prefix}/namespaces/{namespace}/views/{view}",
+    "POST /v1/{prefix}/namespaces/{namespace}/views/{view}",
+    "DELETE /v1/{prefix}/namespaces/{namespace}/views/{view}",
+    "POST /v1/{prefix}/views/rename",
 ];
 
 /// `GET /v1/config[?warehouse=BRANCH]`: the prefix clients put in every
@@ -211,7 +233,7 @@ fn branch_of(state: &RestState, name: Option<&str>) -> String {
 
 /// The path parameters of a catalog route: the branch its prefix selects,
 /// the namespace (levels joined by `.`; the spec separates them with the
-/// unit separator, `%1F`) and the table.
+/// unit separator, `%1F`) and the table or view.
 pub(crate) struct Target {
     pub branch: String,
     pub namespace: String,
@@ -251,7 +273,11 @@ impl FromRequestParts<RestState> for Target {
                 .get("namespace")
                 .map(|n| n.split('\u{1f}').collect::<Vec<_>>().join("."))
                 .unwrap_or_default(),
-            table: params.get("table").cloned().unwrap_or_default(),
+            table: params
+                .get("table")
+                .or_else(|| params.get("view"))
+                .cloned()
+                .unwrap_or_default(),
         })
     }
 }

@@ -5,8 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use iceberg::spec::{Schema, SortOrder, TableMetadata, UnboundPartitionSpec};
-use iceberg::{TableIdent, TableRequirement, TableUpdate};
+use iceberg::spec::{
+    Schema, SortOrder, TableMetadata, UnboundPartitionSpec, ViewMetadata, ViewVersion,
+};
+use iceberg::{TableIdent, TableRequirement, TableUpdate, ViewUpdate};
+use icefjord_catalog::ViewRequirement;
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/config`.
@@ -155,4 +158,35 @@ pub struct TokenResponse {
 pub struct OAuthError {
     pub error: &'static str,
     pub error_description: String,
+}
+
+/// `POST …/namespaces/{ns}/views`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CreateViewRequest {
+    pub name: String,
+    pub location: Option<String>,
+    pub schema: Schema,
+    pub view_version: ViewVersion,
+    #[serde(default)]
+    pub properties: HashMap<String, String>,
+}
+
+/// Load, create and replace of a view (`LoadViewResult`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LoadViewResult {
+    pub metadata_location: String,
+    pub metadata: ViewMetadata,
+    pub config: BTreeMap<String, String>,
+}
+
+/// `POST …/views/{view}` (`CommitViewRequest`).
+#[derive(Debug, Deserialize)]
+pub struct CommitViewRequest {
+    pub identifier: Option<TableIdent>,
+    #[serde(default)]
+    pub requirements: Vec<ViewRequirement>,
+    #[serde(default)]
+    pub updates: Vec<ViewUpdate>,
 }

@@ -36,7 +36,7 @@ fn loaded_table(table: &iceberg::table::Table) -> Json<LoadTableResult> {
 }
 
 /// A namespace the spec's way (one string per level).
-fn namespace_of(target: &Target) -> RestResult<NamespaceIdent> {
+pub(super) fn namespace_of(target: &Target) -> RestResult<NamespaceIdent> {
     NamespaceIdent::from_vec(target.levels()).map_err(|e| RestError::bad_request(e.message()))
 }
 
@@ -49,7 +49,36 @@ pub async fn list(
 ) -> RestResult<Json<ListTablesResponse>> {
     let lake = target.lake(&state).await?;
     lake.require_namespace(&target.namespace).await?;
-    let mut identifiers = lake.tables(&target.namespace).await?;
+    let identifiers = lake.tables(&target.namespace).await?;
+    let (identifiers, next_page_token) = page(identifiers, &query)?;
+    Ok(Json(ListTablesResponse {
+        identifiers,
+        next_page_token,
+    }))
+}
+
+/// A body that names its table or view names the one of the path (400).
+pub(super) fn same_identifier(
+    what: &str,
+    named: Option<&TableIdent>,
+    path: &TableIdent,
+) -> RestResult<()> {
+    match named {
+        Some(named) if named != path => Err(RestError::bad_request(format!(
+            "the body names {what} {} but the path {}",
+            display(named),
+            display(path)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One page of a sorted listing (`?pageToken=&pageSize=`, the token being
+/// the last name of the previous page) and the next page's token.
+pub(super) fn page(
+    mut identifiers: Vec<TableIdent>,
+    query: &HashMap<String, String>,
+) -> RestResult<(Vec<TableIdent>, Option<String>)> {
     if let Some(after) = query.get("pageToken").filter(|t| !t.is_empty()) {
         identifiers.retain(|t| t.name() > after.as_str());
     }
@@ -63,10 +92,7 @@ pub async fn list(
             next_page_token = identifiers.last().map(|t| t.name().to_string());
         }
     }
-    Ok(Json(ListTablesResponse {
-        identifiers,
-        next_page_token,
-    }))
+    Ok((identifiers, next_page_token))
 }
 
 /// `POST …/namespaces/{ns}/tables`: create, or with `stage-create` only
@@ -139,15 +165,7 @@ pub async fn commit(
     let lake = target.lake(&state).await?;
     let Json(request) = body.map_err(rejected)?;
     let ident = target.ident();
-    if let Some(named) = &request.identifier {
-        if *named != ident {
-            return Err(RestError::bad_request(format!(
-                "the body names table {} but the path {}",
-                display(named),
-                display(&ident)
-            )));
-        }
-    }
+    same_identifier("table", request.identifier.as_ref(), &ident)?;
     let change = TableChange {
         ident,
         requirements: request.requirements,

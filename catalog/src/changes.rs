@@ -123,6 +123,8 @@ impl LakeCatalog {
         creation: TableCreation,
         stage: bool,
     ) -> Result<(Option<String>, TableMetadata)> {
+        // A staged create on a tag would only fail at its commit: refuse it now.
+        self.db().writable()?;
         check_identifier(ident)?;
         let (namespace, name) = split(ident);
         if self.exists(ident).await? {

@@ -75,6 +75,8 @@ impl LakeCatalog {
         ident: &TableIdent,
         mut creation: ViewCreation,
     ) -> Result<IcebergView> {
+        // Refused on a tag before any file is written.
+        self.db().writable()?;
         check_identifier(ident)?;
         let (namespace, name) = split(ident);
         self.require_namespace(&namespace).await?;
@@ -115,6 +117,7 @@ impl LakeCatalog {
         requirements: &[ViewRequirement],
         updates: Vec<ViewUpdate>,
     ) -> Result<IcebergView> {
+        self.db().writable()?;
         let (namespace, name) = split(ident);
         let current = self.require_iceberg_view(ident).await?;
         for requirement in requirements {

@@ -22,7 +22,6 @@ use arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::project_schema;
-use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -472,7 +471,7 @@ impl TableProvider for DeltaScan {
                 .map(|field| partition_value(&self.location, add, field))
                 .collect::<DfResult<Vec<_>>>()?;
             let mut file =
-                PartitionedFile::new(self.file_path(add)?.to_string(), add.size.max(0) as u64);
+                crate::scan::partitioned_file(self.file_path(add)?, add.size.max(0) as u64);
             file.partition_values = values;
             files.push(file);
         }

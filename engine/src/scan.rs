@@ -431,8 +431,8 @@ impl TableProvider for IcebergTable {
                 total_byte_size: Precision::Inexact(entry.file_size_in_bytes() as usize),
                 column_statistics: Statistics::unknown_column(&self.schema),
             };
-            let mut file = PartitionedFile::new(path.to_string(), entry.file_size_in_bytes())
-                .with_statistics(Arc::new(stats));
+            let mut file =
+                partitioned_file(path, entry.file_size_in_bytes()).with_statistics(Arc::new(stats));
             if let Some(partition) = self.file_partition(entry) {
                 file = file.with_extensions(Arc::new(partition));
             }
@@ -507,6 +507,19 @@ pub(crate) async fn parquet_scan(
 }
 
 /// Spread files over `n` groups, largest first onto the lightest group.
+/// A file to scan, from its object store `Path` itself: `PartitionedFile::new`
+/// re-parses the path's text, which percent-encodes every non-ASCII byte
+/// (`café` → `caf%C3%A9`, a name no file has).
+pub(crate) fn partitioned_file(location: object_store::path::Path, size: u64) -> PartitionedFile {
+    PartitionedFile::new_from_meta(object_store::ObjectMeta {
+        location,
+        last_modified: chrono::DateTime::UNIX_EPOCH,
+        size,
+        e_tag: None,
+        version: None,
+    })
+}
+
 fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
     files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> =

@@ -206,6 +206,27 @@ def test_rest_clients_read_a_branch_through_the_warehouse_prefix(demo, tmp_path,
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request)
         assert refused.value.code == 403
+        # So is a staged create (refused now, not at its commit) and a view.
+        for path, body in [
+            ("/v1/t1/namespaces/raw/tables",
+             {"name": "staged", "stage-create": True,
+              "schema": {"type": "struct", "schema-id": 0, "fields": [
+                  {"id": 1, "name": "x", "type": "long", "required": False}]}}),
+            ("/v1/t1/namespaces/raw/views",
+             {"name": "v", "schema": {"type": "struct", "schema-id": 0, "fields": [
+                 {"id": 1, "name": "x", "type": "long", "required": False}]},
+              "view-version": {"version-id": 1, "schema-id": 0, "timestamp-ms": 1,
+                               "summary": {}, "default-namespace": ["raw"],
+                               "representations": [{"type": "sql", "dialect": "spark",
+                                                    "sql": "SELECT 1 AS x"}]},
+              "properties": {}}),
+        ]:
+            request = urllib.request.Request(server.rest + path, method="POST",
+                                             data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request)
+            assert refused.value.code == 403, path
     finally:
         server.stop()
 

@@ -418,3 +418,12 @@ def test_spark_reads_writes_compacts_and_time_travels_through_the_rest_catalog(o
     # Our own writers go on past Spark's commits.
     out = lake.run("run", str(ROOT / "jobs" / "retail"), "-o", "json")
     assert out.returncode == 0, out.stderr
+
+
+def test_a_table_with_a_non_ascii_name_is_read_by_icefjord_sql(own):
+    lake, server = own
+    catalog = rest_catalog(server)
+    table = catalog.create_table("raw.café_ventes", schema=pa.schema([("x", pa.int64())]))
+    table.append(pa.table({"x": [1, 2, 3]}))
+    assert "café_ventes" in table.metadata_location
+    assert scalar(lake, 'SELECT sum(x) FROM raw."café_ventes"') == 6

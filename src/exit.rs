@@ -106,7 +106,8 @@ fn catalog(e: &CatalogError) -> i32 {
         CatalogError::Config { .. }
         | CatalogError::UnknownRef { .. }
         | CatalogError::RefExists { .. }
-        | CatalogError::RefNotWritable { .. } => USAGE,
+        | CatalogError::RefNotWritable { .. }
+        | CatalogError::NameTaken { .. } => USAGE,
         e if e.is_retryable() => UNAVAILABLE,
         _ => FAILED,
     }

@@ -249,8 +249,12 @@ impl LakeCatalog {
             .rename_object(ObjectKind::Table, (&from_ns, from_name), (&to_ns, to_name))
             .await?
         {
-            return Err(CatalogError::TableNotFound {
-                table: display(from),
+            // Either the source is gone or a view holds the destination name.
+            return Err(match self.exists(from).await? {
+                true => CatalogError::TableExists { table: display(to) },
+                false => CatalogError::TableNotFound {
+                    table: display(from),
+                },
             });
         }
         Ok(())

@@ -21,6 +21,11 @@ pub enum CatalogError {
     /// Creating or renaming a view to a name a table or view holds.
     #[error("{view} already exists (as a table or a view)")]
     ViewExists { view: String },
+    /// A commit would create a table or publish a pipeline view under a name
+    /// another kind of object holds (a table, a pipeline view, an Iceberg view
+    /// another engine created): nothing was changed.
+    #[error("{name} is {by}: drop or rename it first, or write under another name")]
+    NameTaken { name: String, by: &'static str },
     /// A change from another engine to a view a pipeline publishes: the
     /// pipeline owns its definition.
     #[error("view {view} is published by {owner}; change it there (its model file), not here")]
@@ -109,7 +114,7 @@ pub enum CatalogError {
     },
     /// A requirement of a change from another engine (REST `assert-*`) does not
     /// hold on the table's current metadata: nothing was changed; reload and retry.
-    #[error("commit to table {table} failed its requirement: {message}")]
+    #[error("commit to {table} failed its requirement: {message}")]
     RequirementFailed { table: String, message: String },
     /// A table location or metadata file outside the lake's warehouse.
     #[error("table {table}: location {location} is outside the warehouse {warehouse}")]
@@ -205,7 +210,9 @@ impl From<CatalogError> for iceberg::Error {
         let kind = match &err {
             CatalogError::TableNotFound { .. } => ErrorKind::TableNotFound,
             CatalogError::TableExists { .. } => ErrorKind::TableAlreadyExists,
-            CatalogError::ViewExists { .. } => ErrorKind::TableAlreadyExists,
+            CatalogError::ViewExists { .. } | CatalogError::NameTaken { .. } => {
+                ErrorKind::TableAlreadyExists
+            }
             CatalogError::NamespaceNotFound { .. } => ErrorKind::NamespaceNotFound,
             CatalogError::NamespaceExists { .. } => ErrorKind::NamespaceAlreadyExists,
             CatalogError::Conflict { .. }

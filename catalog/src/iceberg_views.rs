@@ -44,9 +44,10 @@ impl LakeCatalog {
     /// The Iceberg views of a namespace, sorted.
     pub async fn iceberg_views(&self, namespace: &str) -> Result<Vec<TableIdent>> {
         let names = self.db().list_objects(ObjectKind::View, namespace).await?;
+        let namespace = iceberg::NamespaceIdent::from_strs(namespace.split('.'))?;
         Ok(names
             .into_iter()
-            .map(|name| TableIdent::new(iceberg::NamespaceIdent::new(namespace.into()), name))
+            .map(|name| TableIdent::new(namespace.clone(), name))
             .collect())
     }
 
@@ -83,6 +84,12 @@ impl LakeCatalog {
         if self.exists(ident).await? || self.view(ident).await?.is_some() {
             return Err(CatalogError::ViewExists {
                 view: display(ident),
+            });
+        }
+        if creation.representations.is_empty() {
+            return Err(CatalogError::InvalidCommit {
+                table: display(ident),
+                message: "a view needs at least one representation".into(),
             });
         }
         creation.location = match creation.location.trim_end_matches('/') {
@@ -133,7 +140,7 @@ impl LakeCatalog {
         }
         let mut builder = ViewMetadataBuilder::new_from_metadata(current.metadata.clone());
         for update in updates {
-            builder = apply(builder, update, ident, self)?;
+            builder = apply(builder, update, ident, current.metadata.uuid(), self)?;
         }
         let metadata = builder.build()?.metadata;
         let location =
@@ -144,6 +151,8 @@ impl LakeCatalog {
             .swap_view_location(&namespace, name, &current.metadata_location, &location)
             .await?
         {
+            // Nothing refers to the file written for the lost swap.
+            let _ = self.file_io().delete(&location).await;
             return Err(CatalogError::RequirementFailed {
                 table: display(ident),
                 message: "another commit changed the view meanwhile; reload and retry".into(),
@@ -212,9 +221,17 @@ fn apply(
     builder: ViewMetadataBuilder,
     update: ViewUpdate,
     ident: &TableIdent,
+    current_uuid: Uuid,
     lake: &LakeCatalog,
 ) -> Result<ViewMetadataBuilder> {
     Ok(match update {
+        // A view keeps its UUID (`assert-view-uuid` guards it), as in Iceberg Java.
+        ViewUpdate::AssignUuid { uuid } if uuid != current_uuid => {
+            return Err(CatalogError::InvalidCommit {
+                table: display(ident),
+                message: format!("a view's UUID cannot change (it is {current_uuid}, not {uuid})"),
+            })
+        }
         ViewUpdate::AssignUuid { uuid } => builder.assign_uuid(uuid),
         ViewUpdate::UpgradeFormatVersion { format_version } => {
             builder.upgrade_format_version(format_version)?

@@ -40,9 +40,10 @@ impl LakeCatalog {
     /// The views of a namespace, sorted.
     pub async fn views(&self, namespace: &str) -> Result<Vec<TableIdent>> {
         let names = self.db().list_views(namespace).await?;
+        let namespace = NamespaceIdent::from_strs(namespace.split('.'))?;
         Ok(names
             .into_iter()
-            .map(|name| TableIdent::new(NamespaceIdent::new(namespace.to_string()), name))
+            .map(|name| TableIdent::new(namespace.clone(), name))
             .collect())
     }
 

@@ -144,6 +144,27 @@ async fn names_are_shared_with_tables_and_pipeline_views(lake: Lake) {
     );
     assert!(lake.catalog.view(&published).await.unwrap().is_some());
 
+    // Nor can a pipeline publish a view where an Iceberg view is: nothing lands.
+    let taken = parse_table("raw.q").unwrap();
+    lake.catalog
+        .create_iceberg_view(&taken, creation("q", "SELECT 1"))
+        .await
+        .unwrap();
+    let refused = lake
+        .catalog
+        .commit(CommitId::new("run-2"))
+        .with_write(TableWrite::append(t.clone(), vec![file("b", 1, None)]))
+        .with_view(ViewWrite::new(taken.clone(), "SELECT 2"))
+        .execute()
+        .await;
+    assert!(
+        matches!(&refused, Err(CatalogError::NameTaken { name, .. }) if name == "raw.q"),
+        "{refused:?}"
+    );
+    assert!(lake.catalog.view(&taken).await.unwrap().is_none());
+    let rows = lake.catalog.load(&t).await.unwrap();
+    assert_eq!(rows.metadata().snapshots().count(), 1, "run-2 changed nothing");
+
     // A view cannot be renamed onto a table or a pipeline view.
     let v = parse_table("raw.v").unwrap();
     lake.catalog

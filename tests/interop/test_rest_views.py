@@ -9,7 +9,12 @@ from decimal import Decimal
 import pytest
 from pyiceberg.exceptions import NoSuchViewError
 
+from pathlib import Path
+
+from serve import start
 from test_rest_catalog import call, new_events, own, rest_catalog  # noqa: F401 (fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fresh_raw_rows(lake, server, count: int) -> None:
@@ -53,6 +58,12 @@ def test_spark_reads_the_pipelines_unified_views_as_icefjord_sql_does(own, spark
     assert theirs == ours
     [[n]] = spark.sql(catalog, "SELECT count(*) FROM unified.realtime_sales_hourly")
     assert n == realtime
+    # rank() is unsigned in DataFusion and int in Spark: the view still loads and agrees.
+    spark_ranks = sorted(tuple(r) for r in spark.sql(
+        catalog, "SELECT product_id, category, revenue_rank FROM unified.product_performance"))
+    our_ranks = sorted((r["product_id"], r["category"], r["revenue_rank"]) for r in lake.sql(
+        "SELECT product_id, category, revenue_rank FROM unified.product_performance"))
+    assert spark_ranks == our_ranks and len(our_ranks) > 0
     # Every hourly row agrees, not only the totals.
     spark_hours = sorted(
         tuple(r)
@@ -152,3 +163,64 @@ def test_spark_creates_replaces_and_drops_its_own_views(own, spark):
     with pytest.raises(NoSuchViewError):
         pyiceberg.drop_view("raw.small_orders")
     assert not pyiceberg.view_exists("raw.small_orders")
+
+
+def view_body(sql: str, namespace: str) -> dict:
+    return {
+        "name": None,
+        "schema": {"type": "struct", "schema-id": 0,
+                   "fields": [{"id": 1, "name": "x", "type": "int", "required": False}]},
+        "view-version": {"version-id": 1, "schema-id": 0, "timestamp-ms": 1, "summary": {},
+                         "default-namespace": [namespace],
+                         "representations": [{"type": "sql", "dialect": "spark", "sql": sql}]},
+        "properties": {},
+    }
+
+
+def test_a_name_is_a_table_a_pipeline_view_or_a_client_view_never_two(lake, tmp_path):
+    out = lake.run("generate", "--kind", "retail", "--events", "500")
+    assert out.returncode == 0, out.stderr
+    server = start(lake.binary, lake.path, tmp_path)
+    try:
+        assert call(server, "POST", "/v1/namespaces", {"namespace": ["unified"]})[0] == 200
+        body = view_body("SELECT 42 AS x", "unified") | {"name": "sales_by_category"}
+        status, created = call(server, "POST", "/v1/namespaces/unified/views", body)
+        assert status == 200, created
+        # The pipeline cannot publish its view over the client's: the run fails
+        # at once (exit 2, no retries), naming the view, and publishes nothing.
+        out = lake.run("run", str(ROOT / "jobs" / "retail"))
+        assert out.returncode == 2, out.stderr
+        assert "unified.sales_by_category is an Iceberg view" in out.stderr
+        status, listed = call(server, "GET", "/v1/namespaces/unified/views")
+        assert [v["name"] for v in listed["identifiers"]] == ["sales_by_category"]
+        assert lake.run("sql", "SELECT * FROM historical.sales_hourly").returncode != 0
+        # A table cannot be renamed onto a view's name either (409, not 404).
+        status, error = call(server, "POST", "/v1/tables/rename", {
+            "source": {"namespace": ["raw"], "name": "retail_events"},
+            "destination": {"namespace": ["unified"], "name": "sales_by_category"}})
+        assert status == 409 and error["error"]["type"] == "AlreadyExistsException", error
+        # Requests a view cannot be made from are refused.
+        empty = view_body("SELECT 1 AS x", "unified") | {"name": "empty"}
+        empty["view-version"]["representations"] = []
+        assert call(server, "POST", "/v1/namespaces/unified/views", empty)[0] == 400
+        status, error = call(server, "POST", "/v1/namespaces/unified/views/sales_by_category", {
+            "requirements": [], "updates": [{"action": "assign-uuid",
+                                             "uuid": "00000000-0000-0000-0000-000000000001"}]})
+        assert status == 400 and "UUID cannot change" in error["error"]["message"]
+        # Dropped, the name is free and the pipeline publishes its view.
+        assert call(server, "DELETE", "/v1/namespaces/unified/views/sales_by_category")[0] == 204
+        out = lake.run("run", str(ROOT / "jobs" / "retail"))
+        assert out.returncode == 0, out.stderr
+        assert lake.sql("SELECT count(*) AS n FROM unified.sales_by_category")[0]["n"] > 0
+    finally:
+        server.stop()
+
+
+def test_views_of_a_multi_level_namespace_are_listed_with_its_levels(own):
+    lake, server = own
+    assert call(server, "POST", "/v1/namespaces", {"namespace": ["a", "b"]})[0] == 200
+    body = view_body("SELECT 1 AS x", "a") | {"name": "v"}
+    assert call(server, "POST", "/v1/namespaces/a%1Fb/views", body)[0] == 200
+    status, listed = call(server, "GET", "/v1/namespaces/a%1Fb/views")
+    assert status == 200
+    assert listed["identifiers"] == [{"namespace": ["a", "b"], "name": "v"}]

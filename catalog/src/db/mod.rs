@@ -18,6 +18,7 @@ mod objects;
 mod refs;
 
 pub(crate) use objects::ObjectKind;
+use objects::WriteKind;
 pub(crate) use refs::Move;
 
 use crate::config::CatalogUri;
@@ -478,6 +479,19 @@ impl CatalogDb {
             .await
             .map_err(|e| SwapError::Failed(self.err(e)))?;
         for swap in swaps {
+            if swap.create {
+                // An Iceberg view or a pipeline view holding the name is no
+                // race to retry: refused.
+                objects::check_name_free(
+                    self,
+                    &mut tx,
+                    WriteKind::Table,
+                    &swap.namespace,
+                    &swap.table,
+                )
+                .await
+                .map_err(SwapError::Failed)?;
+            }
             let statement = match swap.create {
                 true => sqlx::query(
                     "INSERT INTO iceberg_tables
@@ -514,6 +528,15 @@ impl CatalogDb {
             }
         }
         for view in views {
+            objects::check_name_free(
+                self,
+                &mut tx,
+                WriteKind::PipelineView,
+                &view.namespace,
+                &view.name,
+            )
+            .await
+            .map_err(SwapError::Failed)?;
             sqlx::query(
                 "INSERT INTO icefjord_views
                    (catalog_name, view_namespace, view_name, view_sql, owner, commit_id)

@@ -11,10 +11,10 @@
 //! compare-and-swap (tables: [`CatalogDb::swap`]; views:
 //! [`CatalogDb::swap_view_location`]).
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::{is_unique_violation, CatalogDb};
-use crate::error::Result;
+use crate::error::{CatalogError, Result};
 
 /// What a row of `iceberg_tables` is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,4 +200,55 @@ impl CatalogDb {
         .map_err(|e| self.err(e))?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// What holds a name, as [`CatalogError::NameTaken`] says it.
+const AN_ICEBERG_VIEW: &str =
+    "an Iceberg view (created by another engine through the REST catalog)";
+const A_PIPELINE_VIEW: &str = "a view a pipeline publishes";
+const A_TABLE: &str = "a table";
+
+/// Refuse writing `kind` under `namespace.name` when another kind of object
+/// holds the name, inside the commit's transaction. A table row where a table
+/// is created is not refused here: that is a lost race the commit path redoes.
+pub(super) async fn check_name_free(
+    db: &CatalogDb,
+    conn: &mut AnyConnection,
+    writing: WriteKind,
+    namespace: &str,
+    name: &str,
+) -> Result<()> {
+    let rows = sqlx::query(
+        "SELECT COALESCE(iceberg_type, 'TABLE') FROM iceberg_tables
+         WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3
+         UNION ALL
+         SELECT 'PIPELINE' FROM icefjord_views
+         WHERE catalog_name = $1 AND view_namespace = $2 AND view_name = $3",
+    )
+    .bind(&db.catalog_name)
+    .bind(namespace)
+    .bind(name)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| db.err(e))?;
+    for held in db.first_strings(&rows)? {
+        let by = match (writing, held.as_str()) {
+            (_, "VIEW") => AN_ICEBERG_VIEW,
+            (WriteKind::Table, "PIPELINE") => A_PIPELINE_VIEW,
+            (WriteKind::PipelineView, "TABLE") => A_TABLE,
+            _ => continue,
+        };
+        return Err(CatalogError::NameTaken {
+            name: format!("{namespace}.{name}"),
+            by,
+        });
+    }
+    Ok(())
+}
+
+/// What a commit writes under a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WriteKind {
+    Table,
+    PipelineView,
 }

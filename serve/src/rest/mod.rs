@@ -36,6 +36,7 @@ mod auth;
 mod error;
 mod model;
 mod namespaces;
+mod published;
 mod spark_sql;
 mod tables;
 mod views;

@@ -39,12 +39,46 @@ const NOT_IN_SPARK: &[&str] = &[
     "to_timestamp_nanos",
     "make_array",
     "string_agg",
-    "regexp_like",
     "regexp_match",
     "approx_percentile_cont",
     "array_element",
     "starts_with",
+    "ends_with",
+    "to_char",
 ];
+
+/// How a function call translates: `Ok(Some(name))` renamed, `Ok(None)` as is.
+fn function(name: &str, args: usize) -> Result<Option<&'static str>, Unreadable> {
+    let reason = match (name, args) {
+        (name, _) if NOT_IN_SPARK.contains(&name) => {
+            format!("the function {name}() is DataFusion's and has no Spark 3.5 equivalent")
+        }
+        ("strpos", _) => return Ok(Some("instr")),
+        ("log", 1) => "log(x) is base 10 in DataFusion and natural in Spark: write log10(x) or ln(x)".into(),
+        ("trunc", _) => "trunc() truncates a number in DataFusion and a date in Spark".into(),
+        ("to_timestamp" | "to_date", 2..) => format!(
+            "{name}() formats are chrono's (%Y-%m-%d) in DataFusion and Java's (yyyy-MM-dd) in Spark"
+        ),
+        _ => return Ok(None),
+    };
+    Err(Unreadable(reason))
+}
+
+/// A PostgreSQL type name in a CAST as Spark spells it; `None` when the same.
+fn spark_type(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "VARCHAR" | "TEXT" | "BPCHAR" | "CHAR" | "CHARACTER" => "STRING",
+        "INT2" => "SMALLINT",
+        "INT4" | "INTEGER" => "INT",
+        "INT8" => "BIGINT",
+        "FLOAT4" | "REAL" => "FLOAT",
+        "FLOAT8" => "DOUBLE",
+        "BOOL" => "BOOLEAN",
+        "BYTEA" => "BINARY",
+        "TIMESTAMPTZ" => "TIMESTAMP",
+        _ => return None,
+    })
+}
 
 /// Why a view has no Spark representation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,29 +112,247 @@ pub fn to_spark(sql: &str, since: &dyn SinceResolver) -> Result<String, Unreadab
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
         .tokenize()
         .map_err(|e| Unreadable(format!("the view's SQL does not tokenize: {e}")))?;
-    let mut out = String::with_capacity(sql.len() + 64);
+    let mut translation = Translation {
+        tokens: &tokens,
+        out: String::with_capacity(sql.len() + 64),
+        casts: Vec::new(),
+        previous: None,
+    };
     let mut i = 0;
     while i < tokens.len() {
-        // `ns . "input@since:output"`
-        if let (Token::Word(ns), Some(Token::Period), Some(Token::Word(name))) =
-            (&tokens[i], tokens.get(i + 1), tokens.get(i + 2))
-        {
-            if let Some((input, output)) = parse_since(&name.value) {
-                let input = format!("{}.{input}", ns.value);
-                let aliased = next_is_alias(&tokens[i + 3..]);
-                out.push_str(&since_subquery(&input, output, since)?);
-                if !aliased {
-                    let table = input.rsplit('.').next().unwrap_or(&input);
-                    let _ = write!(out, " AS {}", identifier(table));
+        i = translation.step(i, since)?;
+    }
+    Ok(translation.out)
+}
+
+/// The state of one translation, token by token.
+struct Translation<'a> {
+    tokens: &'a [Token],
+    out: String,
+    /// Open parentheses, innermost last: whether each is a CAST's.
+    casts: Vec<bool>,
+    /// The last token that is not whitespace.
+    previous: Option<&'a Token>,
+}
+
+impl<'a> Translation<'a> {
+    /// Translate the token at `i` (and what belongs to it); the next index.
+    fn step(&mut self, i: usize, since: &dyn SinceResolver) -> Result<usize, Unreadable> {
+        let tokens = self.tokens;
+        let token = &tokens[i];
+        if !matches!(token, Token::Whitespace(_)) {
+            let previous = self.previous.replace(token);
+            if let Token::Word(word) = token {
+                if let Some(next) = self.word(i, word, previous, since)? {
+                    return Ok(next);
                 }
-                i += 3;
-                continue;
+                return Ok(i + 1);
             }
         }
-        write_token(&mut out, &tokens, i)?;
-        i += 1;
+        match token {
+            Token::LParen => {
+                let cast = matches!(self.previous_word(i), Some(w)
+                    if w.quote_style.is_none() && matches!(w.keyword, Keyword::CAST | Keyword::TRY_CAST));
+                self.casts.push(cast);
+                self.out.push('(');
+            }
+            Token::RParen => {
+                self.casts.pop();
+                self.out.push(')');
+            }
+            Token::SingleQuotedString(s) => self.out.push_str(&literal(s)),
+            // Our comments describe our SQL (`@since:` tables): not carried over.
+            Token::Whitespace(Whitespace::SingleLineComment { .. }) => self.out.push('\n'),
+            Token::Whitespace(Whitespace::MultiLineComment(_)) => self.out.push(' '),
+            Token::DoubleColon => {
+                return Err(Unreadable(
+                    "PostgreSQL's `::` cast has no Spark 3.5 form; write CAST(x AS type)".into(),
+                ))
+            }
+            Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::DollarQuotedString(_) => {
+                return Err(Unreadable(format!(
+                    "the string literal {token} has no Spark form"
+                )))
+            }
+            other => {
+                let _ = write!(self.out, "{other}");
+            }
+        }
+        Ok(i + 1)
     }
-    Ok(out)
+
+    /// The word before the token at `i`, whitespace skipped.
+    fn previous_word(&self, i: usize) -> Option<&'a Word> {
+        match self.tokens[..i]
+            .iter()
+            .rev()
+            .find(|t| !matches!(t, Token::Whitespace(_)))
+        {
+            Some(Token::Word(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// A word: an `@since:` table, a quoted identifier, a type in a CAST, a
+    /// function name or anything else. `Some(next index)` when it took more
+    /// tokens than itself.
+    fn word(
+        &mut self,
+        i: usize,
+        word: &Word,
+        previous: Option<&Token>,
+        since: &dyn SinceResolver,
+    ) -> Result<Option<usize>, Unreadable> {
+        let tokens = self.tokens;
+        // `ns . "input@since:output"`
+        if let (Some(Token::Period), Some(Token::Word(name))) =
+            (tokens.get(i + 1), tokens.get(i + 2))
+        {
+            if let Some((input, output)) = parse_since(&name.value) {
+                let input = format!("{}.{input}", word.value);
+                let aliased = next_is_alias(&tokens[i + 3..]);
+                self.out.push_str(&since_subquery(&input, output, since)?);
+                if !aliased {
+                    let table = input.rsplit('.').next().unwrap_or(&input);
+                    let _ = write!(self.out, " AS {}", identifier(table));
+                }
+                self.previous = Some(&tokens[i + 2]);
+                return Ok(Some(i + 3));
+            }
+        }
+        if word.quote_style.is_some() {
+            self.out.push_str(&identifier(&word.value));
+            return Ok(None);
+        }
+        let after_as = matches!(previous, Some(Token::Word(w)) if w.keyword == Keyword::AS && w.quote_style.is_none());
+        if after_as && self.casts.last() == Some(&true) {
+            return Ok(Some(self.cast_type(i, word)));
+        }
+        let next = significant(tokens, i + 1);
+        if let Some(open) = next.filter(|&j| tokens[j] == Token::LParen) {
+            let lower = word.value.to_ascii_lowercase();
+            if let Some(renamed) = function(&lower, arguments(tokens, open))? {
+                self.out.push_str(renamed);
+                return Ok(None);
+            }
+        }
+        self.out.push_str(&word.value);
+        Ok(None)
+    }
+
+    /// The type of a CAST at `i`, as Spark spells it: `VARCHAR(20)` and
+    /// `CHARACTER VARYING` are `STRING`, `DOUBLE PRECISION` is `DOUBLE`,
+    /// `TIMESTAMP [WITHOUT TIME ZONE]` is `TIMESTAMP_NTZ`, `TIMESTAMP WITH
+    /// TIME ZONE` is `TIMESTAMP`. The index after the type.
+    fn cast_type(&mut self, i: usize, word: &Word) -> usize {
+        let tokens = self.tokens;
+        let upper = word.value.to_ascii_uppercase();
+        // The words that follow, upper case, with their indices.
+        let following = |from: usize, n: usize| -> Vec<(usize, String)> {
+            let mut found = Vec::new();
+            let mut at = from;
+            while found.len() < n {
+                match significant(tokens, at) {
+                    Some(j) => match &tokens[j] {
+                        Token::Word(w) => {
+                            found.push((j, w.value.to_ascii_uppercase()));
+                            at = j + 1;
+                        }
+                        _ => break,
+                    },
+                    None => break,
+                }
+            }
+            found
+        };
+        let mut next = i + 1;
+        let spelled = match upper.as_str() {
+            "DOUBLE" => {
+                if let Some((j, _)) = following(i + 1, 1).pop().filter(|(_, w)| w == "PRECISION") {
+                    next = j + 1;
+                }
+                "DOUBLE".to_string()
+            }
+            "TIMESTAMP" => {
+                let words = following(i + 1, 3);
+                let zone: Vec<&str> = words.iter().map(|(_, w)| w.as_str()).collect();
+                match zone.as_slice() {
+                    ["WITH", "TIME", "ZONE"] => {
+                        next = words[2].0 + 1;
+                        "TIMESTAMP".to_string()
+                    }
+                    ["WITHOUT", "TIME", "ZONE"] => {
+                        next = words[2].0 + 1;
+                        "TIMESTAMP_NTZ".to_string()
+                    }
+                    _ => "TIMESTAMP_NTZ".to_string(),
+                }
+            }
+            other => match spark_type(other) {
+                Some("STRING") => {
+                    if let Some((j, _)) = following(i + 1, 1).pop().filter(|(_, w)| w == "VARYING")
+                    {
+                        next = j + 1;
+                    }
+                    // A length, which Spark's STRING has not.
+                    if let Some(open) =
+                        significant(tokens, next).filter(|&j| tokens[j] == Token::LParen)
+                    {
+                        if let Some(close) =
+                            (open + 1..tokens.len()).find(|&j| tokens[j] == Token::RParen)
+                        {
+                            next = close + 1;
+                        }
+                    }
+                    "STRING".to_string()
+                }
+                Some(spark) => spark.to_string(),
+                None => word.value.clone(),
+            },
+        };
+        self.out.push_str(&spelled);
+        if next > i + 1 {
+            self.previous = tokens[..next]
+                .iter()
+                .rev()
+                .find(|t| !matches!(t, Token::Whitespace(_)));
+        }
+        next
+    }
+}
+
+/// The index of the first token at or after `from` that is not whitespace.
+fn significant(tokens: &[Token], from: usize) -> Option<usize> {
+    (from..tokens.len()).find(|&j| !matches!(tokens[j], Token::Whitespace(_)))
+}
+
+/// How many arguments the call whose `(` is at `open` passes.
+fn arguments(tokens: &[Token], open: usize) -> usize {
+    let (mut depth, mut commas, mut any) = (0usize, 0usize, false);
+    for token in &tokens[open..] {
+        match token {
+            Token::LParen => {
+                any |= depth > 0;
+                depth += 1;
+            }
+            Token::RParen => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    break;
+                }
+            }
+            Token::Comma if depth == 1 => commas += 1,
+            Token::Whitespace(_) => {}
+            _ => any = true,
+        }
+    }
+    if any {
+        commas + 1
+    } else {
+        0
+    }
 }
 
 /// Whether the tokens after a table name start its alias.
@@ -112,48 +364,6 @@ fn next_is_alias(rest: &[Token]) -> bool {
         }
         _ => false,
     }
-}
-
-fn write_token(out: &mut String, tokens: &[Token], i: usize) -> Result<(), Unreadable> {
-    match &tokens[i] {
-        Token::Word(word) => write_word(out, word, tokens.get(i + 1))?,
-        Token::SingleQuotedString(s) => out.push_str(&literal(s)),
-        // Our comments describe our SQL (`@since:` tables): not carried over.
-        Token::Whitespace(Whitespace::SingleLineComment { .. }) => out.push('\n'),
-        Token::Whitespace(Whitespace::MultiLineComment(_)) => out.push(' '),
-        Token::DoubleColon => {
-            return Err(Unreadable(
-                "PostgreSQL's `::` cast has no Spark 3.5 form; write CAST(x AS type)".into(),
-            ))
-        }
-        Token::EscapedStringLiteral(_)
-        | Token::UnicodeStringLiteral(_)
-        | Token::DollarQuotedString(_) => {
-            return Err(Unreadable(format!(
-                "the string literal {} has no Spark form",
-                tokens[i]
-            )))
-        }
-        other => {
-            let _ = write!(out, "{other}");
-        }
-    }
-    Ok(())
-}
-
-fn write_word(out: &mut String, word: &Word, next: Option<&Token>) -> Result<(), Unreadable> {
-    if word.quote_style.is_some() {
-        out.push_str(&identifier(&word.value));
-        return Ok(());
-    }
-    let lower = word.value.to_ascii_lowercase();
-    if matches!(next, Some(Token::LParen)) && NOT_IN_SPARK.contains(&lower.as_str()) {
-        return Err(Unreadable(format!(
-            "the function {lower}() is DataFusion's and has no Spark 3.5 equivalent"
-        )));
-    }
-    out.push_str(&word.value);
-    Ok(())
 }
 
 /// A Spark identifier: back-quoted, back quotes doubled.
@@ -282,5 +492,26 @@ mod tests {
         assert!(function.0.contains("arrow_cast()"), "{function:?}");
         // A column that merely shares a function's name is fine.
         assert!(to_spark("SELECT date_bin FROM raw.t", &Fixed(None)).is_ok());
+        let log = to_spark("SELECT log(x) FROM raw.t", &Fixed(None)).unwrap_err();
+        assert!(log.0.contains("base 10"), "{log:?}");
+        assert!(to_spark("SELECT log(2, x) FROM raw.t", &Fixed(None)).is_ok());
+        let format = to_spark("SELECT to_date(d, '%Y') FROM raw.t", &Fixed(None)).unwrap_err();
+        assert!(format.0.contains("chrono"), "{format:?}");
+        assert!(to_spark("SELECT to_date(d) FROM raw.t", &Fixed(None)).is_ok());
+    }
+
+    #[test]
+    fn cast_types_and_functions_take_their_spark_names() {
+        let sql = "SELECT CAST(a AS VARCHAR), CAST(b AS varchar(20)), CAST(c AS CHARACTER VARYING), \
+                   CAST(d AS DOUBLE PRECISION), CAST(e AS TIMESTAMP WITH TIME ZONE), CAST(f AS TIMESTAMP), \
+                   CAST(g AS DECIMAL(18, 2)), CAST(h AS int8), strpos(s, 'x'), a AS text, \
+                   CAST(coalesce(a, b) AS TEXT) AS t FROM raw.t";
+        assert_eq!(
+            to_spark(sql, &Fixed(None)).unwrap(),
+            "SELECT CAST(a AS STRING), CAST(b AS STRING), CAST(c AS STRING), \
+                   CAST(d AS DOUBLE), CAST(e AS TIMESTAMP), CAST(f AS TIMESTAMP_NTZ), \
+                   CAST(g AS DECIMAL(18, 2)), CAST(h AS BIGINT), instr(s, 'x'), a AS text, \
+                   CAST(coalesce(a, b) AS STRING) AS t FROM raw.t"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! Two kinds of views share the namespace's view names:
 //! - **Pipeline views** (`unified.*`, published by `icefjord run`) are served
 //!   read-only as Iceberg views whose metadata is built when they are loaded:
-//!   a `spark` representation translated from our SQL ([`spark_sql`]), with
+//!   a `spark` representation translated from our SQL ([`super::spark_sql`], built in [`super::published`]), with
 //!   `@since:` tables resolved to the boundary recorded at that moment, and an
 //!   `icefjord` representation (our SQL as written). A view Spark cannot read
 //!   gets a `spark` representation that raises the reason, and the reason in
@@ -22,20 +22,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use datafusion::sql::TableReference;
-use iceberg::spec::{ViewMetadata, ViewMetadataBuilder, ViewRepresentations, MAIN_BRANCH};
-use iceberg::{NamespaceIdent, TableIdent, ViewCreation};
-use icefjord_catalog::iceberg_views::engine_summary;
-use icefjord_catalog::protocol::{find_position, BoundaryKey, BoundaryOffsets};
-use icefjord_catalog::{display, CatalogError, IcebergView, LakeCatalog, ViewDef};
-use icefjord_engine::LakeSession;
-use sha2::{Digest, Sha256};
+use iceberg::spec::ViewRepresentations;
+use iceberg::{TableIdent, ViewCreation};
+use icefjord_catalog::{display, CatalogError, IcebergView};
 
 use super::error::{rejected, RestError, RestResult};
 use super::model::{
     CommitViewRequest, CreateViewRequest, ListTablesResponse, LoadViewResult, RenameTableRequest,
 };
-use super::spark_sql::{self, SinceResolver, Unreadable};
 use super::{RestState, Target};
 
 /// The dialect name of our own representation.
@@ -115,7 +109,9 @@ pub async fn load(
         return Ok(view_result(view));
     }
     match lake.view(&ident).await? {
-        Some(def) => Ok(view_result(published(&lake, &target, def).await?)),
+        Some(def) => Ok(view_result(
+            super::published::published(&lake, &target, def).await?,
+        )),
         None => Err(CatalogError::ViewNotFound {
             view: display(&ident),
         }
@@ -168,138 +164,4 @@ pub async fn rename(
     lake.rename_iceberg_view(&request.source, &request.destination)
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A pipeline view as an Iceberg view (see the module docs).
-async fn published(lake: &LakeCatalog, target: &Target, def: ViewDef) -> RestResult<IcebergView> {
-    let ident = def.ident.clone();
-    let schema = view_schema(lake, &target.namespace, &target.table).await?;
-    let boundaries = boundaries(lake, &def.sql).await?;
-    let mut properties = HashMap::new();
-    if let Some(owner) = &def.owner {
-        properties.insert("icefjord.owner".to_string(), owner.clone());
-    }
-    let spark = match spark_sql::to_spark(&def.sql, &boundaries) {
-        Ok(sql) => sql,
-        Err(Unreadable(reason)) => {
-            let reason = format!("view {} cannot be read by Spark: {reason}", display(&ident));
-            let columns = schema
-                .as_struct()
-                .fields()
-                .iter()
-                .map(|f| {
-                    format!(
-                        "raise_error({}) AS `{}`",
-                        spark_sql::literal(&reason),
-                        f.name.replace('`', "``")
-                    )
-                })
-                .collect::<Vec<_>>();
-            properties.insert(SPARK_UNREADABLE.to_string(), reason);
-            format!("SELECT {}", columns.join(", "))
-        }
-    };
-    let representations: ViewRepresentations = serde_json::from_value(serde_json::json!([
-        {"type": "sql", "sql": spark, "dialect": SPARK_DIALECT},
-        {"type": "sql", "sql": def.sql, "dialect": OUR_DIALECT},
-    ]))
-    .map_err(|e| {
-        RestError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ServerErrorException",
-            e.to_string(),
-        )
-    })?;
-    let location = lake.default_location(&ident);
-    let creation = ViewCreation::builder()
-        .name(target.table.clone())
-        .location(location.clone())
-        .representations(representations)
-        .schema(schema)
-        .properties(properties)
-        .default_namespace(
-            NamespaceIdent::from_vec(target.levels())
-                .map_err(|e| RestError::bad_request(e.message()))?,
-        )
-        .summary(engine_summary())
-        .build();
-    let metadata: ViewMetadata = ViewMetadataBuilder::from_view_creation(creation)
-        .and_then(|b| b.assign_uuid(view_uuid(lake, &ident)).build())
-        .map_err(CatalogError::from)?
-        .metadata;
-    let version = def.commit_id.as_deref().unwrap_or("unversioned");
-    Ok(IcebergView {
-        ident,
-        metadata_location: format!("{location}/metadata/published-{version}.metadata.json"),
-        metadata,
-    })
-}
-
-/// The same UUID every time a view is loaded from the same ref.
-fn view_uuid(lake: &LakeCatalog, ident: &TableIdent) -> uuid::Uuid {
-    let digest = Sha256::digest(format!("{}\u{1f}{}", lake.ref_name(), display(ident)));
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid()
-}
-
-/// The view's columns as our engine plans it, in Iceberg types.
-async fn view_schema(
-    lake: &LakeCatalog,
-    namespace: &str,
-    name: &str,
-) -> RestResult<iceberg::spec::Schema> {
-    let session = LakeSession::new(lake).await.map_err(server)?;
-    let frame = session
-        .context()
-        .table(TableReference::partial(namespace, name))
-        .await
-        .map_err(|e| server(format!("view {namespace}.{name} does not plan: {e}")))?;
-    iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(frame.schema().as_arrow()).map_err(|e| {
-        server(format!(
-            "view {namespace}.{name} has a column Iceberg cannot type: {e}"
-        ))
-    })
-}
-
-fn server(e: impl ToString) -> RestError {
-    RestError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "ServerErrorException",
-        e.to_string(),
-    )
-}
-
-/// `(input, output) → boundary` for every `@since:` table of `sql`, read now.
-type Boundaries = HashMap<(String, String), Option<BoundaryOffsets>>;
-
-impl SinceResolver for Boundaries {
-    fn boundary(&self, input: &str, output: &str) -> Result<Option<BoundaryOffsets>, Unreadable> {
-        self.get(&(input.to_string(), output.to_string()))
-            .cloned()
-            .ok_or_else(|| Unreadable(format!("no boundary was read for {input} of {output}")))
-    }
-}
-
-async fn boundaries(lake: &LakeCatalog, sql: &str) -> RestResult<Boundaries> {
-    let mut found = Boundaries::new();
-    for (input, output) in spark_sql::since_tables(sql) {
-        let ident = icefjord_catalog::parse_table(&output)?;
-        let boundary = match lake.load(&ident).await {
-            Ok(table) => find_position(
-                table.metadata(),
-                &output,
-                MAIN_BRANCH,
-                &BoundaryKey {
-                    input: input.clone(),
-                },
-            )?
-            .map(|f| f.value),
-            // No output yet: every input row is fresh (as `icefjord sql` reads it).
-            Err(CatalogError::TableNotFound { .. }) => None,
-            Err(e) => return Err(e.into()),
-        };
-        found.insert((input, output), boundary);
-    }
-    Ok(found)
 }

@@ -163,7 +163,11 @@ async fn names_are_shared_with_tables_and_pipeline_views(lake: Lake) {
     );
     assert!(lake.catalog.view(&taken).await.unwrap().is_none());
     let rows = lake.catalog.load(&t).await.unwrap();
-    assert_eq!(rows.metadata().snapshots().count(), 1, "run-2 changed nothing");
+    assert_eq!(
+        rows.metadata().snapshots().count(),
+        1,
+        "run-2 changed nothing"
+    );
 
     // A view cannot be renamed onto a table or a pipeline view.
     let v = parse_table("raw.v").unwrap();

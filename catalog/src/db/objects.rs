@@ -117,11 +117,7 @@ impl CatalogDb {
         .bind(location)
         .execute(&self.pool)
         .await;
-        match inserted {
-            Ok(done) => Ok(done.rows_affected() == 1),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(self.err(e)),
-        }
+        self.one_row_unless_taken(inserted)
     }
 
     /// Remove a table or view row; `false` when it was not there.
@@ -168,7 +164,16 @@ impl CatalogDb {
         .bind(from.1)
         .execute(&self.pool)
         .await;
-        match done {
+        self.one_row_unless_taken(done)
+    }
+
+    /// Whether a statement that claims a name changed its one row; a name
+    /// that another row holds (unique violation) is `false`, not an error.
+    fn one_row_unless_taken(
+        &self,
+        result: std::result::Result<sqlx::any::AnyQueryResult, sqlx::Error>,
+    ) -> Result<bool> {
+        match result {
             Ok(done) => Ok(done.rows_affected() == 1),
             Err(e) if is_unique_violation(&e) => Ok(false),
             Err(e) => Err(self.err(e)),

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use datafusion::arrow::datatypes::{DataType, Schema as ArrowSchema};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
-use datafusion::sql::TableReference;
 use iceberg::spec::{ViewMetadata, ViewMetadataBuilder, ViewRepresentations, MAIN_BRANCH};
 use iceberg::{NamespaceIdent, TableIdent, ViewCreation};
 use icefjord_catalog::iceberg_views::engine_summary;
@@ -33,13 +32,13 @@ pub async fn published(
 ) -> RestResult<IcebergView> {
     let ident = def.ident.clone();
     let session = LakeSession::new(lake).await.map_err(server)?;
-    let schema = view_schema(&session, &target.namespace, &target.table).await?;
     let plan = session
         .context()
         .state()
         .create_logical_plan(&def.sql)
         .await
         .map_err(|e| server(format!("view {} does not plan: {e}", display(&ident))))?;
+    let schema = view_schema(&plan, &ident)?;
     let boundaries = boundaries(lake, &def.sql).await?;
     let mut properties = HashMap::new();
     if let Some(owner) = &def.owner {
@@ -76,13 +75,7 @@ pub async fn published(
         {"type": "sql", "sql": spark, "dialect": SPARK_DIALECT},
         {"type": "sql", "sql": def.sql, "dialect": OUR_DIALECT},
     ]))
-    .map_err(|e| {
-        RestError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "ServerErrorException",
-            e.to_string(),
-        )
-    })?;
+    .map_err(server)?;
     let location = lake.default_location(&ident);
     let creation = ViewCreation::builder()
         .name(target.table.clone())
@@ -116,23 +109,16 @@ fn view_uuid(lake: &LakeCatalog, ident: &TableIdent) -> uuid::Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
-/// The view's columns as our engine plans it, in Iceberg types.
-async fn view_schema(
-    session: &LakeSession,
-    namespace: &str,
-    name: &str,
-) -> RestResult<iceberg::spec::Schema> {
-    let frame = session
-        .context()
-        .table(TableReference::partial(namespace, name))
-        .await
-        .map_err(|e| server(format!("view {namespace}.{name} does not plan: {e}")))?;
+/// The view's columns as our engine plans it (the plan a reader of the view
+/// runs), in Iceberg types.
+fn view_schema(plan: &LogicalPlan, ident: &TableIdent) -> RestResult<iceberg::spec::Schema> {
     iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&iceberg_typable(
-        frame.schema().as_arrow(),
+        plan.schema().as_arrow(),
     ))
     .map_err(|e| {
         server(format!(
-            "view {namespace}.{name} has a column Iceberg cannot type: {e}"
+            "view {} has a column Iceberg cannot type: {e}",
+            display(ident)
         ))
     })
 }

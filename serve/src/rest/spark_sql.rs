@@ -140,18 +140,16 @@ impl<'a> Translation<'a> {
     fn step(&mut self, i: usize, since: &dyn SinceResolver) -> Result<usize, Unreadable> {
         let tokens = self.tokens;
         let token = &tokens[i];
-        if !matches!(token, Token::Whitespace(_)) {
-            let previous = self.previous.replace(token);
-            if let Token::Word(word) = token {
-                if let Some(next) = self.word(i, word, previous, since)? {
-                    return Ok(next);
-                }
-                return Ok(i + 1);
-            }
+        let previous = match token {
+            Token::Whitespace(_) => self.previous,
+            _ => self.previous.replace(token),
+        };
+        if let Token::Word(word) = token {
+            return Ok(self.word(i, word, previous, since)?.unwrap_or(i + 1));
         }
         match token {
             Token::LParen => {
-                let cast = matches!(self.previous_word(i), Some(w)
+                let cast = matches!(previous, Some(Token::Word(w))
                     if w.quote_style.is_none() && matches!(w.keyword, Keyword::CAST | Keyword::TRY_CAST));
                 self.casts.push(cast);
                 self.out.push('(');
@@ -183,18 +181,6 @@ impl<'a> Translation<'a> {
         Ok(i + 1)
     }
 
-    /// The word before the token at `i`, whitespace skipped.
-    fn previous_word(&self, i: usize) -> Option<&'a Word> {
-        match self.tokens[..i]
-            .iter()
-            .rev()
-            .find(|t| !matches!(t, Token::Whitespace(_)))
-        {
-            Some(Token::Word(w)) => Some(w),
-            _ => None,
-        }
-    }
-
     /// A word: an `@since:` table, a quoted identifier, a type in a CAST, a
     /// function name or anything else. `Some(next index)` when it took more
     /// tokens than itself.
@@ -212,7 +198,7 @@ impl<'a> Translation<'a> {
         {
             if let Some((input, output)) = parse_since(&name.value) {
                 let input = format!("{}.{input}", word.value);
-                let aliased = next_is_alias(&tokens[i + 3..]);
+                let aliased = next_is_alias(tokens, i + 3);
                 self.out.push_str(&since_subquery(&input, output, since)?);
                 if !aliased {
                     let table = input.rsplit('.').next().unwrap_or(&input);
@@ -356,9 +342,8 @@ fn arguments(tokens: &[Token], open: usize) -> usize {
 }
 
 /// Whether the tokens after a table name start its alias.
-fn next_is_alias(rest: &[Token]) -> bool {
-    let next = rest.iter().find(|t| !matches!(t, Token::Whitespace(_)));
-    match next {
+fn next_is_alias(tokens: &[Token], from: usize) -> bool {
+    match significant(tokens, from).map(|j| &tokens[j]) {
         Some(Token::Word(w)) => {
             w.keyword == Keyword::AS || w.keyword == Keyword::NoKeyword || w.quote_style.is_some()
         }

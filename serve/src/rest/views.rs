@@ -22,11 +22,10 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use iceberg::spec::ViewRepresentations;
 use iceberg::{TableIdent, ViewCreation};
 use icefjord_catalog::{display, CatalogError, IcebergView};
 
-use super::error::{rejected, RestError, RestResult};
+use super::error::{rejected, RestResult};
 use super::model::{
     CommitViewRequest, CreateViewRequest, ListTablesResponse, LoadViewResult, RenameTableRequest,
 };
@@ -76,13 +75,10 @@ pub async fn create(
     let Json(request) = body.map_err(rejected)?;
     let ident = TableIdent::new(super::tables::namespace_of(&target)?, request.name.clone());
     let version = request.view_version;
-    let representations: ViewRepresentations =
-        serde_json::from_value(serde_json::to_value(version.representations()).map_err(bad)?)
-            .map_err(bad)?;
     let creation = ViewCreation::builder()
         .name(request.name)
         .location(request.location.unwrap_or_default())
-        .representations(representations)
+        .representations(version.representations().clone())
         .schema(request.schema)
         .properties(request.properties)
         .default_namespace(version.default_namespace().clone())
@@ -92,10 +88,6 @@ pub async fn create(
     Ok(view_result(
         lake.create_iceberg_view(&ident, creation).await?,
     ))
-}
-
-fn bad(e: serde_json::Error) -> RestError {
-    RestError::bad_request(format!("view representations: {e}"))
 }
 
 /// `GET …/views/{view}`: an Iceberg view, or a pipeline view as one.
